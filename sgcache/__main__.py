@@ -1,0 +1,5 @@
+"""Allow ``python -m sgcache``."""
+
+from sgcache.cli import main
+
+main()

@@ -1,0 +1,204 @@
+"""The ``sgcache`` command. Thin: it parses arguments, loads the config and calls the library."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sgcache import __version__
+from sgcache.config import Config, load_config
+from sgcache.errors import SgcacheError
+from sgcache.logs import register_secret, setup_logging
+
+
+class _State:
+    """What the top-level options say; the config is loaded on first use."""
+
+    def __init__(self, config_path: str | None, verbose: int, quiet: bool, overrides: dict[str, Any]):
+        self.config_path = config_path
+        self.verbose = verbose
+        self.quiet = quiet
+        self.overrides = overrides
+        self._config: Config | None = None
+
+    def config(self, *require: str) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, overrides=self.overrides)
+            if self._config.site.api_key is not None:
+                register_secret(self._config.site.api_key.reveal())
+            level = "debug" if self.verbose else "warning" if self.quiet else self._config.log.level
+            setup_logging(level, self._config.log.format)
+        self._config.require(*require)
+        return self._config
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise click.BadParameter(f"expected SECTION.KEY=VALUE, got {item!r}", param_hint="--set")
+        out[key.strip()] = value
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="PATH", envvar="SGCACHE_CONFIG",
+              help="Settings file (default: $SGCACHE_CONFIG, else ./sgcache.yml if present).")
+@click.option("--database", metavar="URL", help="Cache database URL (database.url).")
+@click.option("--schema", "schema_path", metavar="FILE", help="Schema file (schema.path).")
+@click.option("--set", "settings", metavar="SECTION.KEY=VALUE", multiple=True,
+              help="Override any setting, e.g. --set web.workers=4. Repeatable.")
+@click.option("-v", "--verbose", count=True, help="Log more (debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.pass_context
+def cli(ctx: click.Context, config_path, database, schema_path, settings, verbose, quiet) -> None:
+    """sgcache: a caching proxy for the Shotgun API.
+
+    Settings come from built-in defaults, then the YAML file, then SGCACHE_<SECTION>_<KEY>
+    environment variables, then these flags. See docs/configuration.rst.
+    """
+    overrides: dict[str, Any] = _parse_set(settings)
+    if database:
+        overrides["database.url"] = database
+    if schema_path:
+        overrides["schema.path"] = schema_path
+    ctx.obj = _State(config_path, verbose, quiet, overrides)
+
+
+@cli.command()
+def version() -> None:
+    """Print the versions of sgcache and what it runs on."""
+    import shotgun_api3
+    import sqlalchemy
+
+    click.echo(f"sgcache {__version__} (shotgun_api3 {shotgun_api3.__version__}, SQLAlchemy "
+               f"{sqlalchemy.__version__}, Python {sys.version.split()[0]})")
+
+
+@cli.group()
+def schema() -> None:
+    """Make, filter, inspect and apply schema files."""
+
+
+@schema.command("dump")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of standard output.")
+@click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Convert a saved schema_read answer (JSON) instead of asking the site.")
+@click.option("--entities-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --from-json: a saved schema_entity_read answer, for type labels.")
+@click.pass_obj
+def schema_dump(state: _State, output: Path | None, from_json: Path | None, entities_json: Path | None) -> None:
+    """Write the site's full schema as YAML.
+
+    Reads schema_read and schema_entity_read from the site in the settings (site.base_url,
+    site.script_name, site.api_key), or converts answers saved as JSON with --from-json.
+    """
+    from sgcache.schema import dumps, fetch
+
+    if from_json is not None:
+        schema_ = fetch.from_json_files(from_json, entities_json)
+    else:
+        schema_ = fetch.from_site(state.config("site.base_url", "site.script_name", "site.api_key").site)
+    _write(dumps(schema_), output)
+    click.echo(f"{len(schema_)} entity types, {sum(len(t.fields) for t in schema_)} fields", err=True)
+
+
+@schema.command("filter")
+@click.option("--rules", "-r", "rules_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Rules file: one [+|-]TypeGlob[.fieldGlob][:data_type] a line, first match wins.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of standard output.")
+@click.argument("input_path", metavar="IN.yml", type=click.Path(dir_okay=False, path_type=Path))
+def schema_filter(rules_path: Path, output: Path | None, input_path: Path) -> None:
+    """Keep the subset of a schema file that the rules select."""
+    from sgcache.schema import dumps, load
+    from sgcache.schema.rules import filter_schema, load_rules
+
+    full = load(input_path)
+    rules = load_rules(rules_path)
+    header = (f"Made by `sgcache schema filter --rules {rules_path.name} {input_path.name}`.\n"
+              f"Source header:\n" + "\n".join(f"  {line}" for line in full.header.splitlines()))
+    kept = filter_schema(full, rules, header=header)
+    _write(dumps(kept), output)
+    click.echo(f"kept {len(kept)} of {len(full)} entity types, "
+               f"{sum(len(t.fields) for t in kept)} of {sum(len(t.fields) for t in full)} fields", err=True)
+
+
+@schema.command("show")
+@click.argument("type_names", metavar="[TYPE]...", nargs=-1)
+@click.option("--dialect", type=click.Choice(["postgresql", "sqlite"]),
+              help="Show column types for this database (default: the configured one).")
+@click.pass_obj
+def schema_show(state: _State, type_names: tuple[str, ...], dialect: str | None) -> None:
+    """Print what the cache will store, table by table (every type when none is named)."""
+    from sgcache.schema import load
+    from sgcache.store import show
+    from sgcache.store.tables import Tables
+
+    config = state.config()
+    tables = Tables(load(config.schema.path))
+    dialect = dialect or ("sqlite" if config.database.url.startswith("sqlite") else "postgresql")
+    if type_names:
+        for name in type_names:
+            click.echo(show.describe_type(tables[name], dialect))
+    else:
+        click.echo(show.summarize(tables))
+
+
+@schema.command("migrate")
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.pass_obj
+def schema_migrate(state: _State, dry_run: bool) -> None:
+    """Make the cache database agree with the schema file (safe to run again)."""
+    from sgcache.schema import load
+    from sgcache.store.db import check_connection, create_engine, safe_url
+    from sgcache.store.migrate import migrate
+    from sgcache.store.tables import Tables
+
+    config = state.config()
+    tables = Tables(load(config.schema.path))
+    engine = create_engine(config.database.url)
+    check_connection(engine)
+    report = migrate(engine, tables, dry_run=dry_run)
+    verb = "would make" if dry_run else "made"
+    if state.verbose or dry_run:
+        for action in report.actions:
+            click.echo(f"  {action}")
+    click.echo(f"{safe_url(engine.url)}: {verb} {len(report.actions)} changes for {len(tables.entities)} "
+               f"entity types; {len(report.backfill)} fields await a full import")
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise SgcacheError(f"{output}: cannot write: {e.strerror}") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: expected failures are one line on stderr and an exit status, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="sgcache", standalone_mode=False)
+    except SgcacheError as e:
+        click.echo(f"sgcache: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("sgcache: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("sgcache: interrupted", err=True)
+        sys.exit(130)

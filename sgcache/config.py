@@ -1,0 +1,395 @@
+"""The settings: loaded once from defaults, a YAML file, the environment and flags; validated; typed.
+
+Precedence, lowest first: built-in defaults < the YAML file (``--config PATH`` or
+``SGCACHE_CONFIG``, else ``./sgcache.yml`` when it exists) < environment variables
+``SGCACHE_<SECTION>_<KEY>`` < command-line flags. Every problem is one
+:class:`~sgcache.errors.ConfigError` line naming the key and where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sgcache.errors import ConfigError
+
+ENV_PREFIX = "SGCACHE_"
+DEFAULT_CONFIG_NAME = "sgcache.yml"
+
+
+class Secret:
+    """A string that never shows itself in reprs, logs or error messages."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _setting(default: Any, help: str, *, choices: tuple | None = None, check=None, path: bool = False):
+    """Declare one setting: its default, its documentation and how to validate it."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default),
+                     metadata={"help": help, "choices": choices, "check": check, "path": path})
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "path": path})
+
+
+def _url(value: str) -> str | None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        return "expected an http:// or https:// URL"
+    return None
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "expected a number greater than 0"
+
+
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "expected an integer of at least 1"
+
+
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "expected a number of at least 0"
+
+
+def _bind(value: str) -> str | None:
+    if value.startswith("unix:") or re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", value):
+        return None
+    return "expected HOST:PORT (or unix:PATH)"
+
+
+def _database_url(value: str) -> str | None:
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        return "expected a sqlite:/// or postgresql:// URL"
+    return None
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """The upstream Shotgun site."""
+
+    base_url: str | None = _setting(None, "URL of the Shotgun site, e.g. https://studio.shotgrid.autodesk.com",
+                                    check=_url)
+    script_name: str | None = _setting(None, "Script (ApiUser) name sgcache uses for its own reads")
+    api_key: Secret | None = _setting(None, "Script key; prefer SGCACHE_SITE_API_KEY to keep it out of files")
+    timeout: float = _setting(30.0, "Seconds to wait for the site before giving up on a request",
+                              check=_positive)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """The cache database."""
+
+    url: str = _setting("sqlite:///var/sgcache.sqlite",
+                        "SQLAlchemy URL: postgresql://user@host/db in production, sqlite:///PATH embedded",
+                        check=_database_url)
+
+
+@dataclass(frozen=True)
+class SchemaConfig:
+    """Which entity types and fields the cache holds."""
+
+    path: Path = _setting(Path("schema/demo.yml"), "Schema YAML file (made by `sgcache schema dump` and "
+                          "`sgcache schema filter`)", path=True)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The proxy's web server."""
+
+    bind: str = _setting("127.0.0.1:8010", "HOST:PORT the proxy listens on", check=_bind)
+    workers: int = _setting(2, "gunicorn worker processes", check=_at_least_one)
+    threads: int = _setting(8, "threads per worker (slow passthroughs do not block others)",
+                            check=_at_least_one)
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    """The event-log watcher."""
+
+    poll_interval: float = _setting(1.0, "Longest pause, in seconds, between two event-log polls when idle",
+                                    check=_positive)
+
+
+@dataclass(frozen=True)
+class ScannerConfig:
+    """The periodic updated_at scanner."""
+
+    interval: float = _setting(300.0, "Seconds between two incremental scans (0 disables them)",
+                               check=_not_negative)
+    types: list[str] = _setting([], "Entity types to scan (empty: every cached type)")
+    projects: list[int] = _setting([], "Project ids to import (empty: every project)")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = _setting("info", "Log level", choices=("debug", "info", "warning", "error"))
+    format: str = _setting("text", "text (key=value lines) or json (one JSON object a line)",
+                           choices=("text", "json"))
+
+
+@dataclass(frozen=True)
+class Config:
+    """All of sgcache's settings; build it with :func:`load_config`."""
+
+    site: SiteConfig = field(default_factory=SiteConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    #: Where the YAML file was, if any (for messages and relative paths).
+    source: Path | None = None
+
+    def require(self, *keys: str) -> None:
+        """Fail with one line for the first of ``keys`` (``section.key``) that has no value."""
+        for key in keys:
+            section, name = key.split(".", 1)
+            if getattr(getattr(self, section), name) in (None, ""):
+                where = str(self.source) if self.source else "the configuration"
+                raise ConfigError(f"{where}: {key} is required (set it in the file or in "
+                                  f"{env_name(section, name)})")
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def iter_settings() -> Iterable[tuple[str, str, dataclasses.Field, Any]]:
+    """Yield (section, key, dataclass field, type hint) for every setting, in declaration order."""
+    for section, cls in _section_classes().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            yield section, f.name, f, hints[f.name]
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """Strip Optional[...] from a type hint; return (type, optional)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return hint, False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _describe(value: Any, secret: bool) -> str:
+    return "" if secret else f", got {value!r}"
+
+
+def _coerce(value: Any, hint: Any, *, from_text: bool, secret: bool) -> Any:
+    """Convert ``value`` to ``hint``; raise ValueError with a short reason (never the secret)."""
+    hint, optional = _base_type(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError("a value is required")
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, list):
+            items = value
+        else:
+            raise ValueError(f"expected a list{_describe(value, secret)}")
+        return [_coerce(v, item, from_text=from_text or isinstance(value, str), secret=secret) for v in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f"expected true or false{_describe(value, secret)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_text and isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
+            return int(value)
+        raise ValueError(f"expected an integer{_describe(value, secret)}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a number{_describe(value, secret)}")
+    if hint is str or hint is Secret or hint is Path:
+        if isinstance(value, Secret) and hint is Secret:
+            return value
+        if isinstance(value, Path) and hint is Path:
+            return value
+        if not isinstance(value, str) or isinstance(value, bool):
+            raise ValueError(f"expected a string{_describe(value, secret)}")
+        if hint is Secret:
+            return Secret(value)
+        if hint is Path:
+            return Path(value).expanduser()
+        return value
+    raise TypeError(f"unsupported setting type {hint!r}")  # a programming error, not a user one
+
+
+def _validate(section: str, key: str, f: dataclasses.Field, hint: Any, raw: Any, *,
+              where: str, from_text: bool, base_dir: Path | None) -> Any:
+    secret = _base_type(hint)[0] is Secret
+    try:
+        value = _coerce(raw, hint, from_text=from_text, secret=secret)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {section}.{key}: {e}") from None
+    if value is None:
+        return None
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: {section}.{key}: expected one of {', '.join(choices)}, got {value!r}")
+    check = f.metadata.get("check")
+    if check:
+        problem = check(value)
+        if problem:
+            shown = "" if secret else f", got {value!r}"
+            raise ConfigError(f"{where}: {section}.{key}: {problem}{shown}")
+    if f.metadata.get("path") and base_dir is not None and not value.is_absolute():
+        value = base_dir / value
+    if section == "database" and key == "url" and base_dir is not None:
+        value = resolve_sqlite_url(value, base_dir)
+    return value
+
+
+def resolve_sqlite_url(url: str, base_dir: Path) -> str:
+    """Make a relative ``sqlite:///path`` absolute against ``base_dir``; leave other URLs alone."""
+    m = re.match(r"^(sqlite(\+\w+)?:///)(.*)$", url)
+    if not m or not m.group(3) or m.group(3).startswith("/") or m.group(3).startswith(":memory:"):
+        return url
+    return m.group(1) + str((base_dir / m.group(3)).resolve())
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{line}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)})")
+    return data
+
+
+def find_config_path(explicit: str | os.PathLike | None, env: Mapping[str, str]) -> Path | None:
+    """The YAML file to read: the flag, else ``SGCACHE_CONFIG``, else ``./sgcache.yml`` if present."""
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None, require: Iterable[str] = ()) -> Config:
+    """Build the :class:`Config` from every source, in order of precedence.
+
+    ``overrides`` maps ``section.key`` to a value from a command-line flag (a string is parsed
+    the way an environment variable is; None means "flag not given").
+    """
+    env = os.environ if env is None else env
+    config_path = find_config_path(path, env)
+    settings = {(s, k): (f, hint) for s, k, f, hint in iter_settings()}
+    values: dict[tuple[str, str], Any] = {}
+
+    if config_path is not None:
+        data = _read_yaml(config_path)
+        where = str(config_path)
+        base_dir = config_path.resolve().parent
+        for section, body in data.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{where}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: {section}: expected a mapping of settings")
+            for key, raw in body.items():
+                if (section, key) not in settings:
+                    known = ", ".join(k for s, k in settings if s == section)
+                    raise ConfigError(f"{where}: unknown key {section}.{key} (known: {known})")
+                f, hint = settings[section, key]
+                values[section, key] = _validate(section, key, f, hint, raw, where=where,
+                                                 from_text=False, base_dir=base_dir)
+
+    known_env = {env_name(s, k): (s, k) for s, k in settings}
+    section_prefixes = tuple(f"{ENV_PREFIX}{s.upper()}_" for s in SECTIONS)
+    for name, raw in env.items():
+        if name in known_env:
+            section, key = known_env[name]
+            f, hint = settings[section, key]
+            values[section, key] = _validate(section, key, f, hint, raw, where=f"environment {name}",
+                                             from_text=True, base_dir=None)
+        elif name.startswith(section_prefixes):
+            prefix = next(p for p in section_prefixes if name.startswith(p))
+            known = ", ".join(n for n in known_env if n.startswith(prefix))
+            raise ConfigError(f"environment {name}: unknown setting (known: {known})")
+
+    for dotted, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if (section, key) not in settings:
+            raise ConfigError(f"command line: unknown setting {dotted!r}")
+        f, hint = settings[section, key]
+        values[section, key] = _validate(section, key, f, hint, raw, where=f"command line ({dotted})",
+                                         from_text=isinstance(raw, str), base_dir=None)
+
+    sections = {}
+    for section, cls in _section_classes().items():
+        kwargs = {k: v for (s, k), v in values.items() if s == section}
+        sections[section] = cls(**kwargs)
+    config = Config(**sections, source=config_path)
+    if require:
+        config.require(*require)
+    return config

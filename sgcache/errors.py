@@ -1,0 +1,31 @@
+"""Exceptions shared across sgcache; each carries a message fit for an operator or a client."""
+
+
+class SgcacheError(Exception):
+    """Base class for expected failures: shown as one line, never as a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(SgcacheError):
+    """The configuration is invalid: names the key and where it came from."""
+
+    exit_code = 2
+
+
+class SchemaError(SgcacheError):
+    """The schema file or a schema operation is invalid."""
+
+    exit_code = 2
+
+
+class UnknownEntityType(SgcacheError):
+    """An entity type that the cached schema does not hold."""
+
+    def __init__(self, entity_type: str):
+        super().__init__(f"entity type {entity_type!r} is not in the cached schema")
+        self.entity_type = entity_type
+
+
+class ConversionError(SgcacheError):
+    """A value could not be converted for a field."""

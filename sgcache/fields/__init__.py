@@ -1,0 +1,7 @@
+"""One class per Shotgun data type: its columns, its wire <-> database conversions, and whether
+it is cached. Adding a data type is adding a class to the registry."""
+
+from sgcache.fields import entity, scalar, uncached  # noqa: F401  (fill the registry)
+from sgcache.fields.base import REGISTRY, FieldType, UncachedField, UnknownField, is_calculated, make_field
+
+__all__ = ["REGISTRY", "FieldType", "UncachedField", "UnknownField", "is_calculated", "make_field"]

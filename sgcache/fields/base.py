@@ -1,0 +1,124 @@
+"""The base field class and the registry mapping each Shotgun data type to its class."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from sgcache.errors import ConversionError
+from sgcache.schema.model import Field
+
+log = logging.getLogger(__name__)
+
+#: data type name -> field class
+REGISTRY: dict[str, type[FieldType]] = {}
+
+
+def register(*data_types: str):
+    """Class decorator: this class handles these Shotgun data types."""
+    def wrap(cls: type[FieldType]) -> type[FieldType]:
+        for name in data_types:
+            REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+class FieldType:
+    """How one Shotgun field is stored: its columns and conversions between wire and database.
+
+    Wire values are what the site's JSON carries (``"2024-01-31T12:00:00Z"`` for a date_time);
+    database values are what SQLAlchemy binds and returns for the column types below.
+    """
+
+    #: False when the cache cannot hold this field faithfully; reads of it pass through.
+    cached: ClassVar[bool] = True
+    #: Bump when the storage layout of a class changes, so migrations rebuild the field.
+    storage_version: ClassVar[int] = 1
+
+    def __init__(self, type_name: str, field: Field):
+        self.type_name = type_name
+        self.field = field
+        self.name = field.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.type_name}.{self.name}>"
+
+    @property
+    def storage(self) -> str:
+        """What the storage depends on; a change means drop and recreate."""
+        if not self.cached:
+            return "uncached"
+        return f"{type(self).__name__}:{self.storage_version}"
+
+    def columns(self) -> list[sa.Column]:
+        """Columns this field adds to its entity's table."""
+        return []
+
+    def association_table(self, metadata: sa.MetaData, name: str) -> sa.Table | None:
+        """A separate table holding this field's values, if it has one."""
+        return None
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        """Wire value -> {column name: database value}."""
+        raise NotImplementedError
+
+    def from_db(self, row: Any) -> Any:
+        """A row (mapping by column name) -> wire value."""
+        raise NotImplementedError
+
+    def error(self, value: Any, expected: str) -> ConversionError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return ConversionError(f"{self.type_name}.{self.name} ({self.field.data_type}): "
+                               f"expected {expected}, got {shown}")
+
+
+class UncachedField(FieldType):
+    """A field the cache does not store; every read touching it passes through."""
+
+    cached = False
+    reason = "not cached"
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {}
+
+    def from_db(self, row: Any) -> Any:
+        raise ConversionError(f"{self.type_name}.{self.name} is not cached ({self.reason})")
+
+
+class UnknownField(UncachedField):
+    """A data type sgcache has no class for: treated as uncached, with a warning."""
+
+    reason = "unknown data type"
+
+
+CALCULATED_PROPERTIES = ("query", "summary_value", "calculated_function")
+
+
+def is_calculated(field: Field) -> bool:
+    """Query, summary and formula fields: the site computes them, the cache cannot."""
+    return field.data_type in ("summary", "query", "calculated") or any(
+        p in field.properties for p in CALCULATED_PROPERTIES)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def make_field(type_name: str, field: Field) -> FieldType:
+    """The handler for one field of one entity type."""
+    from sgcache.fields.uncached import CalculatedField
+
+    if is_calculated(field):
+        return CalculatedField(type_name, field)
+    cls = REGISTRY.get(field.data_type)
+    if cls is None:
+        key = (type_name, field.name)
+        if key not in _warned:
+            _warned.add(key)
+            log.warning("event=unknown_data_type entity_type=%s field=%s data_type=%s action=uncached",
+                        type_name, field.name, field.data_type)
+        return UnknownField(type_name, field)
+    return cls(type_name, field)

@@ -1,0 +1,187 @@
+"""Fields stored in one column of their entity's table: text, numbers, booleans, dates, JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from sgcache.fields.base import FieldType, register
+from sgcache.fields.types import UTCDateTime, json_type
+
+
+class ScalarField(FieldType):
+    """One column named after the field."""
+
+    sql_type: ClassVar[Any] = sa.Text
+
+    def columns(self) -> list[sa.Column]:
+        return [sa.Column(self.name, self.sql_type())]
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        return {self.name: None if value is None else self.to_db_value(value)}
+
+    def from_db(self, row: Any) -> Any:
+        value = row[self.name]
+        return None if value is None else self.from_db_value(value)
+
+    def to_db_value(self, value: Any) -> Any:
+        return value
+
+    def from_db_value(self, value: Any) -> Any:
+        return value
+
+
+@register("text", "color", "entity_type", "footage", "list", "status_list", "url_template", "uuid")
+class TextField(ScalarField):
+    """Strings. footage is feet-frames text (``12-04``); color is ``R,G,B`` or a keyword."""
+
+    sql_type = sa.Text
+
+    def to_db_value(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.error(value, "a string")
+        return value
+
+
+@register("number", "duration", "percent", "timecode")
+class IntegerField(ScalarField):
+    """Whole numbers: duration in minutes, timecode in milliseconds, percent as 0-100."""
+
+    sql_type = sa.BigInteger
+
+    def to_db_value(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise self.error(value, "an integer")
+        return value
+
+
+@register("float", "currency")
+class FloatField(ScalarField):
+    sql_type = sa.Double
+
+    def to_db_value(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(value, "a number")
+        return float(value)
+
+
+@register("checkbox")
+class CheckboxField(ScalarField):
+    sql_type = sa.Boolean
+
+    def to_db_value(self, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(value, "true or false")
+        return value
+
+    def from_db_value(self, value: Any) -> bool:
+        return bool(value)
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+WIRE_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@register("date")
+class DateField(ScalarField):
+    """Wire ``YYYY-MM-DD``; stored as a date."""
+
+    sql_type = sa.Date
+
+    def to_db_value(self, value: Any) -> dt.date:
+        if isinstance(value, dt.datetime):
+            raise self.error(value, "a date, not a date and time")
+        if isinstance(value, dt.date):
+            return value
+        if isinstance(value, str) and _DATE.match(value):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise self.error(value, "a YYYY-MM-DD date")
+
+    def from_db_value(self, value: Any) -> str:
+        if isinstance(value, str):  # SQLite may hand back the stored text
+            return value
+        return value.isoformat()
+
+
+@register("date_time")
+class DateTimeField(ScalarField):
+    """Wire ``YYYY-MM-DDTHH:MM:SSZ`` in UTC; stored as a timestamp with time zone.
+
+    A datetime object with a time zone is converted to UTC; a naive one is taken as UTC.
+    """
+
+    sql_type = UTCDateTime
+
+    def to_db_value(self, value: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                return value.replace(tzinfo=dt.UTC)
+            return value.astimezone(dt.UTC)
+        if isinstance(value, str) and _DATETIME.match(value):
+            try:
+                return dt.datetime.strptime(value, WIRE_DATETIME).replace(tzinfo=dt.UTC)
+            except ValueError:
+                pass
+        raise self.error(value, "a YYYY-MM-DDTHH:MM:SSZ date and time")
+
+    def from_db_value(self, value: dt.datetime) -> str:
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.strftime(WIRE_DATETIME)
+
+
+class JSONField(ScalarField):
+    """Stored as JSON (jsonb on PostgreSQL) exactly as the wire carries it."""
+
+    sql_type = staticmethod(json_type)
+    expected: ClassVar[tuple[type, ...]] = (dict, list, str, int, float, bool)
+    expected_text: ClassVar[str] = "a JSON value"
+
+    def to_db_value(self, value: Any) -> Any:
+        if not isinstance(value, self.expected):
+            raise self.error(value, self.expected_text)
+        return value
+
+
+@register("url")
+class UrlField(JSONField):
+    """File/link fields: ``{"url", "name", "content_type", "link_type", ...}`` dicts."""
+
+    expected = (dict,)
+    expected_text = "a mapping (url, name, link_type, ...)"
+
+
+@register("image")
+class ImageField(JSONField):
+    """Thumbnail URL strings (or the site's placeholder dicts)."""
+
+    expected = (str, dict)
+    expected_text = "a URL string"
+
+
+@register("tag_list")
+class TagListField(JSONField):
+    """A list of tag names."""
+
+    expected = (list,)
+    expected_text = "a list of tag names"
+
+    def to_db_value(self, value: Any) -> Any:
+        value = super().to_db_value(value)
+        if not all(isinstance(v, (str, dict)) for v in value):
+            raise self.error(value, self.expected_text)
+        return value
+
+
+@register("serializable")
+class SerializableField(JSONField):
+    """Any JSON structure (EventLogEntry.meta, Task.splits, ...)."""

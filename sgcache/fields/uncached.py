@@ -1,0 +1,20 @@
+"""Data types the cache cannot hold faithfully: reads touching them always pass through."""
+
+from __future__ import annotations
+
+from sgcache.fields.base import UncachedField, register
+
+
+@register("password")
+class PasswordField(UncachedField):
+    reason = "passwords are never cached"
+
+
+@register("pivot_column")
+class PivotColumnField(UncachedField):
+    reason = "pivot columns are computed per query by the site"
+
+
+@register("summary", "query", "calculated")
+class CalculatedField(UncachedField):
+    reason = "calculated (query, summary or formula) fields are computed by the site"

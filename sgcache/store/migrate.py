@@ -1,0 +1,258 @@
+"""Make the database agree with the schema file: create, alter and drop storage; idempotent.
+
+The state table ``_sgcache_fields`` remembers which storage was made for each field. A field
+whose storage is new or was remade is marked ``needs_backfill``: its columns hold no trustworthy
+data until a full import of its type clears the mark. Tables of types sgcache never made are
+never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateColumn
+
+from sgcache.fields import FieldType
+from sgcache.fields.entity import MultiEntityField
+from sgcache.store import names, state
+from sgcache.store.tables import EntityTable, Tables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MigrationReport:
+    """What a migration did (or, in a dry run, would do), one line per action."""
+
+    actions: list[str] = field(default_factory=list)
+    backfill: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+    def add(self, action: str) -> None:
+        self.actions.append(action)
+        log.info("event=migrate action=%r", action)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Migration:
+    def __init__(self, conn: sa.Connection, tables: Tables, dry_run: bool):
+        self.conn = conn
+        self.tables = tables
+        self.dry_run = dry_run
+        self.report = MigrationReport()
+        self.preparer = conn.dialect.identifier_preparer
+        self.inspector = sa.inspect(conn)
+        self.existing_tables = set(self.inspector.get_table_names())
+        # Tables a dry run would have created: they exist for planning, not for inspection.
+        self.planned: set[str] = set()
+        self.inspected_before: set[str] = set()
+
+    # --- DDL helpers --------------------------------------------------------------------------
+
+    def q(self, name: str) -> str:
+        return self.preparer.quote(name)
+
+    def ddl(self, action: str, statement) -> None:
+        self.report.add(action)
+        if not self.dry_run:
+            if isinstance(statement, str):
+                self.conn.execute(sa.text(statement))
+            else:
+                statement()
+            self.inspector.clear_cache()
+
+    def exists(self, table_name: str) -> bool:
+        return table_name in self.existing_tables or table_name in self.planned
+
+    def columns_of(self, table_name: str) -> set[str]:
+        if table_name not in self.existing_tables:
+            return set()
+        return {c["name"] for c in self.inspector.get_columns(table_name)}
+
+    def indexes_of(self, table_name: str) -> dict[str, list[str]]:
+        if table_name not in self.existing_tables:
+            return {}
+        return {ix["name"]: ix["column_names"] for ix in self.inspector.get_indexes(table_name)}
+
+    def create_table(self, table: sa.Table) -> None:
+        self.ddl(f"create table {table.name}", lambda: table.create(self.conn))
+        (self.planned if self.dry_run else self.existing_tables).add(table.name)
+
+    def drop_table(self, table_name: str) -> None:
+        if self.exists(table_name):
+            self.ddl(f"drop table {table_name}", f"DROP TABLE {self.q(table_name)}")
+            self.existing_tables.discard(table_name)
+            self.planned.discard(table_name)
+
+    # --- one field ----------------------------------------------------------------------------
+
+    def drop_field_storage(self, et: EntityTable, field_name: str, handler: FieldType | None) -> None:
+        """Remove whatever storage a field has (columns, their indexes, association table)."""
+        table_name = et.table.name
+        self.drop_table(names.association_table(et.name, field_name))
+        # Columns of this field are named "<field>" or "<field>__<part>".
+        present = self.columns_of(table_name)
+        doomed = sorted(c for c in present if c == field_name or c.startswith(f"{field_name}__"))
+        if not doomed:
+            return
+        for ix_name, ix_columns in self.indexes_of(table_name).items():
+            if set(ix_columns) & set(doomed):
+                self.ddl(f"drop index {ix_name}", f"DROP INDEX {self.q(ix_name)}")
+        for column in doomed:
+            self.ddl(f"drop column {table_name}.{column}",
+                     f"ALTER TABLE {self.q(table_name)} DROP COLUMN {self.q(column)}")
+
+    def create_field_storage(self, et: EntityTable, handler: FieldType) -> None:
+        table_name = et.table.name
+        present = self.columns_of(table_name)
+        for column in handler.columns():
+            if column.name in present:
+                continue
+            spec = CreateColumn(et.table.c[column.name]).compile(dialect=self.conn.dialect)
+            self.ddl(f"add column {table_name}.{column.name}",
+                     f"ALTER TABLE {self.q(table_name)} ADD COLUMN {spec}")
+        if isinstance(handler, MultiEntityField):
+            assoc = et.associations[handler.name]
+            if not self.exists(assoc.name):
+                self.create_table(assoc)
+
+    def ensure_indexes(self, et: EntityTable) -> None:
+        for table in (et.table, *et.associations.values()):
+            if table.name not in self.inspected_before or not self.exists(table.name):
+                continue  # made in this run, with its indexes
+            existing = self.indexes_of(table.name)
+            for ix in table.indexes:
+                if ix.name not in existing:
+                    self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
+
+    # --- the whole database ---------------------------------------------------------------------
+
+    def run(self) -> MigrationReport:
+        st = self.tables.state
+        known = state.read_field_states(self.conn, st) if st.fields.name in self.existing_tables else {}
+        # Tables created in this run already carry their indexes.
+        self.inspected_before = set(self.existing_tables)
+        for t in (st.meta, st.fields):
+            if not self.exists(t.name):
+                self.create_table(t)
+        now = _now()
+        upserts: list[dict] = []
+
+        def record(et: EntityTable, handler: FieldType, backfill_reason: str | None,
+                   previous: state.FieldState | None) -> None:
+            needs = backfill_reason is not None or bool(previous and previous.needs_backfill and handler.cached)
+            reason = backfill_reason or (previous.backfill_reason if needs and previous else None)
+            if not handler.cached:
+                needs, reason = False, None
+            if needs:
+                self.report.backfill.append((et.name, handler.name, reason or ""))
+            row = {"entity_type": et.name, "field_name": handler.name, "data_type": handler.field.data_type,
+                   "storage": handler.storage, "needs_backfill": needs, "backfill_reason": reason,
+                   "updated_at": now, "created_at": now}
+            if previous is None or (previous.data_type, previous.storage, previous.needs_backfill,
+                                    previous.backfill_reason) != (row["data_type"], row["storage"], needs,
+                                                                  reason):
+                upserts.append(row)
+
+        for et in self.tables:
+            table_name = et.table.name
+            if not self.exists(table_name):
+                self.create_table(et.table)
+                for assoc in et.associations.values():
+                    if not self.exists(assoc.name):
+                        self.create_table(assoc)
+                for handler in et.fields.values():
+                    record(et, handler, "new entity type" if handler.cached else None,
+                           known.get((et.name, handler.name)))
+            else:
+                for name, handler in et.fields.items():
+                    previous = known.get((et.name, name))
+                    reason = self._migrate_field(et, handler, previous)
+                    record(et, handler, reason, previous)
+            # Fields that left the schema (or the cached subset).
+            for (type_name, field_name), previous in known.items():
+                if type_name != et.name or field_name in et.fields:
+                    continue
+                if previous.storage != "uncached":
+                    self.drop_field_storage(et, field_name, None)
+                self.report.add(f"forget field {type_name}.{field_name}")
+                self._forget(type_name, field_name)
+            self.ensure_indexes(et)
+
+        # Types that left the schema: drop what sgcache made for them, nothing else.
+        for type_name in sorted({t for t, _ in known} - set(self.tables.entities)):
+            fields = [f for t, f in known if t == type_name]
+            for field_name in fields:
+                if known[type_name, field_name].storage.startswith("MultiEntityField"):
+                    self.drop_table(names.association_table(type_name, field_name))
+            self.drop_table(names.entity_table(type_name))
+            self.report.add(f"forget entity type {type_name}")
+            self._forget(type_name)
+
+        if upserts and not self.dry_run:
+            self._write_states(upserts)
+        if not self.dry_run:
+            self._set_meta("state_version", str(state.STATE_VERSION))
+        return self.report
+
+    def _migrate_field(self, et: EntityTable, handler: FieldType,
+                       previous: state.FieldState | None) -> str | None:
+        """Bring one field's storage in line; return a backfill reason if it was (re)made."""
+        if handler.name == "id":
+            return None
+        if not handler.cached:
+            if previous is not None and previous.storage != "uncached":
+                self.drop_field_storage(et, handler.name, handler)
+            return None
+        if previous is None or previous.storage == "uncached":
+            # New to the cache; anything already there has unknown provenance, so start clean.
+            self.drop_field_storage(et, handler.name, handler)
+            self.create_field_storage(et, handler)
+            return "new field"
+        if previous.storage != handler.storage or previous.data_type != handler.field.data_type:
+            self.drop_field_storage(et, handler.name, handler)
+            self.create_field_storage(et, handler)
+            return f"data type changed from {previous.data_type} to {handler.field.data_type}"
+        missing = {c.name for c in handler.columns()} - self.columns_of(et.table.name)
+        assoc = et.associations.get(handler.name)
+        if missing or (assoc is not None and not self.exists(assoc.name)):
+            self.create_field_storage(et, handler)
+            return "storage was missing"
+        return None
+
+    def _forget(self, type_name: str, field_name: str | None = None) -> None:
+        if self.dry_run:
+            return
+        f = self.tables.state.fields
+        stmt = sa.delete(f).where(f.c.entity_type == type_name)
+        if field_name is not None:
+            stmt = stmt.where(f.c.field_name == field_name)
+        self.conn.execute(stmt)
+
+    def _write_states(self, rows: list[dict]) -> None:
+        f = self.tables.state.fields
+        keys = [(r["entity_type"], r["field_name"]) for r in rows]
+        for type_name in {k[0] for k in keys}:
+            self.conn.execute(sa.delete(f).where(f.c.entity_type == type_name)
+                              .where(f.c.field_name.in_([k[1] for k in keys if k[0] == type_name])))
+        self.conn.execute(sa.insert(f), rows)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        m = self.tables.state.meta
+        self.conn.execute(sa.delete(m).where(m.c.key == key))
+        self.conn.execute(sa.insert(m).values(key=key, value=value))
+
+
+def migrate(engine: sa.Engine, tables: Tables, *, dry_run: bool = False) -> MigrationReport:
+    """Compare ``tables`` (from the schema) with the database and make them agree, in one transaction."""
+    with engine.begin() as conn:
+        return _Migration(conn, tables, dry_run).run()

@@ -1,0 +1,77 @@
+"""sgcache's own bookkeeping tables (``_sgcache_*``): what storage exists and what needs a backfill."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from sgcache.fields.types import UTCDateTime
+
+#: Bumped when the layout of the state tables themselves changes.
+STATE_VERSION = 1
+
+
+@dataclass
+class StateTables:
+    meta: sa.Table
+    fields: sa.Table
+
+
+def define(metadata: sa.MetaData) -> StateTables:
+    meta = sa.Table(
+        "_sgcache_meta", metadata,
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    fields = sa.Table(
+        "_sgcache_fields", metadata,
+        sa.Column("entity_type", sa.Text, primary_key=True),
+        sa.Column("field_name", sa.Text, primary_key=True),
+        sa.Column("data_type", sa.Text, nullable=False),
+        # what the storage was made for (see FieldType.storage); "uncached" when there is none
+        sa.Column("storage", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        # the storage was (re)made and holds no trustworthy data until a full import fills it
+        sa.Column("needs_backfill", sa.Boolean, nullable=False),
+        sa.Column("backfill_reason", sa.Text),
+    )
+    return StateTables(meta=meta, fields=fields)
+
+
+@dataclass(frozen=True)
+class FieldState:
+    entity_type: str
+    field_name: str
+    data_type: str
+    storage: str
+    needs_backfill: bool
+    backfill_reason: str | None
+
+
+def read_field_states(conn: sa.Connection, st: StateTables) -> dict[tuple[str, str], FieldState]:
+    rows = conn.execute(sa.select(st.fields)).mappings()
+    return {(r["entity_type"], r["field_name"]): FieldState(
+        r["entity_type"], r["field_name"], r["data_type"], r["storage"], r["needs_backfill"],
+        r["backfill_reason"]) for r in rows}
+
+
+def backfill_marks(conn: sa.Connection, st: StateTables) -> dict[str, dict[str, str]]:
+    """{entity type: {field: reason}} for every field whose data is not yet trustworthy."""
+    out: dict[str, dict[str, str]] = {}
+    rows = conn.execute(sa.select(st.fields.c.entity_type, st.fields.c.field_name, st.fields.c.backfill_reason)
+                        .where(st.fields.c.needs_backfill.is_(True))
+                        .order_by(st.fields.c.entity_type, st.fields.c.field_name))
+    for type_name, field_name, reason in rows:
+        out.setdefault(type_name, {})[field_name] = reason or ""
+    return out
+
+
+def clear_backfill(conn: sa.Connection, st: StateTables, entity_type: str,
+                   fields: list[str] | None = None) -> int:
+    """Mark a type's fields (all, or those listed) as filled by a complete import."""
+    stmt = sa.update(st.fields).where(st.fields.c.entity_type == entity_type)
+    if fields is not None:
+        stmt = stmt.where(st.fields.c.field_name.in_(fields))
+    return conn.execute(stmt.values(needs_backfill=False, backfill_reason=None)).rowcount

@@ -1,0 +1,100 @@
+"""The cache's tables as SQLAlchemy Core objects, built from the schema (nothing is created here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from sgcache.errors import UnknownEntityType
+from sgcache.fields import FieldType, make_field
+from sgcache.fields.entity import EntityField, MultiEntityField
+from sgcache.fields.types import UTCDateTime
+from sgcache.schema.model import EntityType, Schema
+from sgcache.store import names, state
+
+#: Cache metadata columns on every entity table; ``_`` never starts a Shotgun field name.
+META_COLUMNS = ("_active", "_cache_created_at", "_cache_updated_at", "_last_event_id")
+
+
+def meta_columns() -> list[sa.Column]:
+    return [
+        sa.Column("_active", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("_cache_created_at", UTCDateTime, nullable=False),
+        sa.Column("_cache_updated_at", UTCDateTime, nullable=False),
+        sa.Column("_last_event_id", sa.BigInteger),
+    ]
+
+
+@dataclass
+class EntityTable:
+    """One entity type's storage: its table, its field handlers and its association tables."""
+
+    entity_type: EntityType
+    table: sa.Table
+    #: every field of the type, cached or not, by name
+    fields: dict[str, FieldType]
+    #: multi-entity field name -> its association table
+    associations: dict[str, sa.Table] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.entity_type.name
+
+    def cached(self, field_name: str) -> bool:
+        handler = self.fields.get(field_name)
+        return handler is not None and handler.cached
+
+    def field_indexes(self, handler: FieldType) -> list[sa.Index]:
+        """Indexes that belong to one field (dropped and made again with it)."""
+        return [ix for ix in self.table.indexes if ix.info.get("field") == handler.name]
+
+
+def _build_entity_table(metadata: sa.MetaData, entity_type: EntityType) -> EntityTable:
+    table_name = names.entity_table(entity_type.name)
+    handlers = {name: make_field(entity_type.name, f) for name, f in entity_type.fields.items()}
+    columns: list[sa.Column] = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=False)]
+    for name, handler in handlers.items():
+        if name == "id" or not handler.cached:
+            continue
+        columns.extend(handler.columns())
+    table = sa.Table(table_name, metadata, *columns, *meta_columns(),
+                     sa.PrimaryKeyConstraint("id", name=names.constraint(table_name, "pkey")))
+    associations = {}
+    for name, handler in handlers.items():
+        if not handler.cached:
+            continue
+        if isinstance(handler, EntityField):
+            sa.Index(names.index(table_name, name), table.c[handler.id_column], table.c[handler.type_column],
+                     info={"field": name})
+        elif name == "updated_at" and name in table.c:
+            sa.Index(names.index(table_name, name), table.c[name], info={"field": name})
+        if isinstance(handler, MultiEntityField):
+            assoc = handler.association_table(metadata, names.association_table(entity_type.name, name))
+            assoc.info["field"] = name
+            associations[name] = assoc
+    return EntityTable(entity_type=entity_type, table=table, fields=handlers, associations=associations)
+
+
+class Tables:
+    """Every table of one cache database, for one schema."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.metadata = sa.MetaData()
+        self.state = state.define(self.metadata)
+        self.entities: dict[str, EntityTable] = {
+            t.name: _build_entity_table(self.metadata, t) for t in schema
+        }
+
+    def __getitem__(self, type_name: str) -> EntityTable:
+        try:
+            return self.entities[type_name]
+        except KeyError:
+            raise UnknownEntityType(type_name) from None
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self.entities
+
+    def __iter__(self):
+        return iter(self.entities.values())

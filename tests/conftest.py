@@ -1,0 +1,177 @@
+"""Test fixtures: databases on both backends, schemas, writers.
+
+PostgreSQL: each test run creates its own database (dropped at the end) on the server named by
+SGCACHE_TEST_DATABASE_URL, else the local server; each test gets a fresh PostgreSQL schema in it.
+Without a server, PostgreSQL tests skip with a warning, except under CI=true, where the run fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sgcache.schema import loads
+from sgcache.store.db import create_engine
+from sgcache.store.migrate import migrate
+from sgcache.store.tables import Tables
+from sgcache.store.writer import Writer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+_pg_problem: list[str] = []
+
+
+def _server_url() -> sa.URL:
+    url = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or DEFAULT_SERVER)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """URL of a database made for this test run, or None when no server is reachable."""
+    server = _server_url()
+    try:
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        message = f"PostgreSQL unreachable at {server.render_as_string(hide_password=True)}: {reason}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.exit(f"{message} (CI=true: PostgreSQL is required)", returncode=1)
+        _pg_problem.append(message)
+        yield None
+        return
+    name = f"sgcache_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    created = False
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created = True
+        url = server.set(database=name)
+    except sa.exc.ProgrammingError:
+        url = server  # no CREATEDB right: per-test schemas in the given database still isolate tests
+    yield url
+    if created:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    """A PostgreSQL URL whose search_path is a schema made for this test alone."""
+    if pg_database is None:
+        pytest.skip("PostgreSQL is not reachable (see the warning at the end of the run)")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_database)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = pg_database.update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def db_url(request, tmp_path):
+    """A fresh, empty cache database URL: every storage test runs once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = create_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+# A small schema that holds every cached data type, used across storage tests.
+SMALL_SCHEMA = """\
+# test schema
+Project:
+  identifier: name
+  fields:
+    id: number
+    name: text
+Sequence:
+  identifier: code
+  fields:
+    id: number
+    code: text
+    project: {type: entity, entity_types: [Project]}
+Asset:
+  identifier: code
+  fields:
+    id: number
+    code: text
+Shot:
+  identifier: code
+  fields:
+    id: number
+    code: text
+    description: text
+    project: {type: entity, entity_types: [Project]}
+    sg_sequence: {type: entity, entity_types: [Sequence]}
+    assets: {type: multi_entity, entity_types: [Asset, Sequence]}
+    sg_status_list: {type: status_list, valid_values: [wtg, ip, fin]}
+    sg_shot_type: {type: list, valid_values: [Hero, BG]}
+    sg_cut_in: number
+    sg_cut_duration: duration
+    sg_timecode: timecode
+    sg_percent: percent
+    sg_rate: float
+    sg_budget: currency
+    sg_footage: footage
+    sg_flag: checkbox
+    sg_color: color
+    sg_entity_type: entity_type
+    sg_uuid: uuid
+    sg_url_template: url_template
+    sg_start: date
+    created_at: date_time
+    updated_at: date_time
+    image: image
+    sg_link: url
+    tag_list: {type: tag_list, entity_types: [Tag]}
+    sg_data: serializable
+    step_0: pivot_column
+    sg_password: password
+    sg_total: {type: number, properties: {query: {filters: []}}}
+"""
+
+
+@pytest.fixture
+def small_schema():
+    return loads(SMALL_SCHEMA, where="SMALL_SCHEMA")
+
+
+@pytest.fixture
+def tables(small_schema, engine):
+    t = Tables(small_schema)
+    migrate(engine, t)
+    return t
+
+
+@pytest.fixture
+def writer(engine, tables):
+    return Writer(engine, tables)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _pg_problem:
+        bar = "!" * 78
+        terminalreporter.write_line(bar, red=True, bold=True)
+        terminalreporter.write_line(f"WARNING: PostgreSQL tests were SKIPPED. {_pg_problem[0]}", red=True, bold=True)
+        terminalreporter.write_line("Start it (see README.rst) or set SGCACHE_TEST_DATABASE_URL.", red=True, bold=True)
+        terminalreporter.write_line(bar, red=True, bold=True)
