@@ -171,7 +171,8 @@ class Config:
         """Fail with one line for the first of ``keys`` (``section.key``) that has no value."""
         for key in keys:
             section, name = key.split(".", 1)
-            if getattr(getattr(self, section), name) in (None, ""):
+            value = getattr(getattr(self, section), name)
+            if value is None or value == "" or (isinstance(value, Secret) and not value.reveal()):
                 where = str(self.source) if self.source else "the configuration"
                 raise ConfigError(f"{where}: {key} is required (set it in the file or in "
                                   f"{env_name(section, name)})")
@@ -277,18 +278,27 @@ def _validate(section: str, key: str, f: dataclasses.Field, hint: Any, raw: Any,
     if value is None:
         return None
     choices = f.metadata.get("choices")
+    if choices and isinstance(value, str):
+        value = value.lower()
     if choices and value not in choices:
         raise ConfigError(f"{where}: {section}.{key}: expected one of {', '.join(choices)}, got {value!r}")
     check = f.metadata.get("check")
     if check:
         problem = check(value)
         if problem:
-            shown = "" if secret else f", got {value!r}"
+            shown = "" if secret else f", got {_hide_password(value)!r}"
             raise ConfigError(f"{where}: {section}.{key}: {problem}{shown}")
     if f.metadata.get("path") and base_dir is not None and not value.is_absolute():
         value = base_dir / value
     if section == "database" and key == "url" and base_dir is not None:
         value = resolve_sqlite_url(value, base_dir)
+    return value
+
+
+def _hide_password(value: Any) -> Any:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (for messages)."""
+    if isinstance(value, str):
+        return re.sub(r"(://[^/:@\s]*:)[^@/\s]*@", r"\1***@", value)
     return value
 
 

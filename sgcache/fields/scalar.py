@@ -128,7 +128,9 @@ class DateTimeField(ScalarField):
             return value.astimezone(dt.UTC)
         if isinstance(value, str) and _DATETIME.match(value):
             try:
-                return dt.datetime.strptime(value, WIRE_DATETIME).replace(tzinfo=dt.UTC)
+                # The format is fixed, so slicing is exact (and ~10x cheaper than strptime in bulk).
+                return dt.datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
+                                   int(value[14:16]), int(value[17:19]), tzinfo=dt.UTC)
             except ValueError:
                 pass
         raise self.error(value, "a YYYY-MM-DDTHH:MM:SSZ date and time")

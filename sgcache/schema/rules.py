@@ -19,7 +19,8 @@ from pathlib import Path
 from sgcache.errors import SchemaError
 from sgcache.schema.model import Schema
 
-_RULE = re.compile(r"^(?P<sign>[+-]?)(?P<type>[^.:\s]+)(?:\.(?P<field>[^:\s]+))?(?::(?P<data_type>[a-z_]+))?$")
+_RULE = re.compile(r"^(?P<sign>[+-]?)(?P<type>[A-Za-z0-9*?\[\]!]+)(?:\.(?P<field>[a-z0-9_*?\[\]!]+))?"
+                   r"(?::(?P<data_type>[a-z_]+))?$")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,9 @@ class Writer:
                 stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.id])
             for row in group:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
-            conn.execute(stmt, group)
+            # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
+            # without it psycopg2 makes one round trip per row.
+            conn.execute(stmt.returning(t.c.id), group).all()
 
     def _replace_links(self, conn: sa.Connection, assoc: sa.Table, rows_by_parent: dict[int, list[dict]]) -> None:
         parents = list(rows_by_parent)

@@ -1,0 +1,222 @@
+"""Migrations: the database is made to agree with the schema file, on both backends."""
+
+from __future__ import annotations
+
+import copy
+
+import sqlalchemy as sa
+
+from sgcache.schema import loads
+from sgcache.schema.model import EntityType, Field
+from sgcache.store import state
+from sgcache.store.migrate import migrate
+from sgcache.store.reader import read_entities
+from sgcache.store.tables import Tables
+from sgcache.store.writer import Writer
+
+
+def columns(engine, table):
+    return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+
+
+def table_names(engine):
+    return set(sa.inspect(engine).get_table_names())
+
+
+def index_names(engine, table):
+    return {ix["name"] for ix in sa.inspect(engine).get_indexes(table)}
+
+
+def marks(engine, tables):
+    with engine.connect() as conn:
+        return state.backfill_marks(conn, tables.state)
+
+
+def evolve(schema, change):
+    """A copy of ``schema`` changed by ``change(copy)``."""
+    new = copy.deepcopy(schema)
+    change(new)
+    return new
+
+
+def test_first_migration_creates_entity_association_and_state_tables(engine, small_schema):
+    report = migrate(engine, Tables(small_schema))
+    assert {"project", "sequence", "asset", "shot", "shot_assets", "_sgcache_meta", "_sgcache_fields"} \
+        <= table_names(engine)
+    assert "create table shot" in report.actions
+    assert {"sg_sequence__type", "sg_sequence__id", "code", "_active", "_cache_created_at", "_cache_updated_at",
+            "_last_event_id"} <= columns(engine, "shot")
+    assert columns(engine, "shot_assets") == {"parent_id", "position", "child_type", "child_id"}
+
+
+def test_indexes_cover_links_updated_at_project_and_associations(engine, small_schema):
+    migrate(engine, Tables(small_schema))
+    assert {"ix_shot_sg_sequence", "ix_shot_project", "ix_shot_updated_at"} <= index_names(engine, "shot")
+    assert "ix_shot_assets_child" in index_names(engine, "shot_assets")
+    pk = sa.inspect(engine).get_pk_constraint("shot_assets")["constrained_columns"]
+    assert pk == ["parent_id", "position"]
+    assert sa.inspect(engine).get_pk_constraint("shot")["constrained_columns"] == ["id"]
+
+
+def test_second_run_changes_nothing(engine, small_schema):
+    migrate(engine, Tables(small_schema))
+    report = migrate(engine, Tables(small_schema))
+    assert report.actions == []
+    assert report.changed is False
+
+
+def test_a_new_type_marks_every_cached_field_for_backfill(engine, tables):
+    m = marks(engine, tables)
+    assert set(m["Shot"]) == {f for f, h in tables["Shot"].fields.items() if h.cached}
+    assert m["Shot"]["code"] == "new entity type"
+    assert "step_0" not in m["Shot"]  # uncached: nothing to fill
+
+
+def test_clearing_backfill_marks_survives_a_later_migration(engine, small_schema, tables):
+    with engine.begin() as conn:
+        state.clear_backfill(conn, tables.state, "Shot")
+    migrate(engine, Tables(small_schema))
+    assert "Shot" not in marks(engine, tables)
+    assert "Asset" in marks(engine, tables)
+
+
+def test_adding_a_field_adds_its_columns_and_marks_only_it(engine, small_schema, tables):
+    with engine.begin() as conn:
+        state.clear_backfill(conn, tables.state, "Shot")
+    new = evolve(small_schema, lambda s: s["Shot"].fields.update(
+        sg_scene=Field("sg_scene", "entity", entity_types=["Scene"]),
+        sg_frames=Field("sg_frames", "number")))
+    report = migrate(engine, Tables(new))
+    assert {"sg_scene__type", "sg_scene__id", "sg_frames"} <= columns(engine, "shot")
+    assert "ix_shot_sg_scene" in index_names(engine, "shot")
+    assert marks(engine, tables)["Shot"] == {"sg_scene": "new field", "sg_frames": "new field"}
+    # The report lists every field still awaiting a full import; for Shot that is now just these two.
+    assert {b for b in report.backfill if b[0] == "Shot"} == {("Shot", "sg_scene", "new field"),
+                                                               ("Shot", "sg_frames", "new field")}
+
+
+def test_adding_a_multi_entity_field_creates_its_association_table(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: s["Shot"].fields.update(
+        shots=Field("shots", "multi_entity", entity_types=["Shot"])))
+    migrate(engine, Tables(new))
+    assert "shot_shots" in table_names(engine)
+    assert "ix_shot_shots_child" in index_names(engine, "shot_shots")
+
+
+def test_changing_a_data_type_recreates_the_storage_and_keeps_other_data(engine, small_schema, tables):
+    Writer(engine, tables).upsert("Shot", [{"type": "Shot", "id": 1, "code": "A", "sg_footage": "12-04"}])
+    with engine.begin() as conn:
+        state.clear_backfill(conn, tables.state, "Shot")
+    new = evolve(small_schema, lambda s: setattr(s["Shot"].fields["sg_footage"], "data_type", "number"))
+    new_tables = Tables(new)
+    report = migrate(engine, new_tables)
+    assert "drop column shot.sg_footage" in report.actions
+    assert "add column shot.sg_footage" in report.actions
+    with engine.connect() as conn:
+        (row,) = read_entities(conn, new_tables, "Shot", fields=["code", "sg_footage"])
+    assert row == {"type": "Shot", "id": 1, "code": "A", "sg_footage": None}
+    assert marks(engine, new_tables)["Shot"] == {"sg_footage": "data type changed from footage to number"}
+    # The new column takes the new type.
+    Writer(engine, new_tables).upsert("Shot", [{"type": "Shot", "id": 1, "sg_footage": 42}])
+
+
+def test_changing_an_entity_field_to_multi_entity_swaps_columns_for_a_table(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: setattr(s["Shot"].fields["sg_sequence"], "data_type", "multi_entity"))
+    migrate(engine, Tables(new))
+    assert not {"sg_sequence__type", "sg_sequence__id"} & columns(engine, "shot")
+    assert "ix_shot_sg_sequence" not in index_names(engine, "shot")
+    assert "shot_sg_sequence" in table_names(engine)
+    # and back again
+    migrate(engine, Tables(small_schema))
+    assert {"sg_sequence__type", "sg_sequence__id"} <= columns(engine, "shot")
+    assert "shot_sg_sequence" not in table_names(engine)
+    assert "ix_shot_sg_sequence" in index_names(engine, "shot")
+
+
+def test_a_field_that_leaves_the_schema_is_dropped_and_forgotten(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: [s["Shot"].fields.pop(f) for f in ("sg_sequence", "assets", "code")])
+    report = migrate(engine, Tables(new))
+    assert not {"sg_sequence__type", "sg_sequence__id", "code"} & columns(engine, "shot")
+    assert "shot_assets" not in table_names(engine)
+    assert "forget field Shot.code" in report.actions
+    with engine.connect() as conn:
+        known = state.read_field_states(conn, tables.state)
+    assert ("Shot", "code") not in known and ("Shot", "description") in known
+    assert migrate(engine, Tables(new)).actions == []
+
+
+def test_a_field_that_becomes_uncached_loses_its_storage(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: setattr(s["Shot"].fields["description"], "data_type", "pivot_column"))
+    migrate(engine, Tables(new))
+    assert "description" not in columns(engine, "shot")
+    with engine.connect() as conn:
+        assert state.read_field_states(conn, tables.state)[("Shot", "description")].storage == "uncached"
+
+
+def test_a_type_that_leaves_the_schema_is_dropped_with_its_association_tables(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: s.types.pop("Shot"))
+    report = migrate(engine, Tables(new))
+    assert not {"shot", "shot_assets"} & table_names(engine)
+    assert "forget entity type Shot" in report.actions
+    with engine.connect() as conn:
+        assert not [k for k in state.read_field_states(conn, tables.state) if k[0] == "Shot"]
+
+
+def test_tables_sgcache_did_not_make_are_never_touched(engine, small_schema):
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE element (id INTEGER PRIMARY KEY, note TEXT)"))
+        conn.execute(sa.text("INSERT INTO element VALUES (1, 'keep me')"))
+    migrate(engine, Tables(small_schema))
+    migrate(engine, Tables(evolve(small_schema, lambda s: s.types.pop("Shot"))))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT note FROM element")).scalar() == "keep me"
+
+
+def test_missing_columns_are_recreated_and_marked(engine, small_schema, tables):
+    with engine.begin() as conn:
+        q = conn.dialect.identifier_preparer.quote
+        conn.execute(sa.text(f"ALTER TABLE shot DROP COLUMN {q('description')}"))
+        state.clear_backfill(conn, tables.state, "Shot")
+    migrate(engine, Tables(small_schema))
+    assert "description" in columns(engine, "shot")
+    assert marks(engine, tables)["Shot"] == {"description": "storage was missing"}
+
+
+def test_dry_run_reports_without_changing_anything(engine, small_schema):
+    report = migrate(engine, Tables(small_schema), dry_run=True)
+    assert "create table shot" in report.actions
+    assert table_names(engine) == set()
+    migrate(engine, Tables(small_schema))
+    new = evolve(small_schema, lambda s: s["Shot"].fields.pop("code"))
+    report = migrate(engine, Tables(new), dry_run=True)
+    assert report.actions == ["drop column shot.code", "forget field Shot.code"]
+    assert "code" in columns(engine, "shot")
+
+
+def test_a_valid_types_change_needs_no_migration(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: s["Shot"].fields["sg_sequence"].entity_types.append("Scene"))
+    assert migrate(engine, Tables(new)).actions == []
+
+
+def test_long_names_are_shortened_to_fit_postgresql(engine):
+    long_type = "CustomNonProjectEntity01"
+    field = "downstream_published_file_dependencies_of_the_very_long_kind"
+    schema = loads("")
+    schema.types[long_type] = EntityType(long_type, {"id": Field("id", "number"),
+                                                     field: Field(field, "multi_entity", entity_types=["Shot"])})
+    tables = Tables(schema)
+    migrate(engine, tables)
+    assoc = tables[long_type].associations[field]
+    assert len(assoc.name) <= 63
+    assert assoc.name in table_names(engine)
+    assert migrate(engine, Tables(schema)).actions == []
+
+
+def test_migrating_the_shipped_demo_schema_is_idempotent(engine):
+    from pathlib import Path
+
+    from sgcache.schema import load
+    demo = load(Path(__file__).resolve().parent.parent / "schema" / "demo.yml")
+    first = migrate(engine, Tables(demo))
+    assert len([a for a in first.actions if a.startswith("create table")]) > len(demo)
+    assert migrate(engine, Tables(demo)).actions == []
