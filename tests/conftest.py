@@ -23,7 +23,8 @@ from sgcache.store.writer import Writer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-_pg_problem: list[str] = []
+#: why PostgreSQL tests cannot run (None when the server answered)
+_pg_problem: str | None = None
 
 
 def _server_url() -> sa.URL:
@@ -33,22 +34,42 @@ def _server_url() -> sa.URL:
     return url
 
 
+def _probe_server() -> str | None:
+    """None if the test server answers, else why not."""
+    server = _server_url()
+    engine = sa.create_engine(server, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except sa.exc.DBAPIError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        return f"PostgreSQL unreachable at {server.render_as_string(hide_password=True)}: {reason}"
+    finally:
+        engine.dispose()
+
+
+def pytest_sessionstart(session):
+    global _pg_problem
+    _pg_problem = _probe_server()
+    if _pg_problem and os.environ.get("CI", "").lower() == "true":
+        pytest.exit(f"{_pg_problem} (CI=true: PostgreSQL is required)", returncode=1)
+
+
+def pytest_report_header(config):
+    if _pg_problem:
+        return [f"WARNING: {_pg_problem}; PostgreSQL tests will be SKIPPED"]
+    return [f"PostgreSQL: {_server_url().render_as_string(hide_password=True)}"]
+
+
 @pytest.fixture(scope="session")
 def pg_database():
     """URL of a database made for this test run, or None when no server is reachable."""
-    server = _server_url()
-    try:
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        message = f"PostgreSQL unreachable at {server.render_as_string(hide_password=True)}: {reason}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.exit(f"{message} (CI=true: PostgreSQL is required)", returncode=1)
-        _pg_problem.append(message)
+    if _pg_problem:
         yield None
         return
+    server = _server_url()
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     name = f"sgcache_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     created = False
     try:
@@ -171,7 +192,6 @@ def writer(engine, tables):
 def pytest_terminal_summary(terminalreporter):
     if _pg_problem:
         bar = "!" * 78
-        terminalreporter.write_line(bar, red=True, bold=True)
-        terminalreporter.write_line(f"WARNING: PostgreSQL tests were SKIPPED. {_pg_problem[0]}", red=True, bold=True)
-        terminalreporter.write_line("Start it (see README.rst) or set SGCACHE_TEST_DATABASE_URL.", red=True, bold=True)
-        terminalreporter.write_line(bar, red=True, bold=True)
+        for line in (bar, f"WARNING: PostgreSQL tests were SKIPPED. {_pg_problem}",
+                     "Start it (see README.rst) or set SGCACHE_TEST_DATABASE_URL.", bar):
+            terminalreporter.write_line(line, red=True, bold=True)
