@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy
 
 from sgcache import __version__
 from sgcache.config import Config, load_config
@@ -100,6 +102,8 @@ def schema_dump(state: _State, output: Path | None, from_json: Path | None, enti
     """
     from sgcache.schema import dumps, fetch
 
+    if entities_json is not None and from_json is None:
+        raise click.UsageError("--entities-json goes with --from-json")
     if from_json is not None:
         schema_ = fetch.from_json_files(from_json, entities_json)
     else:
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> None:
     except SgcacheError as e:
         click.echo(f"sgcache: error: {e}", err=True)
         sys.exit(e.exit_code)
+    except sqlalchemy.exc.DBAPIError as e:
+        # The database refused something: one line with its own words (-v logs the traceback).
+        logging.getLogger("sgcache").debug("database error", exc_info=True)
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        click.echo(f"sgcache: error: database: {reason}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("sgcache: interrupted", err=True)
         sys.exit(130)

@@ -523,3 +523,31 @@ def test_demo_yml_holds_no_pivot_column_or_password_fields():
     assert [f"{t.name}.{f.name}" for t in demo for f in t.fields.values()
             if f.data_type in ("pivot_column", "password")] == []
     assert "salted_password" not in demo["ApiUser"].fields
+
+
+def test_a_sqlite_folder_that_cannot_be_made_is_one_error_line(tmp_path, small_schema_file):
+    blocker = write(tmp_path / "not-a-folder", "a file where a folder should be")
+    result = run("--database", f"sqlite:///{blocker}/cache.sqlite", "--schema", str(small_schema_file),
+                 "schema", "migrate", cwd=tmp_path)
+    line = assert_one_error_line(result, exit_code=1)
+    assert "cannot create the folder" in line
+
+
+def test_a_database_refusal_is_one_error_line(tmp_path, small_schema_file):
+    db = tmp_path / "c.sqlite"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE _sgcache_fields (nonsense INTEGER)"))
+    engine.dispose()
+    result = run("--database", f"sqlite:///{db}", "--schema", str(small_schema_file), "schema", "migrate",
+                 cwd=tmp_path)
+    line = assert_one_error_line(result, exit_code=1)
+    assert line.startswith("sgcache: error: database: ")
+
+
+def test_entities_json_without_from_json_is_a_usage_error(tmp_path):
+    entities = write(tmp_path / "e.json", "{}")
+    result = run("schema", "dump", "--entities-json", str(entities), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--entities-json goes with --from-json" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -220,3 +220,62 @@ def test_migrating_the_shipped_demo_schema_is_idempotent(engine):
     first = migrate(engine, Tables(demo))
     assert len([a for a in first.actions if a.startswith("create table")]) > len(demo)
     assert migrate(engine, Tables(demo)).actions == []
+
+
+def test_a_table_of_the_same_name_that_sgcache_did_not_make_is_refused(engine, small_schema):
+    from sgcache.errors import SchemaError
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE asset (id INTEGER PRIMARY KEY, note TEXT)"))
+    try:
+        migrate(engine, Tables(small_schema))
+    except SchemaError as e:
+        assert "table asset already exists in the database but was not made by sgcache" in str(e)
+    else:
+        raise AssertionError("migrate built on a foreign table")
+    assert columns(engine, "asset") == {"id", "note"}
+
+
+def test_an_association_table_name_taken_by_a_foreign_table_is_refused(engine, small_schema, tables):
+    from sgcache.errors import SchemaError
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE shot_shots (x INTEGER)"))
+    new = evolve(small_schema, lambda s: s["Shot"].fields.update(
+        shots=Field("shots", "multi_entity", entity_types=["Shot"])))
+    try:
+        migrate(engine, Tables(new))
+    except SchemaError as e:
+        assert "table shot_shots already exists" in str(e)
+    else:
+        raise AssertionError("migrate replaced a foreign table")
+    assert columns(engine, "shot_shots") == {"x"}
+
+
+def test_dry_run_of_a_data_type_change_lists_the_same_changes_as_the_real_run(engine, small_schema, tables):
+    new = evolve(small_schema, lambda s: setattr(s["Shot"].fields["sg_sequence"], "data_type", "text"))
+    planned = migrate(engine, Tables(new), dry_run=True).actions
+    done = migrate(engine, Tables(new)).actions
+    assert planned == done
+    assert "add column shot.sg_sequence" in done and "drop column shot.sg_sequence__id" in done
+
+
+def test_very_long_field_names_get_columns_that_fit(engine, small_schema):
+    long_name = "sg_" + "really_long_field_name_" * 3 + "for_the_link"
+    new = evolve(small_schema, lambda s: s["Shot"].fields.update(
+        {long_name: Field(long_name, "entity", entity_types=["Asset"]),
+         long_name + "_x": Field(long_name + "_x", "text")}))
+    tables = Tables(new)
+    migrate(engine, tables)
+    handler = tables["Shot"].fields[long_name]
+    assert len(handler.type_column) <= 63 and len(handler.id_column) <= 63
+    assert handler.type_column != handler.id_column
+    assert {handler.type_column, handler.id_column} <= columns(engine, "shot")
+    Writer(engine, tables).upsert("Shot", [{"type": "Shot", "id": 1, long_name: {"type": "Asset", "id": 4},
+                                            long_name + "_x": "ok"}])
+    with engine.connect() as conn:
+        (row,) = read_entities(conn, tables, "Shot", fields=[long_name, long_name + "_x"])
+    assert row[long_name] == {"type": "Asset", "id": 4} and row[long_name + "_x"] == "ok"
+    # and removing them again finds the shortened columns
+    migrate(engine, Tables(small_schema))
+    assert not {handler.type_column, handler.id_column} & columns(engine, "shot")

@@ -248,3 +248,8 @@ def test_unreadable_rules_name_their_line(line):
 def test_rule_fields():
     (rule,) = parse_rules("-Shot*.sg_*:entity")
     assert (rule.keep, rule.type_glob, rule.field_glob, rule.data_type) == (False, "Shot*", "sg_*", "entity")
+
+
+def test_character_classes_and_ranges_in_globs():
+    assert set(kept("+[A-H]*")) == {"ApiUser", "HumanUser"}
+    assert kept("+Shot.sg_[!s]*") == {"Shot": ["id", "sg_movie"]}

@@ -6,8 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sgcache.fields import names
 from sgcache.fields.base import FieldType, register
-from sgcache.store import names
 
 
 def _link(field: FieldType, value: Any) -> tuple[str, int]:
@@ -27,8 +27,8 @@ class EntityField(FieldType):
 
     def __init__(self, type_name, field):
         super().__init__(type_name, field)
-        self.type_column = f"{self.name}__type"
-        self.id_column = f"{self.name}__id"
+        self.type_column = names.fit(f"{self.name}__type")
+        self.id_column = names.fit(f"{self.name}__id")
 
     def columns(self) -> list[sa.Column]:
         return [sa.Column(self.type_column, sa.Text), sa.Column(self.id_column, sa.Integer)]

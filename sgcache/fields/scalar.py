@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from sgcache.fields import names
 from sgcache.fields.base import FieldType, register
 from sgcache.fields.types import UTCDateTime, json_type
 
@@ -17,14 +18,18 @@ class ScalarField(FieldType):
 
     sql_type: ClassVar[Any] = sa.Text
 
+    def __init__(self, type_name, field):
+        super().__init__(type_name, field)
+        self.column = names.fit(self.name)
+
     def columns(self) -> list[sa.Column]:
-        return [sa.Column(self.name, self.sql_type())]
+        return [sa.Column(self.column, self.sql_type())]
 
     def to_db(self, value: Any) -> dict[str, Any]:
-        return {self.name: None if value is None else self.to_db_value(value)}
+        return {self.column: None if value is None else self.to_db_value(value)}
 
     def from_db(self, row: Any) -> Any:
-        value = row[self.name]
+        value = row[self.column]
         return None if value is None else self.from_db_value(value)
 
     def to_db_value(self, value: Any) -> Any:

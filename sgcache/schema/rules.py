@@ -4,7 +4,8 @@ Each field of each type is tested against the rules in order. The first rule who
 matches the type, whose field glob (``*`` when left out) matches the field and whose data type
 (any when left out) equals the field's, decides: ``+`` (or no sign) keeps it, ``-`` drops it. A
 field no rule matches is dropped. A type is kept when at least one of its fields is, and a kept
-type always keeps its ``id``. Globs are shell style (``*``, ``?``, ``[abc]``) and case sensitive.
+type always keeps its ``id``. Globs are shell style (``*``, ``?``, ``[abc]``, ``[0-9]``, ``[!x]``) and
+case sensitive.
 ``#`` starts a comment; blank lines are ignored.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from sgcache.errors import SchemaError
 from sgcache.schema.model import Schema
 
-_RULE = re.compile(r"^(?P<sign>[+-]?)(?P<type>[A-Za-z0-9*?\[\]!]+)(?:\.(?P<field>[a-z0-9_*?\[\]!]+))?"
+_RULE = re.compile(r"^(?P<sign>[+-]?)(?P<type>[A-Za-z0-9*?\[\]!-]+)(?:\.(?P<field>[a-z0-9_*?\[\]!-]+))?"
                    r"(?::(?P<data_type>[a-z_]+))?$")
 
 

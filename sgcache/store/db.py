@@ -36,7 +36,11 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SgcacheError(f"database.url: cannot create the folder for {database}: "
+                                   f"{e.strerror}") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine

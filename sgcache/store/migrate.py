@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateColumn
 
-from sgcache.fields import FieldType
+from sgcache.errors import SchemaError
+from sgcache.fields import FieldType, make_field, names
 from sgcache.fields.entity import MultiEntityField
-from sgcache.store import names, state
+from sgcache.schema.model import Field
+from sgcache.store import state
 from sgcache.store.tables import EntityTable, Tables
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class MigrationReport:
 
     actions: list[str] = field(default_factory=list)
     backfill: list[tuple[str, str, str]] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def changed(self) -> bool:
@@ -36,7 +39,7 @@ class MigrationReport:
 
     def add(self, action: str) -> None:
         self.actions.append(action)
-        log.info("event=migrate action=%r", action)
+        log.info("event=migrate dry_run=%s action=%r", str(self.dry_run).lower(), action)
 
 
 def _now() -> dt.datetime:
@@ -48,13 +51,19 @@ class _Migration:
         self.conn = conn
         self.tables = tables
         self.dry_run = dry_run
-        self.report = MigrationReport()
+        self.report = MigrationReport(dry_run=dry_run)
         self.preparer = conn.dialect.identifier_preparer
         self.inspector = sa.inspect(conn)
         self.existing_tables = set(self.inspector.get_table_names())
-        # Tables a dry run would have created: they exist for planning, not for inspection.
+        # What a dry run would have done, so later steps plan against it: tables it would have
+        # made (they exist for planning, not for inspection) and columns it would have dropped
+        # or added.
         self.planned: set[str] = set()
+        self.dropped_columns: set[tuple[str, str]] = set()
+        self.added_columns: set[tuple[str, str]] = set()
         self.inspected_before: set[str] = set()
+        # Tables sgcache made (from its state table): the only ones it may alter or drop.
+        self.owned: set[str] = set()
 
     # --- DDL helpers --------------------------------------------------------------------------
 
@@ -74,9 +83,17 @@ class _Migration:
         return table_name in self.existing_tables or table_name in self.planned
 
     def columns_of(self, table_name: str) -> set[str]:
-        if table_name not in self.existing_tables:
-            return set()
-        return {c["name"] for c in self.inspector.get_columns(table_name)}
+        real = set()
+        if table_name in self.existing_tables:
+            real = {c["name"] for c in self.inspector.get_columns(table_name)}
+        return (real - {c for t, c in self.dropped_columns if t == table_name}) | \
+            {c for t, c in self.added_columns if t == table_name}
+
+    def claim(self, table_name: str) -> None:
+        """Refuse to build on a table of the same name that sgcache did not make."""
+        if table_name in self.existing_tables and table_name not in self.owned:
+            raise SchemaError(f"table {table_name} already exists in the database but was not made by "
+                              "sgcache; drop or rename it, or use another database")
 
     def indexes_of(self, table_name: str) -> dict[str, list[str]]:
         if table_name not in self.existing_tables:
@@ -95,13 +112,20 @@ class _Migration:
 
     # --- one field ----------------------------------------------------------------------------
 
-    def drop_field_storage(self, et: EntityTable, field_name: str, handler: FieldType | None) -> None:
-        """Remove whatever storage a field has (columns, their indexes, association table)."""
+    def drop_field_storage(self, et: EntityTable, field_name: str, data_types: list[str]) -> None:
+        """Remove whatever storage a field has (columns, their indexes, association table).
+
+        ``data_types``: the types the field may have been stored as (previous and current).
+        """
         table_name = et.table.name
-        self.drop_table(names.association_table(et.name, field_name))
-        # Columns of this field are named "<field>" or "<field>__<part>".
+        assoc = names.association_table(et.name, field_name)
+        if assoc in self.owned or assoc in self.planned:
+            self.drop_table(assoc)
+        possible = {field_name}
+        for data_type in data_types:
+            possible.update(c.name for c in make_field(et.name, Field(field_name, data_type)).columns())
         present = self.columns_of(table_name)
-        doomed = sorted(c for c in present if c == field_name or c.startswith(f"{field_name}__"))
+        doomed = sorted(present & possible)
         if not doomed:
             return
         for ix_name, ix_columns in self.indexes_of(table_name).items():
@@ -110,6 +134,9 @@ class _Migration:
         for column in doomed:
             self.ddl(f"drop column {table_name}.{column}",
                      f"ALTER TABLE {self.q(table_name)} DROP COLUMN {self.q(column)}")
+            if self.dry_run:
+                self.dropped_columns.add((table_name, column))
+                self.added_columns.discard((table_name, column))
 
     def create_field_storage(self, et: EntityTable, handler: FieldType) -> None:
         table_name = et.table.name
@@ -120,8 +147,12 @@ class _Migration:
             spec = CreateColumn(et.table.c[column.name]).compile(dialect=self.conn.dialect)
             self.ddl(f"add column {table_name}.{column.name}",
                      f"ALTER TABLE {self.q(table_name)} ADD COLUMN {spec}")
+            if self.dry_run:
+                self.added_columns.add((table_name, column.name))
+                self.dropped_columns.discard((table_name, column.name))
         if isinstance(handler, MultiEntityField):
             assoc = et.associations[handler.name]
+            self.claim(assoc.name)
             if not self.exists(assoc.name):
                 self.create_table(assoc)
 
@@ -139,6 +170,11 @@ class _Migration:
     def run(self) -> MigrationReport:
         st = self.tables.state
         known = state.read_field_states(self.conn, st) if st.fields.name in self.existing_tables else {}
+        self.owned = {st.meta.name, st.fields.name}
+        for (type_name, field_name), previous in known.items():
+            self.owned.add(names.entity_table(type_name))
+            if previous.storage.startswith("MultiEntityField"):
+                self.owned.add(names.association_table(type_name, field_name))
         # Tables created in this run already carry their indexes.
         self.inspected_before = set(self.existing_tables)
         for t in (st.meta, st.fields):
@@ -165,9 +201,11 @@ class _Migration:
 
         for et in self.tables:
             table_name = et.table.name
+            self.claim(table_name)
             if not self.exists(table_name):
                 self.create_table(et.table)
                 for assoc in et.associations.values():
+                    self.claim(assoc.name)
                     if not self.exists(assoc.name):
                         self.create_table(assoc)
                 for handler in et.fields.values():
@@ -183,7 +221,7 @@ class _Migration:
                 if type_name != et.name or field_name in et.fields:
                     continue
                 if previous.storage != "uncached":
-                    self.drop_field_storage(et, field_name, None)
+                    self.drop_field_storage(et, field_name, [previous.data_type])
                 self.report.add(f"forget field {type_name}.{field_name}")
                 self._forget(type_name, field_name)
             self.ensure_indexes(et)
@@ -211,15 +249,15 @@ class _Migration:
             return None
         if not handler.cached:
             if previous is not None and previous.storage != "uncached":
-                self.drop_field_storage(et, handler.name, handler)
+                self.drop_field_storage(et, handler.name, [previous.data_type])
             return None
         if previous is None or previous.storage == "uncached":
             # New to the cache; anything already there has unknown provenance, so start clean.
-            self.drop_field_storage(et, handler.name, handler)
+            self.drop_field_storage(et, handler.name, [handler.field.data_type])
             self.create_field_storage(et, handler)
             return "new field"
         if previous.storage != handler.storage or previous.data_type != handler.field.data_type:
-            self.drop_field_storage(et, handler.name, handler)
+            self.drop_field_storage(et, handler.name, [previous.data_type, handler.field.data_type])
             self.create_field_storage(et, handler)
             return f"data type changed from {previous.data_type} to {handler.field.data_type}"
         missing = {c.name for c in handler.columns()} - self.columns_of(et.table.name)

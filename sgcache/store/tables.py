@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from sgcache.errors import UnknownEntityType
-from sgcache.fields import FieldType, make_field
+from sgcache.fields import FieldType, make_field, names
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.types import UTCDateTime
 from sgcache.schema.model import EntityType, Schema
-from sgcache.store import names, state
+from sgcache.store import state
 
 #: Cache metadata columns on every entity table; ``_`` never starts a Shotgun field name.
 META_COLUMNS = ("_active", "_cache_created_at", "_cache_updated_at", "_last_event_id")

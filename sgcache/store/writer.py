@@ -73,10 +73,6 @@ class Writer:
         if not by_id:
             return 0
         with self._transaction(conn) as c:
-            if event_id is not None:
-                allowed = self._not_newer(c, et, list(by_id), event_id)
-                by_id = {i: r for i, r in by_id.items() if i in allowed}
-                links = {f: {i: v for i, v in rows.items() if i in allowed} for f, rows in links.items()}
             now = _now()
             for row in by_id.values():
                 row["_cache_updated_at"] = now
@@ -84,10 +80,12 @@ class Writer:
                     row["_active"] = active
                 if event_id is not None:
                     row["_last_event_id"] = event_id
-            self._upsert_rows(c, et, list(by_id.values()), now)
+            written = self._upsert_rows(c, et, list(by_id.values()), now, guard=event_id is not None)
             for field_name, rows_by_parent in links.items():
-                self._replace_links(c, et.associations[field_name], rows_by_parent)
-        return len(by_id)
+                kept = {i: v for i, v in rows_by_parent.items() if i in written}
+                if kept:
+                    self._replace_links(c, et.associations[field_name], kept)
+        return len(written)
 
     def _convert(self, et: EntityTable, entity: Mapping[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
         entity_id = entity.get("id")
@@ -109,33 +107,33 @@ class Writer:
                 row.update(handler.to_db(value))
         return row, links
 
-    def _not_newer(self, conn: sa.Connection, et: EntityTable, ids: list[int], event_id: int) -> set[int]:
-        """Ids whose row is missing or was last written by an event no newer than ``event_id``."""
-        t = et.table
-        blocked: set[int] = set()
-        for chunk in _chunks(ids):
-            blocked.update(conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk))
-                                        .where(t.c._last_event_id > event_id)).scalars())
-        return set(ids) - blocked
+    def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime,
+                     guard: bool) -> set[int]:
+        """Insert or update rows; return the ids actually written.
 
-    def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime) -> None:
+        With ``guard``, a row already written by a newer event is left alone: the check is part
+        of the statement, so it holds against concurrent writers too.
+        """
         # executemany needs one column set per statement: group rows by the keys they carry.
         groups: dict[tuple[str, ...], list[dict]] = {}
         for row in rows:
             groups.setdefault(tuple(sorted(row)), []).append(row)
         t = et.table
+        written: set[int] = set()
         for keys, group in groups.items():
             stmt = self._insert(t)
             update = {k: stmt.excluded[k] for k in keys if k != "id"}
-            if update:
-                stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_=update)
-            else:
-                stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.id])
+            where = None
+            if guard:
+                where = sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= stmt.excluded._last_event_id)
+            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_=update, where=where)
             for row in group:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
             # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
-            # without it psycopg2 makes one round trip per row.
-            conn.execute(stmt.returning(t.c.id), group).all()
+            # without it psycopg2 makes one round trip per row. It also tells which rows the
+            # guard let through.
+            written.update(conn.execute(stmt.returning(t.c.id), group).scalars())
+        return written
 
     def _replace_links(self, conn: sa.Connection, assoc: sa.Table, rows_by_parent: dict[int, list[dict]]) -> None:
         parents = list(rows_by_parent)

@@ -1,4 +1,4 @@
-"""Table, index and constraint names: derived from the schema, and short enough for PostgreSQL."""
+"""SQL identifiers derived from schema names, short enough for PostgreSQL (63 bytes)."""
 
 from __future__ import annotations
 
