@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SCHEMA_JSON ?= ../shared/reference
 
-.PHONY: help venv test lint demo bench clean schema-files
+.PHONY: help venv test lint demo bench docs clean schema-files
 
 help:
 	@echo "make test    create .venv, install, check PostgreSQL, run the tests"
 	@echo "make demo    create .venv, install, run the demo on the embedded SQLite default"
 	@echo "make lint    ruff"
+	@echo "make docs    build the HTML docs into docs/_build (warnings are errors)"
 	@echo "make bench   run the benchmarks under bench/ (by hand; figures go in issue notes)"
 
 $(STAMP): setup.cfg pyproject.toml
@@ -30,6 +31,10 @@ lint: venv
 demo: venv
 	$(BIN)/sgcache --config sgcache.yml schema migrate
 	$(BIN)/sgcache --config sgcache.yml schema show
+
+docs: venv
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[docs]'
+	$(BIN)/sphinx-build -W -E -b html docs docs/_build/html
 
 bench: venv
 	@bash .ci/ensure-postgres
