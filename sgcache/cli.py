@@ -177,6 +177,56 @@ def schema_migrate(state: _State, dry_run: bool) -> None:
                f"entity types; {len(report.backfill)} fields await a full import")
 
 
+@cli.command("mock-site")
+@click.option("--bind", default="127.0.0.1:8020", show_default=True, metavar="HOST:PORT",
+              help="Where the stand-in site listens.")
+@click.option("--schema", "schema_path", default="schema/demo-site.yml", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The site's schema file.")
+@click.option("--data", type=click.Choice(["demo", "empty"]), default="demo", show_default=True,
+              help="Start with a generated studio, or with users only.")
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Size of the demo studio: 1 is about 5,000 entities, 20 about 100,000.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the demo data (same seed, same data).")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Delay added to every request, like a hosted site's round trip.")
+@click.option("--late-events", type=click.FloatRange(0, 1), default=0, show_default=True,
+              help="Share of writes whose event-log entries become readable a few seconds late.")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Keep the site in this file across restarts (saved every 2 s and on exit).")
+@click.option("--users", "users_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file of more scripts and users (see docs/mocksite.rst).")
+@click.option("--timezone", default="UTC", show_default=True, help="The site's time zone, for relative dates.")
+@click.option("--no-admin", is_flag=True, help="Turn off the /_mock/ admin routes (failure injection).")
+@click.pass_obj
+def mock_site(state: _State, bind: str, schema_path: Path, data: str, scale: int, seed: int, latency_ms: float,
+              late_events: float, state_file: Path | None, users_path: Path | None, timezone: str,
+              no_admin: bool) -> None:
+    """Run a local stand-in Shotgun site, for tests, the demo and benchmarks.
+
+    It speaks the same wire protocol as a hosted site, writes an event log, and serves until
+    interrupted. The credentials it accepts are printed at start.
+    """
+    import zoneinfo
+
+    from sgcache.mocksite import launch
+
+    state.config()  # logging
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter("expected HOST:PORT", param_hint="--bind")
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown time zone {timezone!r}", param_hint="--timezone") from None
+    site = launch.build_site(schema_path, data=data, scale=scale, seed=seed, users_path=users_path,
+                             state_file=state_file, late_events=late_events, timezone=timezone)
+    try:
+        launch.serve(site, host, int(port), latency_ms=latency_ms, state_file=state_file, admin=not no_admin,
+                     announce=lambda text: click.echo(text, err=True))
+    except OSError as e:
+        raise SgcacheError(f"cannot listen on {bind}: {e.strerror}") from None
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)

@@ -1,0 +1,61 @@
+"""A local stand-in Shotgun site (``sgcache mock-site``): the upstream for tests, the demo and benchmarks.
+
+It speaks the wire protocol of a hosted site (``POST /api3/json``, the file routes) and lets
+shotgun_api3's own emulator, ``shotgun_api3.lib.mockgun``, store entities and evaluate filters,
+so the cache is checked against semantics written by the client's authors. Where mockgun
+deviates from a real site or lacks something, a thin layer corrects it. Every correction:
+
+Emulator (:mod:`sgcache.mocksite.emulator`, a mockgun subclass)
+ 1. Built from the schema file instead of mockgun's pickled schema; no "Hello_Mockgun_World" event.
+ 2. Filters arrive in the wire format (nested ``logical_operator`` groups to any depth) and are
+    translated to mockgun's list format; mockgun's own dict path dropped nested groups.
+ 3. Entity ``in`` / ``not_in`` with several values (mockgun required a match with all of them).
+ 4. ``not_in`` on numbers, dates and entities; numeric relations on duration, percent, timecode,
+    currency (mockgun knew only number and float); text relations on color, uuid, footage,
+    url_template and entity_type.
+ 5. NULL: never matches less_than / greater_than / between / not_between or the relative date
+    relations; matches is_not, not_in, not_contains and the other negations (mockgun raised
+    TypeError comparing None).
+ 6. Relative dates: in_last / not_in_last / in_next / not_in_next (HOUR, DAY, WEEK, MONTH, YEAR)
+    and in_calendar_day / week / month / year, in the site's time zone (``--timezone``, default
+    UTC; weeks start on Sunday; date fields count whole days).
+ 7. name_is / name_contains / ... are case-insensitive and use the linked entity's identifier
+    field (mockgun compared ``name`` or ``code`` case-sensitively) and work on multi-entity fields.
+ 8. Multi-entity ``in``, ``type_is``, ``type_is_not`` and ``name_*``.
+ 9. Links are never written into stored rows by filtering (mockgun stored ``name`` into the links
+    a filter touched, so answers depended on earlier queries): values are read as copies.
+10. A deep path through a link of another type, or to a retired entity, is None, not an error.
+11. Retired entities are left out of multi-entity values, and a link to a retired entity reads
+    as None (so EventLogEntry.entity is null for an entity retired at read time).
+12. Filters on password, serializable, url, summary and pivot fields, unknown relations and
+    unknown fields are Faults with the site's kind of message.
+13. Candidate rows are narrowed by top-level id conditions, and reads ordered by id stop after
+    the requested page, so paging by id through 100,000 rows stays fast.
+
+Site (:mod:`sgcache.mocksite.site`)
+14. Authentication: script name + key, login + password, session tokens (expiring), sudo_as_login;
+    a bad credential is error_code 102.
+15. Paging (entities_per_page, current_page; paging_info with or without counts), return_only,
+    include_archived_projects (entities of archived projects are hidden when it is False); mockgun
+    ignored limit and page.
+16. Sorting by several keys in order (mockgun let the last key win), NULLs last ascending and
+    first descending, text case-insensitively, entity fields by the linked entity's name, ties by
+    id; default order by id.
+17. ``name`` on every returned link, from the linked type's identifier field, computed live.
+18. ids, created_at / updated_at (UTC, whole seconds), created_by / updated_by (the script's
+    ApiUser, the human user, or the sudo_as_login user) maintained by the site.
+19. create answers the fields set plus return_fields; update answers one dict (mockgun: a list);
+    neither mutates the caller's data; values are validated for every data type (mockgun
+    refused tag_list, color, uuid, image, timecode and more).
+20. Reverse fields (Shot.tasks for Task.entity, Asset.shots for Shot.assets, ...) kept in step.
+21. batch is all or nothing (mockgun applied requests up to the failing one).
+22. summarize, schema_field_create / update / delete, get_session_token, info: mockgun has none.
+23. The event log of EVENTLOG.md: New, in_create Changes, Changes with old/new values or
+    added/removed, back-reference Changes, Retirement, Revival, DisplayColumn events; none for
+    scripts with generate_events off; ``--late-events`` makes some writes' entries readable only
+    seconds after later ones.
+"""
+
+from sgcache.mocksite.site import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Fault, Human, MockSite, Script
+
+__all__ = ["DEFAULT_HUMANS", "DEFAULT_SCRIPTS", "Fault", "Human", "MockSite", "Script"]
