@@ -7,6 +7,7 @@ Without a server, PostgreSQL tests skip with a warning, except under CI=true, wh
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from pathlib import Path
@@ -187,6 +188,45 @@ def tables(small_schema, engine):
 @pytest.fixture
 def writer(engine, tables):
     return Writer(engine, tables)
+
+
+# --- the stand-in site ------------------------------------------------------------------------
+
+SCRIPT_AUTH = {"script_name": "sgcache", "api_key": "sgcache-demo-key"}
+
+
+@pytest.fixture(scope="session")
+def site_schema():
+    """The 77-type schema of schema/demo-site.yml, loaded once (copy it before changing it)."""
+    from sgcache.schema import load
+
+    return load(ROOT / "schema" / "demo-site.yml")
+
+
+@pytest.fixture
+def mock_site(site_schema, tmp_path):
+    """An empty stand-in site (users only), not yet listening."""
+    from sgcache.mocksite import MockSite
+
+    return MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files")
+
+
+@pytest.fixture
+def mock_server(mock_site):
+    """The stand-in site listening on a free local port, in a thread, for the real client."""
+    from sgcache.mocksite.server import MockServer
+
+    server = MockServer(mock_site).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sg(mock_server):
+    """shotgun_api3 talking to the stand-in as the default script."""
+    import shotgun_api3
+
+    return shotgun_api3.Shotgun(mock_server.url, **SCRIPT_AUTH)
 
 
 def pytest_terminal_summary(terminalreporter):
