@@ -46,12 +46,18 @@ Site (:mod:`sgcache.mocksite.site`)
     ApiUser, the human user, or the sudo_as_login user) maintained by the site.
 19. create answers the fields set plus return_fields; update answers one dict (mockgun: a list);
     neither mutates the caller's data; values are validated for every data type (mockgun
-    refused tag_list, color, uuid, image, timecode and more).
-20. Reverse fields (Shot.tasks for Task.entity, Asset.shots for Shot.assets, ...) kept in step.
+    refused tag_list, color, uuid, image, timecode and more), list and status values against
+    the field's valid values; a filter is checked once before any row, so a bad one is a Fault
+    even on an empty table.
+21b. Ids never go back: an id taken by a failed batch is not handed out again (mockgun used the
+    highest id left plus one).
+20. Reverse fields (Shot.tasks for Task.entity, Asset.shots for Shot.assets, Department.users for
+    HumanUser.department, ...) kept in step, whichever side is written.
 21. batch is all or nothing (mockgun applied requests up to the failing one).
 22. summarize, schema_field_create / update / delete, get_session_token, info: mockgun has none.
 23. The event log of EVENTLOG.md: New, in_create Changes, Changes with old/new values or
-    added/removed, back-reference Changes, Retirement, Revival, DisplayColumn events; none for
+    added/removed, back-reference Changes, Retirement, Revival, DisplayColumn events (one column
+    id per field), two image Changes per thumbnail (the first ``is_transient``); none for
     scripts with generate_events off; ``--late-events`` makes some writes' entries readable only
     seconds after later ones.
 """

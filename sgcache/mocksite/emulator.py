@@ -87,6 +87,7 @@ class Emulator(mockgun.Shotgun):
         self._schema_entity = schema_entities
         self._db = {entity_type: {} for entity_type in self._schema}
         self._ids: dict[str, list[int]] = {entity_type: [] for entity_type in self._schema}
+        self.high_water: dict[str, int] = {}
         self.identifiers = identifiers
         self.tz = ZoneInfo(timezone)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -98,6 +99,8 @@ class Emulator(mockgun.Shotgun):
 
     def insert_row(self, entity_type: str, row: dict) -> None:
         self._db[entity_type][row["id"]] = row
+        # Like a database sequence, ids never go back, even when a failed batch removes rows.
+        self.high_water[entity_type] = max(self.high_water.get(entity_type, 0), row["id"])
         ids = self._ids[entity_type]
         if not ids or row["id"] > ids[-1]:
             ids.append(row["id"])
@@ -106,7 +109,7 @@ class Emulator(mockgun.Shotgun):
 
     def next_id(self, entity_type: str) -> int:
         ids = self._ids[entity_type]
-        return ids[-1] + 1 if ids else 1
+        return max(ids[-1] if ids else 0, self.high_water.get(entity_type, 0)) + 1
 
     def new_row(self, entity_type: str) -> dict:
         return self._get_new_row(entity_type)

@@ -88,7 +88,8 @@ def new_entity(site: MockSite, caller: Caller, entity_type: str, row: dict) -> i
 
 def attribute_change(site: MockSite, caller: Caller, entity_type: str, row: dict, field_name: str, old: Any,
                      new: Any, *, in_create: bool = False, event_id: int | None = None,
-                     added: list | None = None, removed: list | None = None) -> int | None:
+                     added: list | None = None, removed: list | None = None,
+                     extra: dict | None = None) -> int | None:
     data_type = site.schema[entity_type].fields[field_name].data_type
     meta: dict[str, Any] = {"type": "attribute_change", "attribute_name": field_name, "entity_type": entity_type,
                             "entity_id": row["id"], "field_data_type": data_type}
@@ -100,6 +101,8 @@ def attribute_change(site: MockSite, caller: Caller, entity_type: str, row: dict
         meta["new_value"] = _wire(site, entity_type, field_name, new)
     if in_create:
         meta["in_create"] = True
+    if extra:
+        meta.update(extra)
     label = site.schema[entity_type].fields[field_name].label or field_name
     return _write(site, caller, event_type=f"Shotgun_{entity_type}_Change", entity=row, attribute_name=field_name,
                   meta=meta, project=_project(site, entity_type, row), entry_id=event_id,

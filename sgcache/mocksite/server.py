@@ -261,7 +261,10 @@ class MockServer:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is ours
         self._server = make_server(self.host, self.port, self.app, threaded=True)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-site", daemon=True)
+        # A short poll lets "down" and stop() take effect at once.
+        server = self._server
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), name="mock-site",
+                                        daemon=True)
         self._thread.start()
 
     def start(self) -> MockServer:

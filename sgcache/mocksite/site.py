@@ -41,6 +41,8 @@ RELATIONS = {
 # Relations whose values are one list (the others take one value, or two for between).
 LIST_RELATIONS = {"in", "not_in"}
 PAIR_RELATIONS = {"between", "not_between", "in_last", "not_in_last", "in_next", "not_in_next"}
+# Relations whose values are dates (relative ones take [count, unit] or an offset instead).
+DATE_VALUE_RELATIONS = {"is", "is_not", "less_than", "greater_than", "between", "not_between", "in", "not_in"}
 # Fields a write may never set; created_* may be set on create (imports do that).
 SYSTEM_FIELDS = {"id", "type", "updated_at", "updated_by"}
 CREATE_ONLY = {"created_at", "created_by"}
@@ -60,7 +62,21 @@ REVERSE_FIELDS = {
     ("Note", "note_links"): "notes",
     ("Note", "tasks"): "notes", ("Task", "notes"): "tasks",
     ("Asset", "parents"): "assets", ("Asset", "assets"): "parents",
+    ("HumanUser", "department"): "users",
 }
+
+
+def reverse_fields(schema: Schema) -> dict[tuple[str, str], str]:
+    """REVERSE_FIELDS for this schema, both ways: editing ``Sequence.shots`` sets ``Shot.sg_sequence``."""
+    out = {}
+    for (type_name, field_name), reverse in REVERSE_FIELDS.items():
+        if type_name not in schema or field_name not in schema[type_name].fields:
+            continue
+        out[(type_name, field_name)] = reverse
+        for target in schema[type_name].fields[field_name].entity_types:
+            if target in schema and reverse in schema[target].fields:
+                out.setdefault((target, reverse), field_name)
+    return out
 
 
 class Fault(Exception):
@@ -144,6 +160,7 @@ class MockSite:
                  scripts: list[Script] | None = None, humans: list[Human] | None = None,
                  file_dir: str | Path | None = None, clock=None):
         self.schema = schema
+        self.reverse = reverse_fields(schema)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         fields, entities = schema_to_site(schema)
         identifiers = {t.name: t.identifier for t in schema}
@@ -160,7 +177,8 @@ class MockSite:
         self.version = 0
         self._read_cache: OrderedDict = OrderedDict()
         self._undo: _Undo | None = None
-        self._display_columns = 0
+        #: (entity type, field) -> the id of its DisplayColumn, for schema events
+        self._display_columns: dict[tuple[str, str], int] = {}
         for script in scripts if scripts is not None else DEFAULT_SCRIPTS:
             self.add_script(script)
         for human in humans if humans is not None else DEFAULT_HUMANS:
@@ -346,6 +364,9 @@ class MockSite:
             raise Fault(f"API {method}() {entity_type}.{field_name} can't be set ({data_type})")
         if not isinstance(value, str):
             raise bad("a string")
+        if data_type in ("list", "status_list") and f.valid_values and value not in f.valid_values:
+            raise Fault(f"API {method}() {entity_type}.{field_name}: {value!r} is not a valid value "
+                        f"(valid values: {', '.join(f.valid_values)})")
         return value
 
     def to_wire(self, entity_type: str, field_name: str, value: Any) -> Any:
@@ -364,7 +385,7 @@ class MockSite:
             data_type = self._data_type(entity_type, path)
         except FilterError as e:
             raise Fault(f"API read() {e}") from None
-        if data_type == "date_time" and isinstance(value, str):
+        if data_type == "date_time" and isinstance(value, str) and relation in DATE_VALUE_RELATIONS:
             try:
                 return parse_wire_datetime(value)
             except ValueError:
@@ -406,6 +427,11 @@ class MockSite:
                 if len(values) != 1:
                     raise Fault(f"API read() the {relation} relation on {path} takes one value, got {len(values)}")
                 value = values[0]
+            # Check the condition once, without a row: a bad filter is a Fault even on an empty table.
+            try:
+                self.emu.compare(self._data_type(entity_type, path), None, relation, value)
+            except FilterError as e:
+                raise Fault(f"API read() {path}: {e}") from None
             out.append([path, relation, value])
         return out, "all" if operator == "and" else "any"
 
@@ -676,9 +702,15 @@ class MockSite:
                     row[name] = dict(caller.user)
         links = {}
         for name, value in data.items():
-            if fields[name].data_type in ("entity", "multi_entity"):
+            if fields[name].data_type in ("entity", "multi_entity") and (entity_type, name) in self.reverse:
                 links[name] = value
+            elif fields[name].data_type == "multi_entity":
+                row[name] = [dict(v) for v in value or []]
+            elif fields[name].data_type == "entity":
+                row[name] = dict(value) if value else None
             else:
+                # Plain fields and links without a reverse side (project, ...) are in place before
+                # New is logged, so every entry of the create names the project.
                 row[name] = value
         self._touch(entity_type, entity_id)
         self.emu.insert_row(entity_type, row)
@@ -727,7 +759,7 @@ class MockSite:
         added = [link for link in new_links if link not in old_links]
         row[name] = [dict(v) for v in new_links] if data_type == "multi_entity" else \
             (dict(value) if value else None)
-        reverse = REVERSE_FIELDS.get((entity_type, name))
+        reverse = self.reverse.get((entity_type, name))
         if reverse:
             me = {"type": entity_type, "id": row["id"]}
             for link in removed:
@@ -769,7 +801,7 @@ class MockSite:
                     return
                 if current:
                     # The other side pointed elsewhere: that entity loses it from its own list.
-                    back = REVERSE_FIELDS.get((target_type, field_name))
+                    back = self.reverse.get((target_type, field_name))
                     if back:
                         self._reverse_edit(current, back, {"type": target_type, "id": target["id"]}, remove=True,
                                            caller=caller, source=(target_type, field_name),
@@ -996,10 +1028,13 @@ class MockSite:
     def _schema_changed(self, caller: Caller, action: str, entity_type: str, field_name: str, changes: dict):
         self.version += 1
         self._read_cache.clear()
-        self._display_columns += 1
+        key = (entity_type, field_name)
+        if key not in self._display_columns:
+            self._display_columns[key] = len(self._display_columns) + 1
+        column_id = self._display_columns[key]
         if caller.generate_events:
             self._transaction(lambda: events.display_column(self, caller, action, entity_type, field_name,
-                                                            changes, self._display_columns))
+                                                            changes, column_id))
 
     def rpc_get_session_token(self, caller: Caller, args: Any) -> dict:
         token = secrets.token_hex(16)
@@ -1035,7 +1070,7 @@ class MockSite:
                     attachment_fields = self.schema["Attachment"].fields
                     if "description" in attachment_fields:
                         data["description"] = display_name
-                    attachment_id = self._insert("Attachment", data, caller)
+                    attachment_id = self._insert("Attachment", data, caller, emit=caller.generate_events)
                 else:
                     attachment_id = max(self.files, default=0) + 1
                 path = self.file_dir / f"attachment-{attachment_id}"
@@ -1053,6 +1088,11 @@ class MockSite:
                     self.emu._db["Attachment"][attachment_id]["this_file"] = {
                         "url": url, "name": display_name, "content_type": content_type, "link_type": "upload",
                         "type": "Attachment", "id": attachment_id}
+                if thumbnail and target in self.schema[entity_type].fields and caller.generate_events:
+                    # A hosted site first logs a transient image (the upload being processed).
+                    row = self.emu._db[entity_type][entity_id]
+                    events.attribute_change(self, caller, entity_type, row, target, row.get(target), url,
+                                            extra={"is_transient": True})
                 if target and target in self.schema[entity_type].fields:
                     self._update(caller, {"type": entity_type, "id": entity_id,
                                           "fields": [{"field_name": target, "value": value}]})
@@ -1066,7 +1106,7 @@ class MockSite:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    STATE_VERSION = 1
+    STATE_VERSION = 2
 
     def save(self, path: str | Path) -> None:
         """Write everything to ``path`` (atomically: a temporary file, then a rename)."""
@@ -1078,6 +1118,7 @@ class MockSite:
                 "schema": self.schema, "hidden": self.emu.hidden_until, "sessions": self.sessions,
                 "files": self.files, "scripts": self.scripts, "humans": self.humans,
                 "display_columns": self._display_columns,
+                "high_water": self.emu.high_water,
             }
             data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         tmp = path.with_name(path.name + ".tmp")
@@ -1100,4 +1141,5 @@ class MockSite:
         site.scripts = state["scripts"]
         site.humans = state["humans"]
         site._display_columns = state["display_columns"]
+        site.emu.high_water = state["high_water"]
         return site
