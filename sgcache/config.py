@@ -132,6 +132,13 @@ class WatcherConfig:
 
     poll_interval: float = _setting(1.0, "Longest pause, in seconds, between two event-log polls when idle",
                                     check=_positive)
+    min_poll_interval: float = _setting(0.05, "Shortest pause between polls while events are flowing",
+                                        check=_positive)
+    batch_size: int = _setting(500, "Events read per poll", check=_at_least_one)
+    gap_timeout: float = _setting(60.0, "Seconds to wait for a missing (late) event id before giving up on it",
+                                  check=_not_negative)
+    max_attempts: int = _setting(5, "Tries of a failing event before it goes to the dead-letter table",
+                                 check=_at_least_one)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,11 @@ class ScannerConfig:
                                check=_not_negative)
     types: list[str] = _setting([], "Entity types to scan (empty: every cached type)")
     projects: list[int] = _setting([], "Project ids to import (empty: every project)")
+    overlap: float = _setting(60.0, "Seconds an incremental scan reaches back before its watermark",
+                              check=_not_negative)
+    reconcile_every: int = _setting(10, "Look for entities deleted upstream every N incremental scans",
+                                    check=_at_least_one)
+    page_size: int = _setting(500, "Entities asked of the site per page", check=_at_least_one)
 
 
 @dataclass(frozen=True)

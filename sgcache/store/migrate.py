@@ -170,14 +170,14 @@ class _Migration:
     def run(self) -> MigrationReport:
         st = self.tables.state
         known = state.read_field_states(self.conn, st) if st.fields.name in self.existing_tables else {}
-        self.owned = {st.meta.name, st.fields.name}
+        self.owned = {t.name for t in st.all()}
         for (type_name, field_name), previous in known.items():
             self.owned.add(names.entity_table(type_name))
             if previous.storage.startswith("MultiEntityField"):
                 self.owned.add(names.association_table(type_name, field_name))
         # Tables created in this run already carry their indexes.
         self.inspected_before = set(self.existing_tables)
-        for t in (st.meta, st.fields):
+        for t in st.all():
             if not self.exists(t.name):
                 self.create_table(t)
         now = _now()

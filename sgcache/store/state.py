@@ -9,13 +9,20 @@ import sqlalchemy as sa
 from sgcache.fields.types import UTCDateTime
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
 class StateTables:
     meta: sa.Table
     fields: sa.Table
+    types: sa.Table
+    cursor: sa.Table
+    applied: sa.Table
+    dead_letters: sa.Table
+
+    def all(self) -> list[sa.Table]:
+        return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -37,7 +44,48 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("needs_backfill", sa.Boolean, nullable=False),
         sa.Column("backfill_reason", sa.Text),
     )
-    return StateTables(meta=meta, fields=fields)
+    types = sa.Table(
+        "_sgcache_types", metadata,
+        sa.Column("entity_type", sa.Text, primary_key=True),
+        # a full import of the type completed (the read path trusts only such types)
+        sa.Column("full_scan_at", UTCDateTime),
+        sa.Column("full_scan_seconds", sa.Float),
+        # the newest updated_at an incremental scan has seen
+        sa.Column("watermark", UTCDateTime),
+        sa.Column("incremental_scans", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_scan_at", UTCDateTime),
+        sa.Column("last_scan_seconds", sa.Float),
+        # a schema change upstream: the type needs a full import again
+        sa.Column("needs_rescan", sa.Boolean, nullable=False, server_default=sa.false()),
+    )
+    cursor = sa.Table(
+        "_sgcache_cursor", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        # highest event id applied (or given up on); every id below it not in ``gaps`` is done
+        sa.Column("max_applied_id", sa.BigInteger, nullable=False),
+        # JSON {event id: first seen missing, ISO time}: ids below max_applied_id still awaited
+        sa.Column("gaps", sa.Text, nullable=False, server_default="{}"),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+    )
+    applied = sa.Table(
+        "_sgcache_applied_events", metadata,
+        # one row per applied event, written with it: applying one twice would break the key
+        sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("applied_at", UTCDateTime, nullable=False),
+    )
+    dead_letters = sa.Table(
+        "_sgcache_dead_letters", metadata,
+        sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("event_type", sa.Text),
+        sa.Column("entity_type", sa.Text),
+        sa.Column("entity_id", sa.BigInteger),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("failed_at", UTCDateTime, nullable=False),
+        sa.Column("event", sa.Text, nullable=False),
+    )
+    return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
+                       dead_letters=dead_letters)
 
 
 @dataclass(frozen=True)
