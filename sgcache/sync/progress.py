@@ -1,0 +1,44 @@
+"""Progress of long work: a bar on a terminal, a log line every few seconds otherwise."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """Counts done out of an optional total; ``bar=None`` picks a bar when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int | None, *, bar: bool | None = None, every: float = 10.0):
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.started = time.monotonic()
+        self.every = every
+        self.last_log = self.started
+        use_bar = sys.stderr.isatty() if bar is None else bar
+        self.bar = tqdm(total=total, desc=label, unit=" entities", leave=True, dynamic_ncols=True) if use_bar else None
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last_log >= self.every:
+            self.last_log = now
+            rate = self.done / max(now - self.started, 1e-9)
+            eta = f"{(self.total - self.done) / rate:.0f}" if self.total and rate else "?"
+            log.info("event=progress what=%r done=%d total=%s rate=%.0f/s eta_s=%s", self.label, self.done,
+                     self.total if self.total is not None else "?", rate, eta)
+
+    def close(self) -> float:
+        seconds = time.monotonic() - self.started
+        if self.bar is not None:
+            self.bar.close()
+        return seconds

@@ -1,0 +1,122 @@
+"""What the scanner and watcher ask of the site, through shotgun_api3, with timeouts and retries."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import shotgun_api3
+
+from sgcache.config import SiteConfig
+from sgcache.errors import SgcacheError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Failures worth another try: the site or the network, not the request.
+TRANSIENT = (shotgun_api3.ProtocolError, OSError, socket.timeout, http.client.HTTPException, TimeoutError)
+
+
+class SiteError(SgcacheError):
+    """The site could not be reached (after retries) or refused the request."""
+
+
+class Remote:
+    """The site, as the sync engine sees it."""
+
+    def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None):
+        self.site = site
+        self.attempts = attempts
+        self.backoff = backoff
+        self._sg = sg
+
+    @property
+    def sg(self) -> shotgun_api3.Shotgun:
+        if self._sg is None:
+            self._sg = shotgun_api3.Shotgun(
+                self.site.base_url, script_name=self.site.script_name,
+                api_key=self.site.api_key.reveal() if self.site.api_key else None, connect=False)
+            self._sg.config.timeout_secs = self.site.timeout
+        return self._sg
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` against the site, retrying transient failures with growing pauses."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn()
+            except shotgun_api3.AuthenticationFault:
+                raise SiteError(f"the site refused script {self.site.script_name!r} "
+                                "(check site.script_name and site.api_key)") from None
+            except shotgun_api3.Fault as e:
+                raise SiteError(f"{what}: the site answered: {e}") from None
+            except TRANSIENT as e:
+                if attempt == self.attempts:
+                    raise SiteError(f"{what}: the site did not answer after {attempt} tries: "
+                                    f"{type(e).__name__}: {e}") from None
+                pause = self.backoff * 2 ** (attempt - 1)
+                log.warning("event=site_retry what=%s attempt=%d error=%r pause=%.1f", what, attempt,
+                            f"{type(e).__name__}: {e}", pause)
+                self._sg = None  # a fresh connection after a network failure
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+    # --- entities ------------------------------------------------------------------------------
+
+    def count(self, entity_type: str, filters: list) -> int:
+        """How many active entities match (for progress bars)."""
+        result = self.call(f"count {entity_type}", lambda: self.sg.summarize(
+            entity_type, filters, [{"field": "id", "type": "record_count"}]))
+        return int(result["summaries"]["id"])
+
+    def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False,
+              page_size: int = 500, after_id: int = 0) -> Iterator[list[dict]]:
+        """Every matching entity, a page at a time, by increasing id (stable while others write)."""
+        last = after_id
+        while True:
+            page = self.call(f"read {entity_type}", lambda last=last: self.sg.find(
+                entity_type, [["id", "greater_than", last], *filters], fields,
+                order=[{"field_name": "id", "direction": "asc"}], limit=page_size, retired_only=retired))
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            last = page[-1]["id"]
+
+    def fetch(self, entity_type: str, entity_id: int, fields: list[str]) -> tuple[dict | None, bool]:
+        """(the entity with ``fields``, whether it is active); (None, False) if the site has none."""
+        for retired in (False, True):
+            found = self.call(f"read {entity_type} {entity_id}", lambda retired=retired: self.sg.find_one(
+                entity_type, [["id", "is", entity_id]], fields, retired_only=retired))
+            if found:
+                return found, not retired
+        return None, False
+
+    # --- events --------------------------------------------------------------------------------
+
+    EVENT_FIELDS = ["id", "event_type", "attribute_name", "meta", "entity", "project", "user", "created_at"]
+
+    def events_after(self, after_id: int, limit: int) -> list[dict]:
+        """Event-log entries with id above ``after_id``, oldest first."""
+        return self.call("read EventLogEntry", lambda: self.sg.find(
+            "EventLogEntry", [["id", "greater_than", after_id]], self.EVENT_FIELDS,
+            order=[{"field_name": "id", "direction": "asc"}], limit=limit))
+
+    def events_by_id(self, ids: list[int]) -> list[dict]:
+        if not ids:
+            return []
+        return self.call("read EventLogEntry", lambda: self.sg.find(
+            "EventLogEntry", [["id", "in", ids]], self.EVENT_FIELDS,
+            order=[{"field_name": "id", "direction": "asc"}]))
+
+    def newest_event_id(self) -> int:
+        found = self.call("read EventLogEntry", lambda: self.sg.find_one(
+            "EventLogEntry", [], ["id"], order=[{"field_name": "id", "direction": "desc"}]))
+        return found["id"] if found else 0
+
+    def schema_read(self) -> dict:
+        return self.call("schema_read", lambda: self.sg.schema_read())

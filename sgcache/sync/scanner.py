@@ -1,0 +1,254 @@
+"""Scans: a full import of each cached type, and incremental ``updated_at`` scans after it.
+
+A full import pages every entity (active, then retired) by id, writes them in bulk, retires
+cached rows the site no longer has (reconcile), records that the type is complete and clears
+its fields' backfill marks. An incremental scan fetches what changed since the type's watermark
+(minus an overlap), active and retired rows separately; every N of them also reconciles.
+
+Rows are written "as of" the watcher's cursor when the scan began, so a value the watcher
+applied from a newer event is not overwritten by an older page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from sgcache.config import ScannerConfig
+from sgcache.store import state
+from sgcache.store.tables import EntityTable, Tables
+from sgcache.store.writer import Writer
+from sgcache.sync import cursor as cursors
+from sgcache.sync.progress import Progress
+from sgcache.sync.remote import Remote
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class TypeReport:
+    entity_type: str
+    written: int = 0
+    retired_missing: int = 0
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+@dataclass
+class ScanReport:
+    kind: str
+    types: list[TypeReport] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return sum(t.written for t in self.types)
+
+
+class Scanner:
+    def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, config: ScannerConfig, *,
+                 progress: bool | None = None):
+        self.engine = engine
+        self.tables = tables
+        self.remote = remote
+        self.config = config
+        self.writer = Writer(engine, tables)
+        self.progress = progress
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def cached_types(self, names: list[str] | None = None) -> list[EntityTable]:
+        wanted = names or self.config.types or [et.name for et in self.tables]
+        out = []
+        for name in wanted:
+            et = self.tables[name]  # UnknownEntityType for a type not in the schema file
+            out.append(et)
+        return out
+
+    @staticmethod
+    def fields_of(et: EntityTable) -> list[str]:
+        return sorted(name for name, handler in et.fields.items() if handler.cached)
+
+    def project_filter(self, et: EntityTable, projects: list[int]) -> list:
+        """Limit a project-scoped type to the cached projects; other types are imported whole."""
+        if not projects or "project" not in et.fields:
+            return []
+        return [["project", "in", [{"type": "Project", "id": p} for p in projects]]]
+
+    def _type_state(self, conn: sa.Connection, type_name: str) -> dict | None:
+        t = self.tables.state.types
+        row = conn.execute(sa.select(t).where(t.c.entity_type == type_name)).mappings().first()
+        return dict(row) if row else None
+
+    def _save_type_state(self, conn: sa.Connection, type_name: str, **values) -> None:
+        t = self.tables.state.types
+        if self._type_state(conn, type_name) is None:
+            conn.execute(sa.insert(t).values(entity_type=type_name, **values))
+        else:
+            conn.execute(sa.update(t).where(t.c.entity_type == type_name).values(**values))
+
+    def _as_of(self) -> int | None:
+        with self.engine.connect() as conn:
+            cursor = cursors.load(conn, self.tables.state)
+        return cursor.max_applied_id if cursor else None
+
+    def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
+                retired: bool, seen: set[int] | None = None) -> tuple[int, dt.datetime | None, int]:
+        """Page entities in and write them; return (count, newest updated_at, highest id)."""
+        fields = self.fields_of(et)
+        progress = Progress(label, total, bar=self.progress)
+        count, newest, highest = 0, None, 0
+        for page in self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size):
+            self.writer.upsert(et.name, page, active=not retired, event_id=as_of)
+            count += len(page)
+            highest = max(highest, page[-1]["id"])
+            for entity in page:
+                if seen is not None:
+                    seen.add(entity["id"])
+                updated = _aware(entity.get("updated_at"))
+                if updated is not None and (newest is None or updated > newest):
+                    newest = updated
+            progress.advance(len(page))
+        progress.close()
+        return count, newest, highest
+
+    # --- full import -----------------------------------------------------------------------------
+
+    def full(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
+        projects = sorted(set(projects if projects is not None else self.config.projects))
+        targets = self.cached_types(types)
+        # The watcher replays from the newest event as of now: nothing that happens during the
+        # import is lost.
+        with self.engine.begin() as conn:
+            cursors.ensure(conn, self.tables.state, self.remote.newest_event_id)
+            self._set_projects(conn, projects)
+        report = ScanReport("full")
+        for et in targets:
+            report.types.append(self._full_type(et, projects))
+        return report
+
+    def _set_projects(self, conn: sa.Connection, projects: list[int]) -> None:
+        meta = self.tables.state.meta
+        conn.execute(sa.delete(meta).where(meta.c.key == "projects"))
+        conn.execute(sa.insert(meta).values(key="projects", value=json.dumps(projects or "all")))
+
+    def _full_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
+        started = time.monotonic()
+        scan_started = _now()
+        as_of = self._as_of()
+        filters = self.project_filter(et, projects)
+        total = self.remote.count(et.name, filters)
+        seen: set[int] = set()
+        active, newest_a, high_a = self._import(et, filters, f"{et.name} (active)", total, as_of, False, seen)
+        retired, newest_r, high_r = self._import(et, filters, f"{et.name} (retired)", None, as_of, True, seen)
+        newest = max((v for v in (newest_a, newest_r) if v is not None), default=None)
+        missing = self._retire_missing(et, seen, max(high_a, high_r), projects)
+        seconds = time.monotonic() - started
+        with self.engine.begin() as conn:
+            self._save_type_state(conn, et.name, full_scan_at=scan_started, full_scan_seconds=seconds,
+                                  watermark=newest or scan_started, incremental_scans=0, last_scan_at=scan_started,
+                                  last_scan_seconds=seconds, needs_rescan=False)
+            state.clear_backfill(conn, self.tables.state, et.name)
+        log.info("event=full_scan entity_type=%s active=%d retired=%d retired_missing=%d seconds=%.1f rate=%.0f",
+                 et.name, active, retired, missing, seconds, (active + retired) / max(seconds, 1e-9))
+        return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
+
+    def _retire_missing(self, et: EntityTable, seen: set[int], highest: int, projects: list[int]) -> int:
+        """Retire cached rows the site no longer lists (deleted without a retirement event).
+
+        Only ids up to the highest one the site listed: newer rows may have arrived since."""
+        t = et.table
+        stmt = sa.select(t.c.id).where(t.c.id <= highest).where(t.c._active.is_(True))
+        if projects and "project" in et.fields:
+            handler = et.fields["project"]
+            stmt = stmt.where(t.c[handler.id_column].in_(projects))
+        with self.engine.connect() as conn:
+            cached = set(conn.execute(stmt).scalars())
+        gone = sorted(cached - seen)
+        if gone:
+            log.warning("event=retire_missing entity_type=%s count=%d ids=%s", et.name, len(gone), gone[:20])
+            self.writer.retire(et.name, gone)
+        return len(gone)
+
+    # --- incremental -----------------------------------------------------------------------------
+
+    def incremental(self, types: list[str] | None = None) -> ScanReport:
+        report = ScanReport("incremental")
+        with self.engine.connect() as conn:
+            meta = self.tables.state.meta
+            raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
+        projects = json.loads(raw) if raw and raw != '"all"' else []
+        for et in self.cached_types(types):
+            report.types.append(self._incremental_type(et, projects if isinstance(projects, list) else []))
+        return report
+
+    def _incremental_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
+        with self.engine.connect() as conn:
+            previous = self._type_state(conn, et.name)
+        if not previous or previous["full_scan_at"] is None:
+            log.warning("event=scan_skipped entity_type=%s reason=never_fully_imported "
+                        "hint='run sgcache scan --full'", et.name)
+            return TypeReport(et.name, skipped="never fully imported")
+        started = time.monotonic()
+        scan_started = _now()
+        as_of = self._as_of()
+        watermark = previous["watermark"] or previous["full_scan_at"]
+        since = watermark - dt.timedelta(seconds=self.config.overlap)
+        filters = [["updated_at", "greater_than", since], *self.project_filter(et, projects)]
+        if "updated_at" not in et.fields:
+            filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
+        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False)
+        retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True)
+        newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
+        count = (previous["incremental_scans"] or 0) + 1
+        missing = 0
+        if count % self.config.reconcile_every == 0:
+            missing = self.reconcile(et, projects)
+        seconds = time.monotonic() - started
+        with self.engine.begin() as conn:
+            self._save_type_state(conn, et.name, watermark=newest, incremental_scans=count,
+                                  last_scan_at=scan_started, last_scan_seconds=seconds)
+        if active or retired or missing:
+            log.info("event=incremental_scan entity_type=%s changed=%d retired=%d retired_missing=%d seconds=%.2f",
+                     et.name, active, retired, missing, seconds)
+        return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
+
+    def reconcile(self, et: EntityTable, projects: list[int]) -> int:
+        """List every id the site has (cheaply: ids only) and retire cached rows it lacks."""
+        filters = self.project_filter(et, projects)
+        seen: set[int] = set()
+        highest = 0
+        for retired in (False, True):
+            for page in self.remote.pages(et.name, ["id"], filters, retired=retired,
+                                          page_size=self.config.page_size):
+                seen.update(e["id"] for e in page)
+                highest = max(highest, page[-1]["id"])
+        return self._retire_missing(et, seen, highest, projects)
+
+    # --- forever ---------------------------------------------------------------------------------
+
+    def run_forever(self, interval: float, stop, types: list[str] | None = None) -> None:
+        """Incremental scans every ``interval`` seconds until ``stop`` (an Event) is set."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.incremental(types)
+            except Exception:
+                log.exception("event=scan_failed; retrying at the next interval")
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
