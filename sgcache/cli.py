@@ -227,6 +227,164 @@ def mock_site(state: _State, bind: str, schema_path: Path, data: str, scale: int
         raise SgcacheError(f"cannot listen on {bind}: {e.strerror}") from None
 
 
+def _stop_on_signals():
+    """An Event set by SIGINT or SIGTERM (so daemons finish the event at hand and exit cleanly)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handle(signum, _frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+    return stop
+
+
+def _sync_parts(state: _State):
+    """(config, engine, tables, remote) for the sync commands, with the database migrated."""
+    from sgcache.schema import load
+    from sgcache.store.db import check_connection, create_engine
+    from sgcache.store.migrate import migrate
+    from sgcache.store.tables import Tables
+    from sgcache.sync.remote import Remote
+
+    config = state.config("site.base_url", "site.script_name", "site.api_key")
+    tables = Tables(load(config.schema.path))
+    engine = create_engine(config.database.url)
+    check_connection(engine)
+    migrate(engine, tables)
+    return config, engine, tables, Remote(config.site)
+
+
+def _csv(value: str | None, kind=str) -> list | None:
+    if not value:
+        return None
+    try:
+        return [kind(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+
+
+@cli.command()
+@click.option("--full", is_flag=True, help="Import every entity (active and retired), then reconcile.")
+@click.option("--types", metavar="A,B", help="Only these entity types (default: scanner.types, else all cached).")
+@click.option("--projects", metavar="ID,ID", help="With --full: only these projects (default: scanner.projects).")
+@click.option("--interval", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Keep scanning incrementally every SECONDS (one leader per database).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.pass_obj
+def scan(state: _State, full: bool, types: str | None, projects: str | None, interval: float | None,
+         progress: bool | None) -> None:
+    """Import entities from the site: in full, or what changed since the last scan."""
+    from sgcache.sync.leader import Leadership
+    from sgcache.sync.scanner import Scanner
+
+    config, engine, tables, remote = _sync_parts(state)
+    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress)
+    type_list = _csv(types)
+    project_list = _csv(projects, int)
+    stop = _stop_on_signals() if interval else None
+    leader = None
+    if interval:
+        leader = Leadership(engine, "scan")
+        if not leader.acquire(stop):
+            return
+    try:
+        if full:
+            report = scanner.full(type_list, project_list)
+            click.echo(f"full import: {report.written} entities, {len(report.types)} types, "
+                       f"{sum(t.retired_missing for t in report.types)} retired as missing upstream", err=True)
+        elif not interval:
+            report = scanner.incremental(type_list)
+            click.echo(f"incremental scan: {report.written} entities changed", err=True)
+        if interval:
+            scanner.full_where_needed(type_list, project_list)
+            scanner.run_forever(interval, stop, type_list)
+    finally:
+        if leader is not None:
+            leader.release()
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Apply what is waiting, then exit.")
+@click.pass_obj
+def watch(state: _State, once: bool) -> None:
+    """Follow the site's event log and apply every change to the cache (one leader per database)."""
+    from sgcache.sync.leader import Leadership
+    from sgcache.sync.watcher import Watcher
+
+    config, engine, tables, remote = _sync_parts(state)
+    watcher = Watcher(engine, tables, remote, config.watcher)
+    if once:
+        while watcher.poll_once() >= config.watcher.batch_size:
+            pass
+        click.echo(f"applied {watcher.applied} events", err=True)
+        return
+    stop = _stop_on_signals()
+    leader = Leadership(engine, "watch")
+    if not leader.acquire(stop):
+        return
+    try:
+        cursor = watcher.start()
+        logging.getLogger("sgcache").info("event=watch_started after_id=%d gaps=%d", cursor.max_applied_id,
+                                          len(cursor.gaps))
+        watcher.run(stop)
+    finally:
+        leader.release()
+
+
+@cli.command()
+@click.option("--scan-interval", type=click.FloatRange(min=1), help="Seconds between incremental scans "
+              "(default: scanner.interval).")
+@click.pass_obj
+def auto(state: _State, scan_interval: float | None) -> None:
+    """Run the watcher and the periodic scanner together, restarting either if it dies.
+
+    A type never fully imported is imported first. For small sites and the demo; larger sites
+    run `sgcache watch` and `sgcache scan --interval` as separate services.
+    """
+    from sgcache.sync.supervise import Supervisor
+
+    config, engine, tables, remote = _sync_parts(state)
+    engine.dispose()
+    base = [sys.executable, "-m", "sgcache"]
+    if state.config_path:
+        base += ["--config", str(state.config_path)]
+    for key, value in state.overrides.items():
+        base += ["--set", f"{key}={value}"]
+    interval = scan_interval or config.scanner.interval or 300
+    supervisor = Supervisor({
+        "watch": base + ["watch"],
+        "scan": base + ["scan", "--interval", str(interval), "--no-progress"],
+    })
+    supervisor.run(_stop_on_signals())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(state: _State, as_json: bool) -> None:
+    """What the cache holds and how far behind it is: cursor, gaps, dead letters, scans, backfill."""
+    import json as jsonlib
+
+    from sgcache.schema import load
+    from sgcache.store.db import check_connection, create_engine
+    from sgcache.store.tables import Tables
+    from sgcache.sync import report
+
+    config = state.config()
+    tables = Tables(load(config.schema.path))
+    engine = create_engine(config.database.url)
+    check_connection(engine)
+    data = report.status(engine, tables)
+    if as_json:
+        click.echo(jsonlib.dumps(data, indent=2, default=str))
+    else:
+        click.echo(report.format_status(data))
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)

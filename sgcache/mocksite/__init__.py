@@ -43,7 +43,8 @@ Site (:mod:`sgcache.mocksite.site`)
     id; default order by id.
 17. ``name`` on every returned link, from the linked type's identifier field, computed live.
 18. ids, created_at / updated_at (UTC, whole seconds), created_by / updated_by (the script's
-    ApiUser, the human user, or the sudo_as_login user) maintained by the site.
+    ApiUser, the human user, or the sudo_as_login user) maintained by the site; retiring and
+    reviving move updated_at / updated_by too (so updated_at scans of retired rows see them).
 19. create answers the fields set plus return_fields; update answers one dict (mockgun: a list);
     neither mutates the caller's data; values are validated for every data type (mockgun
     refused tag_list, color, uuid, image, timecode and more), list and status values against

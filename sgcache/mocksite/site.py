@@ -881,11 +881,18 @@ class MockSite:
             return False
         self._touch(entity_type, row["id"])
         row["__retired"] = True
-        if "updated_at" in self.schema[entity_type].fields:
-            row["updated_at"] = self._now()
+        self._stamp_write(entity_type, row, caller)
         if caller.generate_events:
             events.retirement(self, caller, entity_type, row)
         return True
+
+    def _stamp_write(self, entity_type: str, row: dict, caller: Caller) -> None:
+        """Retiring and reviving are writes: they move updated_at and updated_by."""
+        fields = self.schema[entity_type].fields
+        if "updated_at" in fields:
+            row["updated_at"] = self._now()
+        if "updated_by" in fields:
+            row["updated_by"] = dict(caller.user)
 
     def rpc_revive(self, caller: Caller, args: Any) -> bool:
         if not isinstance(args, dict):
@@ -899,8 +906,7 @@ class MockSite:
             return False
         self._touch(entity_type, row["id"])
         row["__retired"] = False
-        if "updated_at" in self.schema[entity_type].fields:
-            row["updated_at"] = self._now()
+        self._stamp_write(entity_type, row, caller)
         if caller.generate_events:
             events.revival(self, caller, entity_type, row)
         return True

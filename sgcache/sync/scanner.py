@@ -143,6 +143,17 @@ class Scanner:
             report.types.append(self._full_type(et, projects))
         return report
 
+    def full_where_needed(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
+        """A full import of the types never fully imported, or marked for a rescan."""
+        with self.engine.connect() as conn:
+            needed = [et.name for et in self.cached_types(types)
+                      if (s := self._type_state(conn, et.name)) is None or s["full_scan_at"] is None
+                      or s["needs_rescan"]]
+        if not needed:
+            return ScanReport("full")
+        log.info("event=full_import_needed types=%s", ",".join(needed))
+        return self.full(needed, projects)
+
     def _set_projects(self, conn: sa.Connection, projects: list[int]) -> None:
         meta = self.tables.state.meta
         conn.execute(sa.delete(meta).where(meta.c.key == "projects"))

@@ -1,0 +1,62 @@
+"""What ``sgcache status`` reports: cursor, gaps, dead letters, scans, backfill marks, rows."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from sgcache.store import state
+from sgcache.store.tables import Tables
+from sgcache.sync import cursor as cursors
+
+
+def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
+    st = tables.state
+    with engine.connect() as conn:
+        cursor = cursors.load(conn, st)
+        dead = [dict(r) for r in conn.execute(sa.select(st.dead_letters.c.event_id, st.dead_letters.c.event_type,
+                                                        st.dead_letters.c.error, st.dead_letters.c.failed_at)
+                                              .order_by(st.dead_letters.c.event_id)).mappings()]
+        scans = {r["entity_type"]: dict(r) for r in conn.execute(sa.select(st.types)).mappings()}
+        marks = state.backfill_marks(conn, st)
+        projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
+        rows = {}
+        for et in tables:
+            t = et.table
+            active = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c._active.is_(True))).scalar()
+            total = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+            rows[et.name] = {"active": active, "retired": total - active}
+    return {
+        "cursor": None if cursor is None else {
+            "max_applied_id": cursor.max_applied_id, "last_complete_id": cursor.last_complete_id,
+            "gaps": {str(k): v.isoformat() for k, v in sorted(cursor.gaps.items())}},
+        "dead_letters": dead,
+        "projects": json.loads(projects) if projects else None,
+        "types": {name: {**rows[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
+                         "backfill_fields": len(marks.get(name, {}))} for name in sorted(rows)},
+    }
+
+
+def format_status(data: dict[str, Any]) -> str:
+    lines = []
+    cursor = data["cursor"]
+    if cursor is None:
+        lines.append("event log: not started (run sgcache scan --full or sgcache watch)")
+    else:
+        lines.append(f"event log: applied up to {cursor['max_applied_id']}, complete up to "
+                     f"{cursor['last_complete_id']}, {len(cursor['gaps'])} open gaps")
+    lines.append(f"dead letters: {len(data['dead_letters'])}")
+    for d in data["dead_letters"][-10:]:
+        lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']}")
+    lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
+    lines.append(f"{'TYPE':<26}{'ACTIVE':>8}{'RETIRED':>9}  {'FULL IMPORT':<22}{'LAST SCAN':<22}BACKFILL")
+    for name, t in data["types"].items():
+        full = t.get("full_scan_at")
+        last = t.get("last_scan_at")
+        flag = " rescan needed" if t.get("needs_rescan") else ""
+        lines.append(f"{name:<26}{t['active']:>8}{t['retired']:>9}  "
+                     f"{full.strftime('%Y-%m-%d %H:%M:%S') if full else 'never':<22}"
+                     f"{last.strftime('%Y-%m-%d %H:%M:%S') if last else '-':<22}{t['backfill_fields']}{flag}")
+    return "\n".join(lines)
