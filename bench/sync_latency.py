@@ -1,0 +1,121 @@
+"""Benchmark: full-import rate, and delay from a write on the site to its row in the cache.
+
+    .venv/bin/python bench/sync_latency.py [--scale 20] [--writes 200] [--database URL]
+
+Builds the stand-in studio at ``--scale``, imports it with ``Scanner.full`` into a fresh
+database (PostgreSQL made on the local server unless ``--database`` is given), reports the
+import rate, then runs the watcher with its default settings while ``--writes`` updates are
+made through shotgun_api3 at random moments, and reports the median and 95th percentile of
+the time from each ``update`` returning to the new value being readable in the cache table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import shotgun_api3
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from sgcache.config import load_config
+from sgcache.mocksite.server import MockServer
+from sgcache.mocksite.site import MockSite
+from sgcache.mocksite.studio import build_studio
+from sgcache.schema import load
+from sgcache.store.db import create_engine, safe_url
+from sgcache.store.migrate import migrate
+from sgcache.store.tables import Tables
+from sgcache.sync.remote import Remote
+from sgcache.sync.scanner import Scanner
+from sgcache.sync.watcher import Watcher
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=int, default=20)
+    parser.add_argument("--writes", type=int, default=200)
+    parser.add_argument("--database", help="cache database URL (its tables are replaced)")
+    args = parser.parse_args()
+
+    cleanup = None
+    url = args.database
+    if url is None:
+        server_url = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1/postgres")
+        server_url = server_url.set(drivername="postgresql+psycopg2")
+        name = f"sgcache_bench_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = server_url.set(database=name).render_as_string(hide_password=False)
+
+        def cleanup():
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    try:
+        site = MockSite(load(ROOT / "schema" / "demo-site.yml"))
+        counts = build_studio(site, scale=args.scale)
+        print(f"stand-in: scale {args.scale}, {sum(counts.values())} entities")
+        with MockServer(site) as server:
+            config = load_config(env={}, overrides={
+                "site.base_url": server.url, "site.script_name": "sgcache", "site.api_key": "sgcache-demo-key",
+                "database.url": url})
+            engine = create_engine(config.database.url)
+            tables = Tables(load(ROOT / "schema" / "demo.yml"))
+            migrate(engine, tables)
+            remote = Remote(config.site)
+            started = time.perf_counter()
+            report = Scanner(engine, tables, remote, config.scanner, progress=False).full()
+            seconds = time.perf_counter() - started
+            print(f"full import into {safe_url(url)}: {report.written} entities in {seconds:.1f} s "
+                  f"({report.written / seconds:.0f} entities/s)")
+
+            watcher = Watcher(engine, tables, remote, config.watcher)
+            stop = threading.Event()
+            thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+            thread.start()
+            sg = shotgun_api3.Shotgun(server.url, script_name="sgcache", api_key="sgcache-demo-key")
+            shots = [s["id"] for s in sg.find("Shot", [], ["id"])]
+            rng = random.Random(7)
+            shot_table = tables["Shot"].table
+            delays = []
+            with engine.connect() as conn:
+                for i in range(args.writes):
+                    time.sleep(rng.uniform(0, 0.3))
+                    shot_id = rng.choice(shots)
+                    marker = f"bench-{i}"
+                    sg.update("Shot", shot_id, {"description": marker})
+                    written = time.perf_counter()
+                    while True:
+                        value = conn.execute(sa.select(shot_table.c.description)
+                                             .where(shot_table.c.id == shot_id)).scalar()
+                        conn.rollback()
+                        if value == marker:
+                            delays.append(time.perf_counter() - written)
+                            break
+                        if time.perf_counter() - written > 30:
+                            raise SystemExit(f"write {i} never reached the cache")
+                        time.sleep(0.002)
+            stop.set()
+            thread.join()
+            delays.sort()
+            p95 = delays[int(0.95 * (len(delays) - 1))]
+            print(f"write -> cache delay over {len(delays)} writes: median {statistics.median(delays) * 1000:.0f} ms, "
+                  f"p95 {p95 * 1000:.0f} ms, max {delays[-1] * 1000:.0f} ms")
+            engine.dispose()
+    finally:
+        if cleanup:
+            cleanup()
+
+
+if __name__ == "__main__":
+    main()
