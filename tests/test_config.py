@@ -552,3 +552,14 @@ def test_command_line_paths_are_not_rebased(tmp_path):
                                                    "database.url": "sqlite:///flag.sqlite"})
     assert config.schema.path == Path("flag.yml")
     assert config.database.url == "sqlite:///flag.sqlite"
+
+
+def test_every_setting_is_documented_in_the_configuration_reference():
+    from pathlib import Path
+
+    from sgcache.config import env_name, iter_settings
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.rst").read_text(encoding="utf-8")
+    missing = [f"{s}.{k}" for s, k, _, _ in iter_settings()
+               if f"``{s}.{k}``" not in text or f"``{env_name(s, k)}``" not in text]
+    assert missing == []
