@@ -198,6 +198,13 @@ class Watcher:
         if owner in self.tables:
             t = self.tables.state.types
             conn.execute(sa.update(t).where(t.c.entity_type == owner).values(needs_rescan=True))
+            field_name = meta.get("field_name")
+            if self.tables[owner].cached(field_name or ""):
+                # The cached copy of this field can no longer be trusted: reads pass it through
+                # until a full import of the type fills it again.
+                f = self.tables.state.fields
+                conn.execute(sa.update(f).where(f.c.entity_type == owner).where(f.c.field_name == field_name)
+                             .values(needs_backfill=True, backfill_reason="changed on the site"))
             log.warning("event=schema_changed entity_type=%s field=%s hint='update the schema file, "
                         "migrate, and run sgcache scan --full --types %s'", owner, meta.get("field_name"), owner)
         if self.on_schema_change is not None:
