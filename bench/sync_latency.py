@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -39,11 +42,42 @@ from sgcache.sync.watcher import Watcher
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class SiteProcess:
+    """``sgcache mock-site`` in a process of its own, on a free port."""
+
+    def __init__(self, scale: int):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.scale = scale
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "sgcache", "-q", "mock-site", "--data", "demo",
+                                      "--scale", str(self.scale), "--bind", f"127.0.0.1:{self.port}",
+                                      "--schema", str(ROOT / "schema" / "demo-site.yml")],
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit("the stand-in did not start")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=int, default=20)
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--database", help="cache database URL (its tables are replaced)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="serve the stand-in from a thread of this process (it then competes for the GIL)")
     args = parser.parse_args()
 
     cleanup = None
@@ -62,10 +96,15 @@ def main() -> None:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     try:
-        site = MockSite(load(ROOT / "schema" / "demo-site.yml"))
-        counts = build_studio(site, scale=args.scale)
-        print(f"stand-in: scale {args.scale}, {sum(counts.values())} entities")
-        with MockServer(site) as server:
+        if args.in_process:
+            site = MockSite(load(ROOT / "schema" / "demo-site.yml"))
+            counts = build_studio(site, scale=args.scale)
+            print(f"stand-in (in this process): scale {args.scale}, {sum(counts.values())} entities")
+            context = MockServer(site)
+        else:
+            context = SiteProcess(args.scale)
+            print(f"stand-in (its own process, like a remote site): scale {args.scale}")
+        with context as server:
             config = load_config(env={}, overrides={
                 "site.base_url": server.url, "site.script_name": "sgcache", "site.api_key": "sgcache-demo-key",
                 "database.url": url})

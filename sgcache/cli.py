@@ -298,7 +298,8 @@ def scan(state: _State, full: bool, types: str | None, projects: str | None, int
                        f"{sum(t.retired_missing for t in report.types)} retired as missing upstream", err=True)
         elif not interval:
             report = scanner.incremental(type_list)
-            click.echo(f"incremental scan: {report.written} entities changed", err=True)
+            click.echo(f"incremental scan: {report.written} entities read (changed since the last scan, "
+                       "with overlap)", err=True)
         if interval:
             scanner.full_where_needed(type_list, project_list)
             scanner.run_forever(interval, stop, type_list)

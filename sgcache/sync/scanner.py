@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +42,34 @@ def _aware(value) -> dt.datetime | None:
     if isinstance(value, str):
         return dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+_DONE = object()
+
+
+def prefetch(pages, depth: int = 2):
+    """Iterate ``pages`` while the next ones are already being fetched in a thread, so the site's
+    round trip and the database write overlap. Errors surface in the caller's thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce():
+        try:
+            for page in pages:
+                q.put(page)
+            q.put(_DONE)
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="scan-prefetch", daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is _DONE:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    thread.join()
 
 
 @dataclass
@@ -114,7 +144,8 @@ class Scanner:
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
-        for page in self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size):
+        pages = prefetch(self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size))
+        for page in pages:
             self.writer.upsert(et.name, page, active=not retired, event_id=as_of)
             count += len(page)
             highest = max(highest, page[-1]["id"])
@@ -236,7 +267,7 @@ class Scanner:
             self._save_type_state(conn, et.name, watermark=newest, incremental_scans=count,
                                   last_scan_at=scan_started, last_scan_seconds=seconds)
         if active or retired or missing:
-            log.info("event=incremental_scan entity_type=%s changed=%d retired=%d retired_missing=%d seconds=%.2f",
+            log.info("event=incremental_scan entity_type=%s read=%d retired=%d retired_missing=%d seconds=%.2f",
                      et.name, active, retired, missing, seconds)
         return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
 
