@@ -371,7 +371,7 @@ def status(state: _State, as_json: bool) -> None:
     import json as jsonlib
 
     from sgcache.schema import load
-    from sgcache.store.db import check_connection, create_engine
+    from sgcache.store.db import check_connection, create_engine, safe_url
     from sgcache.store.tables import Tables
     from sgcache.sync import report
 
@@ -379,6 +379,10 @@ def status(state: _State, as_json: bool) -> None:
     tables = Tables(load(config.schema.path))
     engine = create_engine(config.database.url)
     check_connection(engine)
+    if "_sgcache_cursor" not in sqlalchemy.inspect(engine).get_table_names():
+        click.echo(f"event log: not started ({safe_url(engine.url)} is not set up yet: run "
+                   "`sgcache scan --full`)")
+        return
     data = report.status(engine, tables)
     if as_json:
         click.echo(jsonlib.dumps(data, indent=2, default=str))

@@ -46,6 +46,13 @@ class TextField(ScalarField):
     sql_type = sa.Text
 
     def to_db_value(self, value: Any) -> str:
+        if isinstance(value, dt.datetime):
+            # shotgun_api3 turns any text of exactly the YYYY-MM-DDTHH:MM:SSZ shape into a
+            # datetime, text fields included; that shape is the only one it converts, so writing
+            # it back gives the original text exactly.
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.UTC)
+            return value.astimezone(dt.UTC).strftime(WIRE_DATETIME)
         if not isinstance(value, str):
             raise self.error(value, "a string")
         return value

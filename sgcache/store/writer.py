@@ -143,6 +143,18 @@ class Writer:
         if rows:
             conn.execute(sa.insert(assoc), rows)
 
+    def forget(self, type_name: str, ids: Iterable[int], *, conn: sa.Connection | None = None) -> int:
+        """Remove rows the cache must no longer hold (say, moved out of the cached projects)."""
+        et = self.tables[type_name]
+        ids = sorted(set(ids))
+        removed = 0
+        with self._transaction(conn) as c:
+            for chunk in _chunks(ids):
+                for assoc in et.associations.values():
+                    c.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
+                removed += c.execute(sa.delete(et.table).where(et.table.c.id.in_(chunk))).rowcount
+        return removed
+
     # --- retire / revive ----------------------------------------------------------------------
 
     def retire(self, type_name: str, ids: Iterable[int], *, event_id: int | None = None,

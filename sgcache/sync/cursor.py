@@ -55,10 +55,25 @@ def save(conn: sa.Connection, st: StateTables, cursor: Cursor) -> None:
         conn.execute(sa.insert(st.cursor).values(id=CURSOR_ROW, **values))
 
 
-def ensure(conn: sa.Connection, st: StateTables, newest_event_id: Callable[[], int]) -> Cursor:
-    """The cursor; on first use, start it at the site's newest event (before any import)."""
+#: how far below the starting point to look for ids not yet committed
+LOOKBACK = 500
+
+
+def ensure(conn: sa.Connection, st: StateTables, newest_event_id: Callable[[], int],
+           event_ids_after: Callable[[int], list[int]] | None = None) -> Cursor:
+    """The cursor; on first use, start it at the site's newest visible event (before any import).
+
+    Ids just below that start which are not visible yet (late commits) become gaps at once, so
+    they are applied when they appear instead of being taken as done.
+    """
     cursor = load(conn, st)
     if cursor is None:
-        cursor = Cursor(newest_event_id())
+        newest = newest_event_id()
+        cursor = Cursor(newest)
+        if event_ids_after is not None and newest > 0:
+            low = max(0, newest - LOOKBACK)
+            visible = set(event_ids_after(low))
+            now = dt.datetime.now(dt.UTC)
+            cursor.gaps = {i: now for i in range(low + 1, newest + 1) if i not in visible}
         save(conn, st, cursor)
     return cursor

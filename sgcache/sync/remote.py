@@ -113,6 +113,13 @@ class Remote:
             "EventLogEntry", [["id", "in", ids]], self.EVENT_FIELDS,
             order=[{"field_name": "id", "direction": "asc"}]))
 
+    def event_ids_after(self, after_id: int, limit: int = 500) -> list[int]:
+        """Ids of the visible entries above ``after_id`` (one page)."""
+        found = self.call("read EventLogEntry", lambda: self.sg.find(
+            "EventLogEntry", [["id", "greater_than", after_id]], ["id"],
+            order=[{"field_name": "id", "direction": "asc"}], limit=limit))
+        return [e["id"] for e in found]
+
     def newest_event_id(self) -> int:
         found = self.call("read EventLogEntry", lambda: self.sg.find_one(
             "EventLogEntry", [], ["id"], order=[{"field_name": "id", "direction": "desc"}]))

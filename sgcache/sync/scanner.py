@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from sgcache.config import ScannerConfig
+from sgcache.errors import SgcacheError
 from sgcache.store import state
 from sgcache.store.tables import EntityTable, Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
+from sgcache.sync import links
 from sgcache.sync.progress import Progress
 from sgcache.sync.remote import Remote
 
@@ -139,13 +141,20 @@ class Scanner:
         return cursor.max_applied_id if cursor else None
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
-                retired: bool, seen: set[int] | None = None) -> tuple[int, dt.datetime | None, int]:
-        """Page entities in and write them; return (count, newest updated_at, highest id)."""
+                retired: bool, seen: set[int] | None = None,
+                touched: set | None = None) -> tuple[int, dt.datetime | None, int]:
+        """Page entities in and write them; return (count, newest updated_at, highest id).
+
+        ``touched`` collects the entities whose links to these rows changed (other side of links)."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
         pages = prefetch(self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size))
         for page in pages:
+            if touched is not None:
+                with self.engine.connect() as conn:
+                    before = links.cached_links(conn, self.tables, et.name, [e["id"] for e in page])
+                touched |= links.changed_targets(before, page, self.tables, et.name)
             self.writer.upsert(et.name, page, active=not retired, event_id=as_of)
             count += len(page)
             highest = max(highest, page[-1]["id"])
@@ -161,13 +170,31 @@ class Scanner:
 
     # --- full import -----------------------------------------------------------------------------
 
+    def recorded_projects(self) -> list[int] | None:
+        """The cached project set ([] for all projects), or None before any import."""
+        meta = self.tables.state.meta
+        with self.engine.connect() as conn:
+            raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, list) else []
+
     def full(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
-        projects = sorted(set(projects if projects is not None else self.config.projects))
+        """Import ``types`` (default: all cached) in full. ``projects`` changes the cached project
+        set; without it the recorded set is kept (or scanner.projects, on a first import)."""
+        recorded = self.recorded_projects()
+        if projects is None:
+            projects = recorded if recorded is not None else list(self.config.projects)
+        projects = sorted(set(projects))
         targets = self.cached_types(types)
+        if recorded is not None and projects != recorded and types:
+            raise SgcacheError("changing the project set needs a full import of every type "
+                               "(run sgcache scan --full --projects ... without --types)")
         # The watcher replays from the newest event as of now: nothing that happens during the
         # import is lost.
         with self.engine.begin() as conn:
-            cursors.ensure(conn, self.tables.state, self.remote.newest_event_id)
+            cursors.ensure(conn, self.tables.state, self.remote.newest_event_id, self.remote.event_ids_after)
             self._set_projects(conn, projects)
         report = ScanReport("full")
         for et in targets:
@@ -232,12 +259,9 @@ class Scanner:
 
     def incremental(self, types: list[str] | None = None) -> ScanReport:
         report = ScanReport("incremental")
-        with self.engine.connect() as conn:
-            meta = self.tables.state.meta
-            raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
-        projects = json.loads(raw) if raw and raw != '"all"' else []
+        projects = self.recorded_projects() or []
         for et in self.cached_types(types):
-            report.types.append(self._incremental_type(et, projects if isinstance(projects, list) else []))
+            report.types.append(self._incremental_type(et, projects))
         return report
 
     def _incremental_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
@@ -255,8 +279,14 @@ class Scanner:
         filters = [["updated_at", "greater_than", since], *self.project_filter(et, projects)]
         if "updated_at" not in et.fields:
             filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
-        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False)
-        retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True)
+        touched: set = set()
+        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False,
+                                           touched=touched)
+        retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
+                                            touched=touched)
+        # Writes that set links changed the other side's reverse fields without moving its
+        # updated_at: read those entities again.
+        active += self._refetch(touched, as_of)
         newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
         count = (previous["incremental_scans"] or 0) + 1
         missing = 0
@@ -270,6 +300,21 @@ class Scanner:
             log.info("event=incremental_scan entity_type=%s read=%d retired=%d retired_missing=%d seconds=%.2f",
                      et.name, active, retired, missing, seconds)
         return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
+
+    def _refetch(self, targets: set, as_of: int | None) -> int:
+        count = 0
+        by_type: dict[str, list[int]] = {}
+        for entity_type, entity_id in targets:
+            by_type.setdefault(entity_type, []).append(entity_id)
+        for entity_type, ids in sorted(by_type.items()):
+            et = self.tables[entity_type]
+            for start in range(0, len(ids), self.config.page_size):
+                chunk = sorted(ids)[start:start + self.config.page_size]
+                for retired in (False, True):
+                    for page in self.remote.pages(entity_type, self.fields_of(et), [["id", "in", chunk]],
+                                                  retired=retired, page_size=self.config.page_size):
+                        count += self.writer.upsert(entity_type, page, active=not retired, event_id=as_of)
+        return count
 
     def reconcile(self, et: EntityTable, projects: list[int]) -> int:
         """List every id the site has (cheaply: ids only) and retire cached rows it lacks."""

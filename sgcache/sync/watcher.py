@@ -26,6 +26,7 @@ from sgcache.fields.scalar import DateTimeField
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
+from sgcache.sync import links
 from sgcache.sync.remote import Remote, SiteError
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,30 @@ class Watcher:
         t = self.tables[entity_type].table
         return conn.execute(sa.select(t.c.id).where(t.c.id == entity_id)).first() is not None
 
+    def _projects(self, conn: sa.Connection) -> set[int] | None:
+        """The cached project set, or None when every project is cached."""
+        meta = self.tables.state.meta
+        raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
+        value = json.loads(raw) if raw else None
+        return set(value) if isinstance(value, list) and value else None
+
+    def _outside_projects(self, conn: sa.Connection, entity_type: str, entity: dict) -> bool:
+        projects = self._projects(conn)
+        if projects is None or "project" not in self.tables[entity_type].fields:
+            return False
+        project = entity.get("project")
+        return not (isinstance(project, dict) and project.get("id") in projects)
+
     def _fetch_into(self, conn: sa.Connection, entity_type: str, entity_id: int, event_id: int | None) -> None:
         """Read the entity in full from the site and write it (active or retired as the site says)."""
         et = self.tables[entity_type]
         fields = sorted(name for name, handler in et.fields.items() if handler.cached)
         entity, active = self.remote.fetch(entity_type, entity_id, fields)
         if entity is None:
+            return
+        if self._outside_projects(conn, entity_type, entity):
+            # Not in the cached projects (or moved out of them): the cache does not hold it.
+            self.writer.forget(entity_type, [entity_id], conn=conn)
             return
         written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn)
         if not written:
@@ -146,10 +165,10 @@ class Watcher:
         if isinstance(meta, dict) and "actual_attribute_changed" in meta and not event.get("entity") \
                 and (event.get("event_type") or "").endswith("_Change"):
             return self._retired_back_reference(conn, event)
+        if (event.get("event_type") or "").startswith("Shotgun_DisplayColumn_"):
+            return self._schema_event(conn, event)
         parsed = parse(event)
         if parsed is None:
-            if (event.get("event_type") or "").startswith("Shotgun_DisplayColumn_"):
-                return self._schema_event(conn, event)
             return "skipped: not a lifecycle event"
         if parsed.entity_type not in self.tables or parsed.entity_id is None:
             return "skipped: type not cached"
@@ -157,6 +176,12 @@ class Watcher:
         event_id = event["id"]
         if parsed.action in ("New", "Revival"):
             self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
+            if parsed.action == "Revival":
+                # Rows read while it was retired saw their links to it as None: read them again.
+                referrers = links.referrers_on_site(self.remote, self.tables,
+                                                    (parsed.entity_type, parsed.entity_id))
+                for other_type, other_id in sorted(referrers):
+                    self._fetch_into(conn, other_type, other_id, None)
             return "fetched"
         if parsed.action == "Retirement":
             if self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
@@ -176,7 +201,7 @@ class Watcher:
             self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
             return "fetched"
         meta = event.get("meta") or {}
-        direct = ("new_value" in meta and "actual_attribute_changed" not in meta
+        direct = (parsed.field != "project" and "new_value" in meta and "actual_attribute_changed" not in meta
                   and not isinstance(handler, (MultiEntityField, DateTimeField))
                   and (not isinstance(handler, EntityField) or meta["new_value"] is None
                        or isinstance(meta["new_value"], dict)))
@@ -263,7 +288,7 @@ class Watcher:
 
     def start(self) -> cursors.Cursor:
         with self.engine.begin() as conn:
-            return cursors.ensure(conn, self.tables.state, self.remote.newest_event_id)
+            return cursors.ensure(conn, self.tables.state, self.remote.newest_event_id, self.remote.event_ids_after)
 
     def poll_once(self) -> int:
         """Read and apply what is new (and any late ids that arrived); return events read."""
