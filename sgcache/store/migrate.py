@@ -24,6 +24,9 @@ from sgcache.store.tables import EntityTable, Tables
 
 log = logging.getLogger(__name__)
 
+#: advisory-lock key serializing migrations of one PostgreSQL database
+MIGRATION_LOCK = 0x5C_CAC4E_0001
+
 
 @dataclass
 class MigrationReport:
@@ -285,12 +288,13 @@ class _Migration:
         self.conn.execute(sa.insert(f), rows)
 
     def _set_meta(self, key: str, value: str) -> None:
-        m = self.tables.state.meta
-        self.conn.execute(sa.delete(m).where(m.c.key == key))
-        self.conn.execute(sa.insert(m).values(key=key, value=value))
+        state.set_meta(self.conn, self.tables.state, key, value)
 
 
 def migrate(engine: sa.Engine, tables: Tables, *, dry_run: bool = False) -> MigrationReport:
     """Compare ``tables`` (from the schema) with the database and make them agree, in one transaction."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Daemons starting together each migrate: one at a time (released at commit).
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         return _Migration(conn, tables, dry_run).run()

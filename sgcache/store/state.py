@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.fields.types import UTCDateTime
 
@@ -123,3 +124,10 @@ def clear_backfill(conn: sa.Connection, st: StateTables, entity_type: str,
     if fields is not None:
         stmt = stmt.where(st.fields.c.field_name.in_(fields))
     return conn.execute(stmt.values(needs_backfill=False, backfill_reason=None)).rowcount
+
+
+def set_meta(conn: sa.Connection, st: StateTables, key: str, value: str) -> None:
+    """Set one ``_sgcache_meta`` key in a single statement (safe when two processes do it at once)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(st.meta).values(key=key, value=value)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[st.meta.c.key], set_={"value": stmt.excluded.value}))

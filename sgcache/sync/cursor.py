@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.store.state import StateTables
 
@@ -75,5 +76,11 @@ def ensure(conn: sa.Connection, st: StateTables, newest_event_id: Callable[[], i
             visible = set(event_ids_after(low))
             now = dt.datetime.now(dt.UTC)
             cursor.gaps = {i: now for i in range(low + 1, newest + 1) if i not in visible}
-        save(conn, st, cursor)
+        # The watcher and a scanner may start together on a new database: the first row wins.
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(st.cursor).values(
+            id=CURSOR_ROW, max_applied_id=cursor.max_applied_id, updated_at=dt.datetime.now(dt.UTC),
+            gaps=json.dumps({str(k): v.isoformat() for k, v in sorted(cursor.gaps.items())}))
+            .on_conflict_do_nothing(index_elements=[st.cursor.c.id]))
+        cursor = load(conn, st)
     return cursor

@@ -213,9 +213,7 @@ class Scanner:
         return self.full(needed, projects)
 
     def _set_projects(self, conn: sa.Connection, projects: list[int]) -> None:
-        meta = self.tables.state.meta
-        conn.execute(sa.delete(meta).where(meta.c.key == "projects"))
-        conn.execute(sa.insert(meta).values(key="projects", value=json.dumps(projects or "all")))
+        state.set_meta(conn, self.tables.state, "projects", json.dumps(projects or "all"))
 
     def _full_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
         started = time.monotonic()
