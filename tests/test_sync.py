@@ -102,8 +102,9 @@ def stop_in_background(server: MockServer) -> None:
     threading.Thread(target=server.stop, daemon=True).start()
 
 
-def small_world(site: MockSite) -> dict:
-    """A hand-made site: two projects, a sequence each, assets, shots (one retired), tasks."""
+def small_world(site: MockSite, shots: int = 3) -> dict:
+    """A hand-made site: two projects, a sequence each, three assets each, ``shots`` shots each
+    with a task, and one retired shot."""
     ids: dict = {}
     ids["projects"] = [site.load_entity("Project", {"name": name}) for name in ("Alpha", "Beta")]
     ids["sequences"], ids["shots"], ids["assets"], ids["tasks"] = [], [], [], []
@@ -113,10 +114,10 @@ def small_world(site: MockSite) -> dict:
         ids["sequences"].append(seq)
         assets = [site.load_entity("Asset", {"code": f"A{p}{i}", "project": plink}) for i in range(3)]
         ids["assets"] += assets
-        for i in range(3):
+        for i in range(shots):
             shot = site.load_entity("Shot", {
                 "code": f"SH{p}{i}", "project": plink, "sg_sequence": link("Sequence", seq),
-                "description": f"shot {p}{i}", "assets": [link("Asset", assets[i])]})
+                "description": f"shot {p}{i}", "assets": [link("Asset", assets[i % 3])]})
             ids["shots"].append(shot)
             ids["tasks"].append(site.load_entity("Task", {
                 "content": f"anim {p}{i}", "project": plink, "entity": link("Shot", shot)}))
@@ -220,12 +221,13 @@ def cache_tables() -> Tables:
 
 @pytest.fixture
 def make_sync(engine, site_schema, cache_tables, tmp_path):
-    """make_sync(studio=False, late_events=0, **settings) -> Sync; settings are "section.key": value."""
+    """make_sync(studio=False, late_events=0, world_shots=3, **settings) -> Sync, with the studio of
+    build_studio (scale 1) or small_world; settings are "section.key": value."""
     servers: list[MockServer] = []
     empty = tmp_path / "empty-settings.yml"
     empty.write_text("", encoding="utf-8")  # never ./sgcache.yml of the working directory
 
-    def make(*, studio: bool = False, late_events: float = 0.0, **settings) -> Sync:
+    def make(*, studio: bool = False, late_events: float = 0.0, world_shots: int = 3, **settings) -> Sync:
         clock = FakeClock()
         site = MockSite(copy.deepcopy(site_schema), late_events=late_events, seed=1, clock=clock,
                         file_dir=tmp_path / "files")
@@ -234,7 +236,7 @@ def make_sync(engine, site_schema, cache_tables, tmp_path):
             world = {}
         else:
             clock.advance(-86400)  # the data is a day old, far behind any scan's overlap window
-            world = small_world(site)
+            world = small_world(site, world_shots)
             clock.advance(86400)
         server = MockServer(site).start()
         servers.append(server)
@@ -655,22 +657,23 @@ def test_watcher_alone_matches_the_site_after_a_burst_of_evented_writes(make_syn
     start = s.newest_event_id()
     watcher = s.watcher()
     burst = Burst(s, seed=7, quiet_share=0.0)
-    burst.run(100, chunk=20, watcher=watcher)
+    burst.run(80, chunk=16, watcher=watcher)
     assert burst.quiet_writes == 0
     assert burst.revived_linked > 0
     assert s.site.emu.hidden_until  # some entries were committed late
     s.catch_up(watcher)
-    assert s.newest_event_id() - start > 200
+    assert s.newest_event_id() - start > 150
     assert s.diff() == []
 
 
 def test_watcher_then_one_incremental_scan_match_the_site_after_a_mixed_burst(make_sync):
-    s = make_sync(studio=True, late_events=0.3)
+    s = make_sync(late_events=0.3, world_shots=14)
     s.scanner().full()
+    move_watermarks_past_the_world(s)  # the incremental scan below reads only what the burst changed
     watcher = s.watcher()
     burst = Burst(s, seed=11, quiet_share=0.45)
-    burst.run(100, chunk=20, watcher=watcher)
-    assert burst.quiet_writes > 15
+    burst.run(80, chunk=16, watcher=watcher)
+    assert burst.quiet_writes > 12
     s.catch_up(watcher)
     assert s.diff(["Shot"]) != []  # the watcher cannot see what quiet-script wrote
     s.scanner().incremental()
@@ -863,6 +866,22 @@ def test_incremental_scan_drops_an_entity_moved_out_of_the_cached_projects(make_
     assert shot_projects(s).get(leaving) in (None, other)
 
 
+@pytest.mark.xfail(strict=True, reason="BUG: Scanner.incremental re-reads the other side of links a write without "
+                   "events changed (scanner.py _refetch) with no project check, so linking a cached project's "
+                   "asset to another project's shot imports that shot into a project-limited cache (the watcher "
+                   "drops such rows in _fetch_into)")
+def test_incremental_scan_keeps_a_project_limited_cache_to_its_projects(make_sync):
+    s = make_sync()
+    chosen, other = s.world["projects"]
+    s.scanner().full(projects=[chosen])
+    move_watermarks_past_the_world(s)
+    elsewhere = s.world["shots"][4]  # a shot of the other project
+    s.quiet().update("Asset", s.world["assets"][1], {"shots": [link("Shot", elsewhere)]},
+                     multi_entity_update_modes={"shots": "add"})
+    s.scanner().incremental()
+    assert set(shot_projects(s).values()) == {chosen}
+
+
 def test_late_event_below_the_starting_cursor_is_awaited(make_sync):
     s = make_sync()
     sg = s.sg()
@@ -997,6 +1016,28 @@ def test_site_outage_pauses_the_watcher_without_skipping_anything(sync, caplog, 
     assert dead_letters(s.engine, s.tables) == []
     assert s.cursor() == cursors.Cursor(expected[-1], {})
     assert s.diff(["Shot"]) == []
+
+
+def test_event_whose_request_the_site_refuses_is_dead_lettered_not_retried_forever(sync):
+    s = sync
+    sg = s.sg()
+    shot, back = s.world["shots"][0], s.world["retired_shot"]
+    sg.schema_field_delete("Element", "shots")  # the cache schema still has it
+    sg.revive("Shot", back)
+    revival = s.newest_event_id()
+    sg.update("Shot", shot, {"description": "after the revival"})
+    watcher = s.watcher(max_attempts=2)
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: s.row("Shot", shot, "description")["description"] == "after the revival", 1.5,
+                 what="the event after the refused one")
+    finally:
+        stop.set()
+        runner.join(10)
+    assert [d["event_id"] for d in dead_letters(s.engine, s.tables)] == [revival]
+    assert s.caught_up()
 
 
 def test_older_event_never_overwrites_a_newer_value(sync):

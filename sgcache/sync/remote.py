@@ -22,7 +22,13 @@ TRANSIENT = (shotgun_api3.ProtocolError, OSError, socket.timeout, http.client.HT
 
 
 class SiteError(SgcacheError):
-    """The site could not be reached (after retries) or refused the request."""
+    """The site could not be reached (after retries) or refused our credentials: nothing can
+    proceed until it is back, so the watcher pauses instead of skipping anything."""
+
+
+class SiteRefused(SgcacheError):
+    """The site answered this one request with a Fault: a problem of the request, not an outage
+    (the watcher retries it, then records it as a dead letter and goes on)."""
 
 
 class Remote:
@@ -52,7 +58,7 @@ class Remote:
                 raise SiteError(f"the site refused script {self.site.script_name!r} "
                                 "(check site.script_name and site.api_key)") from None
             except shotgun_api3.Fault as e:
-                raise SiteError(f"{what}: the site answered: {e}") from None
+                raise SiteRefused(f"{what}: the site answered: {e}") from None
             except TRANSIENT as e:
                 if attempt == self.attempts:
                     raise SiteError(f"{what}: the site did not answer after {attempt} tries: "
