@@ -103,8 +103,7 @@ def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while not stop.wait(0.5):
-            pass
+        stop.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -41,6 +41,10 @@ class EntityTable:
     def name(self) -> str:
         return self.entity_type.name
 
+    def cached_fields(self) -> list[str]:
+        """Names of the fields the cache stores, sorted (id included)."""
+        return sorted(name for name, handler in self.fields.items() if handler.cached)
+
     def cached(self, field_name: str) -> bool:
         handler = self.fields.get(field_name)
         return handler is not None and handler.cached

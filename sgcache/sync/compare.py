@@ -70,7 +70,7 @@ def diff(engine: sa.Engine, tables: Tables, remote: Remote, types: list[str] | N
         for et in tables:
             if types and et.name not in types:
                 continue
-            fields = sorted(name for name, h in et.fields.items() if h.cached and name != "id")
+            fields = [name for name in et.cached_fields() if name != "id"]
             site: dict[int, tuple[dict, bool]] = {}
             for is_retired in (False, True):
                 for page in remote.pages(et.name, fields, [], retired=is_retired, page_size=page_size):

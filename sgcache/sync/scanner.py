@@ -115,7 +115,7 @@ class Scanner:
 
     @staticmethod
     def fields_of(et: EntityTable) -> list[str]:
-        return sorted(name for name, handler in et.fields.items() if handler.cached)
+        return et.cached_fields()
 
     def project_filter(self, et: EntityTable, projects: list[int]) -> list:
         """Limit a project-scoped type to the cached projects; other types are imported whole."""

@@ -106,7 +106,7 @@ class Watcher:
     def _fetch_into(self, conn: sa.Connection, entity_type: str, entity_id: int, event_id: int | None) -> None:
         """Read the entity in full from the site and write it (active or retired as the site says)."""
         et = self.tables[entity_type]
-        fields = sorted(name for name, handler in et.fields.items() if handler.cached)
+        fields = et.cached_fields()
         entity, active = self.remote.fetch(entity_type, entity_id, fields)
         if entity is None:
             return
