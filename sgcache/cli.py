@@ -390,6 +390,50 @@ def status(state: _State, as_json: bool) -> None:
         click.echo(report.format_status(data))
 
 
+@cli.command()
+@click.option("--bind", metavar="HOST:PORT", help="Listen here (default: web.bind).")
+@click.option("--workers", type=click.IntRange(min=1), help="gunicorn worker processes (default: web.workers).")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads per worker (default: web.threads).")
+@click.option("--dev", is_flag=True, help="Flask's development server in one process (not for production).")
+@click.pass_obj
+def web(state: _State, bind: str | None, workers: int | None, threads: int | None, dev: bool) -> None:
+    """Run the proxy: shotgun_api3 clients point their base URL here.
+
+    Uses gunicorn with threaded workers and the settings in web.*; the cache database should be
+    migrated first (`sgcache schema migrate`). If the database is down the proxy still starts and
+    passes every request through to the site.
+    """
+    import dataclasses
+
+    from sgcache.config import _bind
+    from sgcache.web import create_app, run_gunicorn
+
+    config = state.config("site.base_url", "site.script_name", "site.api_key")
+    if bind is not None and _bind(bind):
+        raise click.BadParameter(_bind(bind), param_hint="--bind")
+    changes = {k: v for k, v in (("bind", bind), ("workers", workers), ("threads", threads)) if v is not None}
+    config = dataclasses.replace(config, web=dataclasses.replace(config.web, **changes))
+    log = logging.getLogger("sgcache")
+    log.info("event=web_starting bind=%s workers=%d threads=%d site=%s database=%s", config.web.bind,
+             1 if dev else config.web.workers, config.web.threads, config.site.base_url,
+             _safe_db(config.database.url))
+    if not dev:
+        run_gunicorn(config)
+        return
+    host, _, port = config.web.bind.rpartition(":")
+    app = create_app(config)
+    try:
+        app.run(host=host.strip("[]") or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
+    except OSError as e:
+        raise SgcacheError(f"cannot listen on {config.web.bind}: {e.strerror}") from None
+
+
+def _safe_db(url: str) -> str:
+    from sgcache.store.db import safe_url
+
+    return safe_url(url)
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)

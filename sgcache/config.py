@@ -95,8 +95,16 @@ class SiteConfig:
                                     check=_url)
     script_name: str | None = _setting(None, "Script (ApiUser) name sgcache uses for its own reads")
     api_key: Secret | None = _setting(None, "Script key; prefer SGCACHE_SITE_API_KEY to keep it out of files")
-    timeout: float = _setting(30.0, "Seconds to wait for the site before giving up on a request",
+    timeout: float = _setting(30.0, "Seconds to wait for the site's answer before giving up on a request",
                               check=_positive)
+    connect_timeout: float = _setting(5.0, "Seconds to wait for a connection to the site", check=_positive)
+    pool_size: int = _setting(32, "Connections the proxy keeps open to the site, per process",
+                              check=_at_least_one)
+    info_ttl: float = _setting(30.0, "Seconds the proxy reuses the site's answer to info", check=_not_negative)
+    breaker_failures: int = _setting(5, "Failures in a row (no connection, timeout, 502/503/504) that open "
+                                     "the circuit breaker", check=_at_least_one)
+    breaker_cooldown: float = _setting(10.0, "Seconds the open breaker answers at once, without calling "
+                                       "the site, before it lets one request try again", check=_positive)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,20 @@ class WebConfig:
     workers: int = _setting(2, "gunicorn worker processes", check=_at_least_one)
     threads: int = _setting(8, "threads per worker (slow passthroughs do not block others)",
                             check=_at_least_one)
+    max_body: int = _setting(64 * 1024 * 1024, "Largest JSON-RPC request body accepted, in bytes (file "
+                             "uploads stream through and are not limited)", check=_at_least_one)
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How the proxy checks callers before it answers from the cache."""
+
+    verify_ttl: float = _setting(60.0, "Seconds a caller's credentials, once accepted by the site, are "
+                                 "trusted without asking again", check=_not_negative)
+    failure_ttl: float = _setting(10.0, "Seconds a rejected set of credentials is answered with the site's "
+                                  "fault without asking again", check=_not_negative)
+    cached_scripts: list[str] = _setting([], "Script (ApiUser) names that get answers from the cache; "
+                                         "everyone else passes through (empty: every authenticated caller)")
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     schema: SchemaConfig = field(default_factory=SchemaConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -223,7 +223,7 @@ def test_environment_strings_are_taken_as_given():
 # (YAML text, what the message says after "<file>: ")
 BAD_FILES = [
     pytest.param("nosuch:\n  key: 1\n", "unknown section 'nosuch'", id="unknown-section"),
-    pytest.param("web:\n  port: 80\n", "unknown key web.port (known: bind, workers, threads)",
+    pytest.param("web:\n  port: 80\n", "unknown key web.port (known: bind, workers, threads, max_body)",
                  id="unknown-key"),
     pytest.param("web: 8010\n", "web: expected a mapping of settings", id="section-scalar"),
     pytest.param("web: [a, b]\n", "web: expected a mapping of settings", id="section-list"),

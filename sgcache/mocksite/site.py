@@ -670,10 +670,34 @@ class MockSite:
         if not isinstance(return_fields, list) or not all(isinstance(f, str) for f in return_fields):
             raise Fault("API create() return_fields must be a list of field names")
         entity_id = self._insert(entity_type, data, caller, emit=caller.generate_events)
+        template = data.get("task_template")
+        if isinstance(template, dict) and template.get("type") == "TaskTemplate" and entity_type != "Task":
+            self._apply_task_template(caller, entity_type, entity_id, template["id"])
         row = self.emu._db[entity_type][entity_id]
         # The site answers with the fields that were set plus the ones asked for.
         wanted = list(dict.fromkeys([*data, *[f for f in return_fields if f not in ("type", "id")]]))
         return self.entity_dict(entity_type, row, wanted)
+
+    def _apply_task_template(self, caller: Caller, entity_type: str, entity_id: int, template_id: int) -> None:
+        """Like the site, an entity created with a task template gets a copy of each of the
+        template's tasks (the Tasks whose task_template is it and that belong to no entity)."""
+        if "Task" not in self.schema:
+            return
+        task_fields = self.schema["Task"].fields
+        owner = self.emu._db[entity_type][entity_id]
+        for task in sorted(self.emu._db["Task"].values(), key=lambda r: r["id"]):
+            linked = task.get("task_template") or {}
+            if task.get("__retired") or task.get("entity") or linked.get("type") != "TaskTemplate" \
+                    or linked.get("id") != template_id:
+                continue
+            data = {name: task[name] for name in ("content", "step", "sg_status_list", "duration", "est_in_mins")
+                    if name in task_fields and task.get(name) is not None}
+            data["entity"] = self._link(entity_type, entity_id)
+            if "project" in task_fields and isinstance(owner.get("project"), dict):
+                data["project"] = self._link("Project", owner["project"]["id"])
+            if "template_task" in task_fields:
+                data["template_task"] = self._link("Task", task["id"])
+            self._insert("Task", data, caller, emit=caller.generate_events)
 
     def _insert(self, entity_type: str, data: dict, caller: Caller | None, *,
                 created_at: dt.datetime | None = None, retired: bool = False, emit: bool = False) -> int:

@@ -49,6 +49,9 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
             # SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql://; sgcache ships psycopg2.
             parsed = parsed.set(drivername="postgresql+psycopg2")
         kwargs.setdefault("pool_pre_ping", True)
+        if "connect_timeout" not in parsed.query:
+            # A database that does not answer must not hang a request (the proxy then passes through).
+            kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", 5)
         return sa.create_engine(parsed, **kwargs)
     raise SgcacheError(f"database.url: unsupported database {parsed.get_backend_name()!r} "
                        "(use postgresql:// or sqlite:///)")

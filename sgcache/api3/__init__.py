@@ -1,0 +1,1 @@
+"""The JSON-RPC protocol: envelope, dispatch, faults, authentication, passthrough and writes."""

@@ -1,0 +1,110 @@
+"""The proxy's view of its cache database: whether it can be used now, and what it may write.
+
+When the database fails, the proxy stops using it (every request passes through to the site),
+logs it once, and checks it again every few seconds; the first successful check puts it back
+in use. Nothing here ever raises a database error to a caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from sgcache.store import state
+from sgcache.store.db import safe_url
+from sgcache.store.tables import Tables
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two checks of a database that failed.
+RECHECK_SECONDS = 5.0
+
+
+def _reason(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip()
+    return (text.splitlines() or [type(error).__name__])[0][:200]
+
+
+class CacheDatabase:
+    """The engine and tables, plus a health flag the request path consults."""
+
+    def __init__(self, engine: sa.Engine, tables: Tables, clock=time.monotonic):
+        self.engine = engine
+        self.tables = tables
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._healthy: bool | None = None  # None: not checked yet
+        self._checked_at = 0.0
+        self.problem: str | None = None
+
+    def _check(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(self.tables.state.meta.c.key).limit(1)).all()
+        except sa.exc.SQLAlchemyError as e:
+            self.failed(e)
+        else:
+            with self._lock:
+                if self._healthy is False:
+                    log.warning("event=database_back database=%s answers=cache", safe_url(self.engine.url))
+                self._healthy = True
+                self.problem = None
+                self._checked_at = self.clock()
+
+    @property
+    def usable(self) -> bool:
+        """Can the cache be used now? Checks a failed database again at most every few seconds."""
+        with self._lock:
+            healthy, due = self._healthy, self.clock() - self._checked_at >= RECHECK_SECONDS
+        if healthy is None or (healthy is False and due):
+            self._check()
+        return bool(self._healthy)
+
+    def failed(self, error: BaseException) -> None:
+        """A database call failed: pass everything through until a check succeeds."""
+        reason = _reason(error)
+        with self._lock:
+            if self._healthy is not False:
+                log.error("event=database_down database=%s error=%r answers=passthrough", safe_url(self.engine.url),
+                          reason)
+            self._healthy = False
+            self.problem = reason
+            self._checked_at = self.clock()
+
+    @property
+    def state_name(self) -> str:
+        if self._healthy is None:
+            return "unchecked"
+        return "ok" if self._healthy else "down"
+
+    # --- the site's info, kept so a restarted proxy can answer it while the site is down ---------
+
+    def saved_info(self) -> Any:
+        if not self.usable:
+            return None
+        meta = self.tables.state.meta
+        try:
+            with self.engine.connect() as conn:
+                raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "site_info")).scalar()
+        except sa.exc.SQLAlchemyError as e:
+            self.failed(e)
+            return None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def save_info(self, info: Any) -> None:
+        if not self.usable:
+            return
+        try:
+            with self.engine.begin() as conn:
+                state.set_meta(conn, self.tables.state, "site_info", json.dumps(info, sort_keys=True))
+        except sa.exc.SQLAlchemyError as e:
+            self.failed(e)

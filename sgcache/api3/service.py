@@ -1,0 +1,239 @@
+"""Dispatch of one JSON-RPC request: answer it here, or pass it to the site and relay the answer.
+
+The order of decisions for every request:
+
+1. a body that is not a JSON-RPC request gets a fault naming the problem;
+2. ``info`` is answered from the site's own info (reused for ``site.info_ttl`` seconds), plus an
+   ``sgcache`` key;
+3. a request without credentials gets the authentication fault (error_code 102), and credentials
+   the site rejected a moment ago get the site's own fault again;
+4. a write (create, update, delete, revive, batch) goes to the site exactly once; when the site
+   confirms it, the entities it touched are read again into the cache before the answer returns;
+5. everything else passes through: the body is sent as it came and the site's answer (status,
+   headers, body, faults included) is relayed as it came.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+import sgcache
+from sgcache.api3 import protocol, writes
+from sgcache.api3.auth import Verifier
+from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
+from sgcache.config import Config
+from sgcache.errors import SgcacheError
+from sgcache.sync.refresh import Refresher
+from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream
+
+log = logging.getLogger(__name__)
+
+NO_CREDENTIALS = ("authentication required: send script_name and script_key, user_login and user_password, "
+                  "or session_token (only info may be called without credentials)")
+
+
+@dataclass
+class Answer:
+    """What goes back to the caller, and how it was decided (for the request log)."""
+
+    status: int
+    body: bytes
+    outcome: str  # cache | passthrough | fault
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    #: the body is relayed from the site as it came (possibly compressed already)
+    relayed: bool = False
+    detail: str = ""
+
+
+def fault_answer(fault: Fault, detail: str = "") -> Answer:
+    return Answer(200, protocol.dumps(fault.envelope()), "fault",
+                  [("Content-Type", "application/json; charset=utf-8")], detail=detail)
+
+
+def json_answer(payload: Any, outcome: str) -> Answer:
+    return Answer(200, protocol.dumps(payload), outcome, [("Content-Type", "application/json; charset=utf-8")])
+
+
+def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in ((name, headers.get(name)) for name in FORWARDED_HEADERS) if v is not None}
+
+
+class Service:
+    """The proxy's request handling; one per process, shared by its threads."""
+
+    def __init__(self, config: Config, upstream: Upstream, cache: CacheDatabase | None,
+                 refresher: Refresher | None, *, clock=time.monotonic):
+        self.config = config
+        self.upstream = upstream
+        self.cache = cache
+        self.refresher = refresher
+        self.verifier = Verifier(config.auth, upstream)
+        self.clock = clock
+        self._info_lock = threading.Lock()
+        self._info: tuple[float, Any] | None = None  # (fetched at, the site's payload)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sgcache-asof")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        self.upstream.close()
+
+    # --- entry point -----------------------------------------------------------------------------
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[Answer, RpcRequest | None]:
+        try:
+            req = protocol.parse(body)
+        except Fault as fault:
+            return fault_answer(fault, "bad request"), None
+        if req.method == "info":
+            return self.info(headers), req
+        if not protocol.has_credentials(req.auth):
+            return fault_answer(Fault(f"sgcache: {NO_CREDENTIALS}", AUTH_FAULT), "no credentials"), req
+        rejected = self.verifier.remembered_fault(req.auth)
+        if rejected is not None:
+            return fault_answer(rejected, "credentials rejected a moment ago"), req
+        if req.method in writes.WRITE_METHODS:
+            return self.write(req, headers), req
+        return self.passthrough(req, headers), req
+
+    # --- passthrough -------------------------------------------------------------------------------
+
+    def _relay(self, req: RpcRequest, headers: Mapping[str, str]) -> tuple[Answer, Any]:
+        """Send the request as it came; return the answer to relay and the site's decoded fault."""
+        try:
+            reply = self.upstream.rpc(req.body, forwarded(headers), method=req.method)
+        except SiteUnavailable as e:
+            message = f"sgcache: {e.message}"
+            if e.maybe_applied and req.method not in ("read",):
+                message += (f"; the {req.method} request may or may not have reached the site: check before "
+                            "sending it again")
+            return fault_answer(Fault(message), "site unavailable"), None
+        fault = reply.fault()
+        self.verifier.learn(req.auth, reply.status, fault)
+        outcome = "fault" if fault is not None or reply.status != 200 else "passthrough"
+        answer = Answer(reply.status, reply.raw, outcome, reply.headers, relayed=True)
+        if fault is not None:
+            answer.detail = "site fault"
+        return answer, reply
+
+    def passthrough(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        return self._relay(req, headers)[0]
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    def _cache_ready(self) -> bool:
+        return self.cache is not None and self.refresher is not None and self.cache.usable
+
+    def _writes_cached_type(self, req: RpcRequest) -> bool:
+        if self.cache is None:
+            return False
+        if req.method == "batch":
+            items = req.args if isinstance(req.args, list) else []
+            return any(isinstance(i, dict) and i.get("type") in self.cache.tables for i in items)
+        return req.entity_type in self.cache.tables
+
+    def write(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        if not (self._writes_cached_type(req) and self._cache_ready()):
+            return self.passthrough(req, headers)
+        # The newest event id before the entities are read back: every event up to it is older
+        # than what the cache will hold, so the watcher must not apply it over the fresh rows.
+        as_of = self._pool.submit(self.refresher.newest_event_id)
+        answer, reply = self._relay(req, headers)
+        if reply is None or reply.status != 200 or answer.outcome != "passthrough":
+            as_of.cancel()
+            return answer
+        try:
+            result = reply.json().get("results")
+        except (ValueError, AttributeError):
+            return answer
+        targets = writes.touched(req.method, req.args, result)
+        try:
+            newest = as_of.result(timeout=self.config.site.timeout)
+        except Exception as e:  # the write stands; the rows just go in without an event stamp
+            log.warning("event=write_as_of_failed method=%s error=%r", req.method, str(e))
+            newest = None
+        try:
+            written = self.refresher.refresh(targets, newest)
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            answer.detail = "written on the site; not cached (database down)"
+        except SgcacheError as e:
+            log.warning("event=write_not_cached method=%s error=%r hint='the watcher will bring it'",
+                        req.method, str(e))
+            answer.detail = "written on the site; not cached (site read failed)"
+        else:
+            answer.detail = f"cached {written}"
+        return answer
+
+    # --- info --------------------------------------------------------------------------------------
+
+    def _site_info(self) -> tuple[Any, str, bool]:
+        """(the site's info payload, "ok" or why it is an old copy, whether it was fetched just now);
+        raises Fault when there is none."""
+        with self._info_lock:
+            cached = self._info
+        if cached is not None and self.clock() - cached[0] < self.config.site.info_ttl:
+            return cached[1], "ok", False
+        problem = None
+        try:
+            reply = self.upstream.call("info", [])
+            if reply.status == 200 and reply.fault() is None:
+                payload = reply.json()
+                with self._info_lock:
+                    self._info = (self.clock(), payload)
+                if cached is None or cached[1] != payload:
+                    if self.cache is not None:
+                        self.cache.save_info(payload)
+                return payload, "ok", True
+            problem = f"the site answered info with HTTP {reply.status}"
+        except SiteUnavailable as e:
+            problem = e.message
+        except ValueError:
+            problem = "the site's answer to info is not JSON"
+        if cached is None and self.cache is not None:
+            saved = self.cache.saved_info()
+            if saved is not None:
+                with self._info_lock:
+                    # Kept as if fetched long ago, so the next call asks the site again.
+                    self._info = cached = (float("-inf"), saved)
+        if cached is None:
+            raise Fault(f"sgcache: {problem}, and sgcache has no earlier copy of the site's info")
+        return cached[1], problem or "unknown", False
+
+    def info(self, headers: Mapping[str, str]) -> Answer:
+        try:
+            payload, site_state, fetched = self._site_info()
+        except Fault as fault:
+            return fault_answer(fault, "site unavailable")
+        payload = copy.deepcopy(payload)
+        body = payload["results"] if isinstance(payload, dict) and isinstance(payload.get("results"), dict) \
+            else payload
+        if isinstance(body, dict):
+            body["sgcache"] = self.status()
+            if site_state != "ok":
+                body["sgcache"]["site_problem"] = site_state
+        return json_answer(payload, "passthrough" if fetched else "cache")
+
+    def status(self) -> dict:
+        """The proxy's own state, as shown in ``info``."""
+        if self.cache is not None:
+            self.cache.usable  # noqa: B018 - checks a failed database again when it is due
+        database = self.cache.state_name if self.cache is not None else "none"
+        out = {
+            "version": sgcache.__version__,
+            "site": {"closed": "ok", "half-open": "recovering", "open": "unavailable"}[self.upstream.breaker.state],
+            "database": database,
+            "answers": "cache" if database == "ok" else "passthrough",
+        }
+        if self.cache is not None and self.cache.problem:
+            out["database_problem"] = self.cache.problem
+        return out

@@ -1,0 +1,180 @@
+"""The proxy's Flask application factory, and the gunicorn runner behind ``sgcache web``.
+
+Routes: ``POST .../api3/json`` (the JSON-RPC endpoint, under any base path the client uses),
+and the file routes ``/upload/...``, ``/file_serve/...``, ``/thumbnail/...``, streamed to the
+site and back without holding a file in memory. Every request is logged as one line with its
+id, method, entity type, outcome, status, time and caller (never a secret).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.protocol import Fault
+from sgcache.api3.service import Answer, Service, fault_answer
+from sgcache.config import Config
+from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream, chunks, relay_headers
+
+log = logging.getLogger("sgcache.web")
+
+#: Our own answers smaller than this are not worth compressing.
+GZIP_MIN_BYTES = 1024
+
+#: Request headers a file upload or download needs at the site.
+FILE_HEADERS = (*FORWARDED_HEADERS, "content-type", "content-disposition")
+
+
+def build_service(config: Config, engine: Any = None) -> Service:
+    """The proxy's parts for one process: the upstream client, the cache database, the refresher."""
+    from sgcache.schema import load
+    from sgcache.store.db import create_engine
+    from sgcache.store.tables import Tables
+    from sgcache.sync.refresh import Refresher
+
+    config.require("site.base_url", "site.script_name", "site.api_key")
+    upstream = Upstream(config.site)
+    tables = Tables(load(config.schema.path))
+    if engine is None:
+        engine = create_engine(config.database.url, **_pool_args(config))
+    cache = CacheDatabase(engine, tables)
+    refresher = Refresher(engine, tables, config.site, page_size=config.scanner.page_size)
+    return Service(config, upstream, cache, refresher)
+
+
+def _pool_args(config: Config) -> dict:
+    if config.database.url.startswith("postgresql"):
+        return {"pool_size": config.web.threads, "max_overflow": config.web.threads}
+    return {}
+
+
+def create_app(config: Config, *, service: Service | None = None) -> Flask:
+    """A proxy application for ``config`` (tests may hand in a ready ``service``)."""
+    app = Flask("sgcache")
+    service = service or build_service(config)
+    app.extensions["sgcache"] = service
+    max_body = config.web.max_body
+
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16])[:64]
+        g.method, g.entity_type, g.outcome, g.caller, g.detail = "-", "-", "-", "-", ""
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        response.headers["X-Sgcache-Request-Id"] = g.get("request_id", "-")
+        if g.get("outcome", "-") != "-":
+            response.headers["X-Sgcache-Outcome"] = g.outcome
+        ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        log.info("event=request id=%s path=%s method=%s type=%s outcome=%s status=%d ms=%.1f caller=%s%s",
+                 g.get("request_id", "-"), request.path, g.get("method", "-"), g.get("entity_type", "-"),
+                 g.get("outcome", "-"), response.status_code, ms, g.get("caller", "-"),
+                 f" detail={g.detail!r}" if g.get("detail") else "")
+        return response
+
+    def to_response(answer: Answer) -> Response:
+        g.outcome, g.detail = answer.outcome, answer.detail
+        body, headers = answer.body, list(answer.headers)
+        if not answer.relayed and len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding",
+                                                                                                ""):
+            body = gzip.compress(body, compresslevel=5)
+            headers.append(("Content-Encoding", "gzip"))
+            headers.append(("Vary", "Accept-Encoding"))
+        return Response(body, status=answer.status, headers=headers)
+
+    def api3(prefix: str | None = None) -> Response:
+        try:
+            length = request.content_length
+            if length is not None and length > max_body:
+                raise Fault(f"sgcache: the request body ({length} bytes) is larger than web.max_body ({max_body} "
+                            "bytes)")
+            body = request.stream.read(max_body + 1)
+            if len(body) > max_body:
+                raise Fault(f"sgcache: the request body is larger than web.max_body ({max_body} bytes)")
+            answer, req = service.handle(body, request.headers)
+            if req is not None:
+                g.method, g.caller = req.method, req.caller
+                g.entity_type = req.entity_type or "-"
+            return to_response(answer)
+        except Fault as fault:
+            return to_response(fault_answer(fault, "bad request"))
+        except Exception:
+            log.exception("event=internal_error id=%s", g.request_id)
+            return to_response(fault_answer(Fault(f"sgcache: internal error (request id {g.request_id}); the "
+                                                  "sgcache log has the details"), "internal error"))
+
+    app.add_url_rule("/api3/json", "api3", api3, methods=["POST"])
+    app.add_url_rule("/<path:prefix>/api3/json", "api3_prefixed", api3, methods=["POST"])
+
+    def files(rest: str) -> Response:
+        g.method, g.outcome = request.path.split("/")[1], "passthrough"
+        headers = {k: v for k, v in ((n, request.headers.get(n)) for n in FILE_HEADERS) if v is not None}
+        body = request.stream if request.method in ("POST", "PUT") else None
+        try:
+            upstream_response = service.upstream.stream(request.method, request.path,
+                                                        request.query_string.decode("latin-1"), headers, body,
+                                                        request.content_length)
+        except SiteUnavailable as e:
+            g.outcome = "fault"
+            return Response(f"sgcache: {e.message}\n", status=502, content_type="text/plain; charset=utf-8")
+        return Response(chunks(upstream_response), status=upstream_response.status_code,
+                        headers=relay_headers(upstream_response.headers, keep_length=True), direct_passthrough=True)
+
+    for prefix, methods in (("upload", ["POST", "PUT"]), ("file_serve", ["GET", "HEAD"]),
+                            ("thumbnail", ["GET", "HEAD"])):
+        app.add_url_rule(f"/{prefix}/<path:rest>", f"files_{prefix}", files, methods=methods)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        g.outcome = "fault"
+        text = (f"sgcache: {error.code} {error.name}: {request.method} {request.path} is not served here; "
+                "shotgun_api3 talks to POST <base>/api3/json\n")
+        return Response(text, status=error.code or 500, content_type="text/plain; charset=utf-8")
+
+    @app.errorhandler(Exception)
+    def internal_error(error: Exception) -> Response:
+        log.exception("event=internal_error id=%s", g.get("request_id", "-"))
+        return Response(f"sgcache: internal error (request id {g.get('request_id', '-')})\n", status=500,
+                        content_type="text/plain; charset=utf-8")
+
+    return app
+
+
+def run_gunicorn(config: Config) -> None:
+    """Serve the proxy with gunicorn's threaded workers, each building its own app after the fork."""
+    from gunicorn.app.base import BaseApplication
+
+    class ProxyApplication(BaseApplication):
+        def load_config(self) -> None:
+            settings = {
+                "bind": [config.web.bind],
+                "workers": config.web.workers,
+                "threads": config.web.threads,
+                "worker_class": "gthread",
+                # A worker is killed when silent this long: more than the longest passthrough.
+                "timeout": int(config.site.timeout + config.site.connect_timeout + 30),
+                "graceful_timeout": 30,
+                "keepalive": 75,
+                "accesslog": None,
+                "errorlog": "-",
+                "loglevel": config.log.level,
+                "proc_name": "sgcache-web",
+            }
+            for key, value in settings.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            from sgcache.logs import setup_logging
+
+            setup_logging(config.log.level, config.log.format)
+            return create_app(config)
+
+    ProxyApplication().run()
