@@ -106,7 +106,7 @@ def test_unknown_key_in_the_config_file_is_one_error_line_exit_2(tmp_path):
     path = write(tmp_path / "bad.yml", "web:\n  port: 80\n")
     result = run("--config", str(path), "schema", "show", cwd=tmp_path)
     line = assert_one_error_line(result)
-    assert line == f"sgcache: error: {path}: unknown key web.port (known: bind, workers, threads)"
+    assert line == f"sgcache: error: {path}: unknown key web.port (known: bind, workers, threads, max_body)"
     assert result.stdout == ""
 
 

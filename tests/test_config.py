@@ -283,7 +283,7 @@ def test_invalid_file_is_one_config_error_naming_the_file_and_key(tmp_path, text
 def test_unknown_section_message_lists_the_known_sections(tmp_path):
     path = write(tmp_path / "s.yml", "server:\n  bind: x\n")
     assert config_error(path) == (f"{path}: unknown section 'server' "
-                                  "(known: site, database, schema, web, watcher, scanner, log)")
+                                  "(known: site, database, schema, web, auth, watcher, scanner, log)")
 
 
 def test_invalid_yaml_names_the_line(tmp_path):
@@ -364,7 +364,7 @@ def test_unknown_site_environment_variable_is_an_error():
 def test_unknown_environment_variable_of_any_section_is_an_error():
     message = config_error(env={"SGCACHE_WEB_PORT": "80"})
     assert message == ("environment SGCACHE_WEB_PORT: unknown setting (known: SGCACHE_WEB_BIND, "
-                       "SGCACHE_WEB_WORKERS, SGCACHE_WEB_THREADS)")
+                       "SGCACHE_WEB_WORKERS, SGCACHE_WEB_THREADS, SGCACHE_WEB_MAX_BODY)")
 
 
 @pytest.mark.parametrize(("name", "value", "problem"), [
