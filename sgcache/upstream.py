@@ -252,8 +252,8 @@ class Upstream:
         self._refuse_if_open()
         url = self.origin + path + (f"?{query}" if query else "")
         sent = dict(headers)
-        if content_length is not None:
-            sent["content-length"] = str(content_length)
+        if body is not None and content_length is not None:
+            body = _SizedStream(body, content_length)  # sent with its length, read a block at a time
         try:
             response = self.session.request(verb, url, data=body, headers=sent,
                                             timeout=self.timeout, stream=True, allow_redirects=False)
@@ -273,6 +273,20 @@ class Upstream:
         else:
             self.breaker.success()
         return response
+
+
+class _SizedStream:
+    """A request body stream that tells requests its length (so it is not sent chunked)."""
+
+    def __init__(self, stream: Any, length: int):
+        self.stream = stream
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
 
 
 def relay_headers(headers: Mapping[str, str], *, keep_length: bool = False) -> list[tuple[str, str]]:

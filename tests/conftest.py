@@ -229,6 +229,101 @@ def sg(mock_server):
     return shotgun_api3.Shotgun(mock_server.url, **SCRIPT_AUTH)
 
 
+# --- the proxy --------------------------------------------------------------------------------
+
+#: The cached types of the proxy tests: a slice of schema/demo.yml, small enough to migrate fast.
+PROXY_TYPES = ["Project", "Sequence", "Shot", "Asset", "Task", "TaskTemplate", "Step", "Version", "HumanUser",
+               "Playlist", "PublishedFile"]
+
+
+@pytest.fixture(scope="session")
+def proxy_schema_path(tmp_path_factory):
+    """A schema file holding PROXY_TYPES as demo.yml defines them."""
+    from sgcache.schema import load
+    from sgcache.schema.model import Schema
+    from sgcache.schema.yamlio import dumps
+
+    full = load(ROOT / "schema" / "demo.yml")
+    path = tmp_path_factory.mktemp("proxy") / "proxy-schema.yml"
+    path.write_text(dumps(Schema(types={n: full.types[n] for n in PROXY_TYPES}, header="proxy tests")))
+    return path
+
+
+class ProxyServer:
+    """The proxy's Flask app on a real socket, in a thread, for the real client."""
+
+    def __init__(self, config, engine=None):
+        import threading
+
+        from werkzeug.serving import make_server
+
+        from sgcache.web import build_service, create_app
+
+        self.config = config
+        self.service = build_service(config, engine)
+        self.app = create_app(config, service=self.service)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.port = self.server.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="proxy", daemon=True)
+        self.thread.start()
+
+    def client(self, path: str = "", **auth):
+        import shotgun_api3
+
+        return shotgun_api3.Shotgun(self.url + path, **(auth or SCRIPT_AUTH))
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.service.close()
+
+
+def proxy_config(tmp_path: Path, site_url: str, db_url: str, schema_path: Path, **settings):
+    """A Config for a proxy in front of ``site_url`` (``settings``: ``section__key=value``)."""
+    from sgcache.config import load_config
+
+    empty = tmp_path / "empty.yml"
+    empty.write_text("")
+    overrides = {"site.base_url": site_url, "site.script_name": SCRIPT_AUTH["script_name"],
+                 "site.api_key": SCRIPT_AUTH["api_key"], "database.url": db_url, "schema.path": str(schema_path)}
+    overrides.update({k.replace("__", "."): v for k, v in settings.items()})
+    return load_config(empty, env={}, overrides=overrides)
+
+
+@pytest.fixture
+def make_proxy(mock_server, db_url, proxy_schema_path, tmp_path):
+    """Start proxies in front of the stand-in site, their cache migrated on ``db_url``."""
+    from sgcache.schema import load
+
+    started: list[ProxyServer] = []
+    engines: list[sa.Engine] = []
+
+    def make(*, site_url: str | None = None, database_url: str | None = None, migrated: bool = True,
+             **settings) -> ProxyServer:
+        config = proxy_config(tmp_path, site_url or mock_server.url, database_url or db_url, proxy_schema_path,
+                              **settings)
+        engine = create_engine(config.database.url)
+        engines.append(engine)
+        if migrated:
+            migrate(engine, Tables(load(proxy_schema_path)))
+        proxy = ProxyServer(config, engine)
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        proxy.stop()
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def proxy(make_proxy) -> ProxyServer:
+    """One proxy in front of the stand-in site, with its cache on this test's database."""
+    return make_proxy()
+
+
 def pytest_terminal_summary(terminalreporter):
     if _pg_problem:
         bar = "!" * 78

@@ -68,6 +68,13 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in ((name, headers.get(name)) for name in FORWARDED_HEADERS) if v is not None}
 
 
+class _Relay(Exception):
+    """Answer with the site's own reply as it came."""
+
+    def __init__(self, reply: Any):
+        self.reply = reply
+
+
 class Service:
     """The proxy's request handling; one per process, shared by its threads."""
 
@@ -159,7 +166,7 @@ class Service:
         try:
             newest = as_of.result(timeout=self.config.site.timeout)
         except Exception as e:  # the write stands; the rows just go in without an event stamp
-            log.warning("event=write_as_of_failed method=%s error=%r", req.method, str(e))
+            log.warning("event=write_as_of_failed method=%s error=%r", req.method, f"{type(e).__name__}: {e}")
             newest = None
         try:
             written = self.refresher.refresh(targets, newest)
@@ -184,6 +191,7 @@ class Service:
         if cached is not None and self.clock() - cached[0] < self.config.site.info_ttl:
             return cached[1], "ok", False
         problem = None
+        failed = None
         try:
             reply = self.upstream.call("info", [])
             if reply.status == 200 and reply.fault() is None:
@@ -195,6 +203,7 @@ class Service:
                         self.cache.save_info(payload)
                 return payload, "ok", True
             problem = f"the site answered info with HTTP {reply.status}"
+            failed = reply
         except SiteUnavailable as e:
             problem = e.message
         except ValueError:
@@ -206,6 +215,8 @@ class Service:
                     # Kept as if fetched long ago, so the next call asks the site again.
                     self._info = cached = (float("-inf"), saved)
         if cached is None:
+            if failed is not None and failed.status != 200:
+                raise _Relay(failed)  # nothing better to say than the site's own answer
             raise Fault(f"sgcache: {problem}, and sgcache has no earlier copy of the site's info")
         return cached[1], problem or "unknown", False
 
@@ -214,6 +225,9 @@ class Service:
             payload, site_state, fetched = self._site_info()
         except Fault as fault:
             return fault_answer(fault, "site unavailable")
+        except _Relay as relay:
+            return Answer(relay.reply.status, relay.reply.raw, "fault", relay.reply.headers, relayed=True,
+                          detail="site unavailable")
         payload = copy.deepcopy(payload)
         body = payload["results"] if isinstance(payload, dict) and isinstance(payload.get("results"), dict) \
             else payload
