@@ -309,7 +309,7 @@ def malformed_payloads(shot_id: int = 1, seed: int = 20240917) -> list[Payload]:
     auth_keys = ["script_name", "script_key", "user_login", "user_password", "session_token", "sudo_as_login",
                  "session_uuid", "api_key"]
     for key in auth_keys:
-        for value in rng.sample(GARBAGE, 10):
+        for value in rng.sample(GARBAGE, 8):
             for base in (CREDENTIALS, {"user_login": "artist", "user_password": "artist-password"}, {}):
                 add_json(f"read with credentials {key}={value!r:.40} over {sorted(base)}",
                          rpc("read", {**base, key: value}, {"type": "Shot"}))
@@ -324,7 +324,7 @@ def malformed_payloads(shot_id: int = 1, seed: int = 20240917) -> list[Payload]:
 
     # --- valid credentials, arguments of the wrong shape or type --------------------------------------
     for method in (*KNOWN_METHODS, *UNKNOWN_METHODS[:6]):
-        for args in (*rng.sample(GARBAGE, 10), garbage(rng), garbage(rng)):
+        for args in (*rng.sample(GARBAGE, 6), garbage(rng), garbage(rng)):
             add_json(f"{method} with arguments {args!r:.60}", rpc(method, CREDENTIALS, args))
         add_json(f"{method} with credentials and no arguments", rpc(method, CREDENTIALS))
     for method, template in templates(shot_id).items():
@@ -332,7 +332,7 @@ def malformed_payloads(shot_id: int = 1, seed: int = 20240917) -> list[Payload]:
         for key in template:
             add_json(f"{method} without {key}", rpc(method, CREDENTIALS, wrap({k: v for k, v in template.items()
                                                                               if k != key})))
-            for value in rng.sample(GARBAGE, 10):
+            for value in rng.sample(GARBAGE, 8):
                 if value != template[key] and not (key == "id" and value == shot_id):
                     add_json(f"{method} with {key}={value!r:.60}",
                              rpc(method, CREDENTIALS, wrap({**template, key: value})))
@@ -462,6 +462,7 @@ def test_every_malformed_payload_gets_a_fault_or_the_sites_answer_never_a_500_or
     shot_id = proxy.client().create("Shot", {"code": "fuzz target"})["id"]
     corpus = malformed_payloads(shot_id)
     failures = []
+    faults = 0
     started = time.perf_counter()
     with requests.Session() as session:
         for payload in corpus:
@@ -469,11 +470,15 @@ def test_every_malformed_payload_gets_a_fault_or_the_sites_answer_never_a_500_or
             problems = answer_problems(response)
             if problems:
                 failures.append(describe(payload, response, problems))
+            elif response.status_code == 200 and b'"exception"' in response.content:
+                faults += 1
 
-    print(f"{len(corpus)} malformed payloads in {time.perf_counter() - started:.1f} s")
+    print(f"{len(corpus)} malformed payloads in {time.perf_counter() - started:.1f} s, {faults} faults")
     assert len(corpus) >= 1000
     assert not failures, (f"{len(failures)} of {len(corpus)} payloads broke the contract:\n\n"
                           + "\n\n".join(failures[:15]) + f"\n\nlogged:\n{logged_errors(caplog)}")
+    # Nearly all of them are refused: the few the site accepts are unusual, not wrong (UTF-16, a BOM...).
+    assert faults >= 0.9 * len(corpus)
 
 
 # --- hypothesis ----------------------------------------------------------------------------------
@@ -515,6 +520,7 @@ bodies = st.one_of(
 @given(body=bodies, path=st.sampled_from(["/api3/json", "/sg/api3/json"]))
 def test_arbitrary_json_bodies_get_a_fault_or_the_sites_answer_never_a_500_or_a_traceback(proxy, caplog, body,
                                                                                            path):
+    caplog.clear()
     payload = Payload("hypothesis", body, path)
     with requests.Session() as session:
         response = send(session, proxy.url, payload)
