@@ -705,3 +705,65 @@ def test_slow_passthroughs_do_not_hold_up_other_requests(make_proxy, mock_server
     assert fast.find_one("Project", [], ["name"])
     assert time.monotonic() - started < 1
     thread.join(5)
+
+
+# --- sgcache web ---------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@sqlite_only
+@pytest.mark.parametrize("dev", [False, True], ids=["gunicorn", "dev"])
+def test_sgcache_web_serves_the_real_client_and_stops_cleanly(mock_server, studio, sg, db_url, proxy_schema_path,
+                                                             tmp_path, dev):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sgcache.schema import load
+    from sgcache.store.db import create_engine
+    from sgcache.store.migrate import migrate
+
+    engine = create_engine(db_url)
+    migrate(engine, Tables(load(proxy_schema_path)))
+    engine.dispose()
+    port = _free_port()
+    env = {**os.environ, "SGCACHE_SITE_API_KEY": "sgcache-demo-key"}
+    command = [sys.executable, "-m", "sgcache", "--config", str(tmp_path / "none.yml"), "--database", db_url,
+               "--schema", str(proxy_schema_path), "--set", f"site.base_url={mock_server.url}",
+               "--set", "site.script_name=sgcache", "web", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+               "--threads", "4", *(["--dev"] if dev else [])]
+    (tmp_path / "none.yml").write_text("")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.post(f"http://127.0.0.1:{port}/api3/json", json={"method_name": "info", "params": []},
+                              timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.monotonic() < deadline, "sgcache web did not start"
+                time.sleep(0.1)
+        client = shotgun_api3.Shotgun(f"http://127.0.0.1:{port}", **SCRIPT_AUTH)
+        assert client.info()["sgcache"]["database"] == "ok"
+        assert client.find("Sequence", [], ["code"]) == sg.find("Sequence", [], ["code"])
+    finally:
+        process.send_signal(signal.SIGTERM if not dev else signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert "method=read type=Sequence outcome=passthrough" in stderr
+    assert "sgcache-demo-key" not in stderr
+    if not dev:
+        assert process.returncode == 0, stderr
