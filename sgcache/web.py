@@ -32,6 +32,11 @@ GZIP_MIN_BYTES = 1024
 FILE_HEADERS = (*FORWARDED_HEADERS, "content-type", "content-disposition")
 
 
+def _loggable(text: str) -> str:
+    """A caller-supplied name, short and encodable, for the request log line."""
+    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def build_service(config: Config, engine: Any = None) -> Service:
     """The proxy's parts for one process: the upstream client, the cache database, the refresher."""
     from sgcache.schema import load
@@ -101,8 +106,8 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
                 raise Fault(f"sgcache: the request body is larger than web.max_body ({max_body} bytes)")
             answer, req = service.handle(body, request.headers)
             if req is not None:
-                g.method, g.caller = req.method, req.caller
-                g.entity_type = req.entity_type or "-"
+                g.method, g.caller = _loggable(req.method), _loggable(req.caller)
+                g.entity_type = _loggable(req.entity_type or "-")
             return to_response(answer)
         except Fault as fault:
             return to_response(fault_answer(fault, "bad request"))

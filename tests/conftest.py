@@ -265,7 +265,8 @@ class ProxyServer:
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.port = self.server.server_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="proxy", daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="proxy", daemon=True)
         self.thread.start()
 
     def client(self, path: str = "", **auth):

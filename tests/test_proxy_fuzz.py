@@ -286,8 +286,7 @@ def malformed_payloads(shot_id: int = 1, seed: int = 20240917) -> list[Payload]:
         add_json("no method_name", {"params": params})
         add_json("method_name spelt methodName", {"methodName": "read", "params": params})
         for method in GARBAGE:
-            if not (isinstance(method, str) and method in KNOWN_METHODS):
-                add_json(f"method_name {method!r:.60}", rpc(method, *params))
+            add_json(f"method_name {method!r:.60}", rpc(method, *params))
         for method in (*UNKNOWN_METHODS, "m" * 100000, "\U0001f4a5" * 10000):
             add_json(f"unknown method {method!r:.60}", rpc(method, *params))
     add_json("an empty object", {})
@@ -398,7 +397,6 @@ def malformed_payloads(shot_id: int = 1, seed: int = 20240917) -> list[Payload]:
     return out
 
 
-
 # --- checking one answer -------------------------------------------------------------------------
 
 
@@ -477,8 +475,8 @@ def test_every_malformed_payload_gets_a_fault_or_the_sites_answer_never_a_500_or
     assert len(corpus) >= 1000
     assert not failures, (f"{len(failures)} of {len(corpus)} payloads broke the contract:\n\n"
                           + "\n\n".join(failures[:15]) + f"\n\nlogged:\n{logged_errors(caplog)}")
-    # Nearly all of them are refused: the few the site accepts are unusual, not wrong (UTF-16, a BOM...).
-    assert faults >= 0.9 * len(corpus)
+    # Most are refused; the rest are unusual rather than wrong (UTF-16, a BOM, an optional argument spoilt).
+    assert faults >= 0.8 * len(corpus)
 
 
 # --- hypothesis ----------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def parse(body: bytes) -> RpcRequest:
         raise Fault("sgcache: the request body is not UTF-8 text") from None
     except ValueError as e:
         raise Fault(f"sgcache: the request body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise Fault("sgcache: the request body is JSON nested too deeply to read") from None
     if not isinstance(payload, dict):
         raise Fault("sgcache: the request body must be a JSON object {\"method_name\": ..., \"params\": [...]}, "
                     f"not a JSON {_kind(payload)}")
@@ -107,7 +109,11 @@ def has_credentials(auth: dict | None) -> bool:
 
 
 def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (legal in JSON text, not in UTF-8) echoed from the request: escape it.
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _kind(value: Any) -> str:

@@ -145,8 +145,9 @@ class Service:
             return False
         if req.method == "batch":
             items = req.args if isinstance(req.args, list) else []
-            return any(isinstance(i, dict) and i.get("type") in self.cache.tables for i in items)
-        return req.entity_type in self.cache.tables
+            return any(isinstance(i, dict) and isinstance(i.get("type"), str) and i["type"] in self.cache.tables
+                       for i in items)
+        return req.entity_type is not None and req.entity_type in self.cache.tables
 
     def write(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         if not (self._writes_cached_type(req) and self._cache_ready()):

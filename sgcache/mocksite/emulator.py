@@ -257,14 +257,20 @@ class Emulator(mockgun.Shotgun):
         if operator in ("less_than", "greater_than"):
             if lval is None or rval is None:
                 return False
-            return lval < rval if operator == "less_than" else lval > rval
+            try:
+                return lval < rval if operator == "less_than" else lval > rval
+            except TypeError:
+                raise FilterError(f"the {operator} relation cannot compare with {rval!r}") from None
         if operator in ("between", "not_between"):
             if not isinstance(rval, list) or len(rval) != 2:
                 raise FilterError(f"the {operator} relation needs two values")
             low, high = rval
             if lval is None or low is None or high is None:
                 return False
-            inside = low <= lval <= high
+            try:
+                inside = low <= lval <= high
+            except TypeError:
+                raise FilterError(f"the {operator} relation cannot compare with {rval!r}") from None
             return inside if operator == "between" else not inside
         raise FilterError(f"the {operator} relation is not supported on this field type")
 

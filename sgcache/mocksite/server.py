@@ -69,7 +69,10 @@ class Failures:
 
 
 def _json_response(payload: Any, status: int = 200) -> Response:
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    try:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed from the request: send it escaped
+        body = json.dumps(payload, ensure_ascii=True).encode("ascii")
     headers = {"Content-Type": "application/json; charset=utf-8"}
     if len(body) > 1024 and "gzip" in request.headers.get("Accept-Encoding", ""):
         body = gzip.compress(body, compresslevel=5)

@@ -136,6 +136,13 @@ def parse_wire_datetime(value: str) -> dt.datetime:
     return dt.datetime.strptime(value, WIRE_DATETIME).replace(tzinfo=dt.UTC)
 
 
+def _same_secret(given: Any, expected: str) -> bool:
+    """Constant-time comparison of a secret the caller sent (any JSON value) with the real one."""
+    if not isinstance(given, str):
+        return False
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
 def _snake(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "field"
 
@@ -217,13 +224,13 @@ class MockSite:
         session_uuid = auth.get("session_uuid")
         if auth.get("script_name") is not None or auth.get("script_key") is not None:
             script = self.scripts.get(auth.get("script_name"))
-            if script is None or not secrets.compare_digest(str(auth.get("script_key")), script.key):
+            if script is None or not _same_secret(auth.get("script_key"), script.key):
                 raise Fault(f"Can't authenticate script '{auth.get('script_name')}'", AUTH_FAULT)
             caller = Caller(self._link("ApiUser", script.id), None, script.generate_events, session_uuid,
                             f"script:{script.name}")
         elif auth.get("user_login") is not None:
             human = self.humans.get(auth.get("user_login"))
-            if human is None or not secrets.compare_digest(str(auth.get("user_password")), human.password):
+            if human is None or not _same_secret(auth.get("user_password"), human.password):
                 raise Fault(f"Can't authenticate user '{auth.get('user_login')}'", AUTH_FAULT)
             caller = Caller(self._link("HumanUser", human.id), None, True, session_uuid, f"user:{human.login}")
         elif auth.get("session_token") is not None:
@@ -244,6 +251,8 @@ class MockSite:
             raise Fault("Authentication required: send script_name and script_key, user_login and "
                         "user_password, or session_token", AUTH_FAULT)
         sudo = auth.get("sudo_as_login")
+        if sudo is not None and not isinstance(sudo, str):
+            raise Fault("Can't sudo: sudo_as_login must be a login name", AUTH_FAULT)
         if sudo:
             human = self.humans.get(sudo)
             if human is None:
@@ -522,6 +531,8 @@ class MockSite:
         if return_only not in ("active", "retired"):
             raise Fault(f"API read() return_only must be 'active' or 'retired', got {return_only!r}")
         paging = args.get("paging") or {}
+        if not isinstance(paging, dict):
+            raise Fault("API read() paging must be a mapping {entities_per_page, current_page}")
         per_page = paging.get("entities_per_page", PAGE_SIZE)
         page = paging.get("current_page", 1)
         if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= PAGE_SIZE:
@@ -576,12 +587,20 @@ class MockSite:
         if not isinstance(args, dict):
             raise Fault("API summarize() expects a mapping of arguments")
         entity_type = self._type("summarize", args)
+        summaries, grouping = args.get("summaries") or [], args.get("grouping")
+        if not isinstance(summaries, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("field"), str) and isinstance(x.get("type"), str)
+                for x in summaries):
+            raise Fault("API summarize() summaries must be a list of {field, type}")
+        if grouping is not None and (not isinstance(grouping, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("field"), str) for x in grouping)):
+            raise Fault("API summarize() grouping must be a list of {field, type, direction}")
         filters, operator = self.translate_filters(entity_type, args.get("filters"))
         include_archived = args.get("include_archived_projects", True) is not False
         rows = self.emu.matching(entity_type, filters, operator, False,
                                  extra=self._visible(entity_type, include_archived))
         try:
-            return summarize(self, entity_type, rows, args.get("summaries") or [], args.get("grouping"))
+            return summarize(self, entity_type, rows, summaries, grouping)
         except FilterError as e:
             raise Fault(f"API summarize() {e}") from None
 
@@ -966,6 +985,8 @@ class MockSite:
             raise Fault("API schema_field_read() expects a mapping of arguments")
         entity_type = self._type("schema_field_read", args)
         name = args.get("field_name")
+        if name is not None and not isinstance(name, str):
+            raise Fault("API schema_field_read() field_name must be a string")
         fields = self.emu._schema[entity_type]
         if name is None:
             return copy.deepcopy(fields)
@@ -1026,6 +1047,8 @@ class MockSite:
             raise Fault("API schema_field_update() expects a mapping of arguments")
         entity_type = self._type("schema_field_update", args)
         name = args.get("field_name")
+        if not isinstance(name, str):
+            raise Fault("API schema_field_update() field_name must be a string")
         f = self.schema[entity_type].fields.get(name)
         if f is None:
             raise Fault(f"API schema_field_update() {entity_type}.{name} doesn't exist")
@@ -1040,6 +1063,8 @@ class MockSite:
             raise Fault("API schema_field_delete() expects a mapping of arguments")
         entity_type = self._type("schema_field_delete", args)
         name = args.get("field_name")
+        if not isinstance(name, str):
+            raise Fault("API schema_field_delete() field_name must be a string")
         if name not in self.schema[entity_type].fields or name in ("id", "created_at", "updated_at"):
             raise Fault(f"API schema_field_delete() {entity_type}.{name} doesn't exist or can't be deleted")
         del self.schema[entity_type].fields[name]
