@@ -173,6 +173,9 @@ def run_gunicorn(config: Config) -> None:
                 "loglevel": config.log.level,
                 "proc_name": "sgcache-web",
             }
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn 24+ opens a control socket in $HOME, shared by every instance on the host.
+                settings["control_socket_disable"] = True
             for key, value in settings.items():
                 self.cfg.set(key, value)
 

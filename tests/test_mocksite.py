@@ -1534,3 +1534,37 @@ def test_malformed_body_is_a_fault_envelope(mock_server):
     response = requests.post(mock_server.url + "/api3/json", data=b"{not json", timeout=5)
     assert response.status_code == 200
     assert response.json()["exception"] is True
+
+
+# --- malformed requests (found by the proxy's fuzz test): a fault, never an HTTP 500 -----------------
+
+WIRE_SCRIPT = {"script_name": "sgcache", "script_key": "sgcache-demo-key"}
+MALFORMED = {
+    "sudo_as_login that is not a name": ("read", [{**WIRE_SCRIPT, "sudo_as_login": [None]},
+                                                  {"type": "Shot", "filters": {"logical_operator": "and",
+                                                                               "conditions": []}}], 102),
+    "a script key with non-ASCII text": ("read", [{"script_name": "sgcache", "script_key": "clé"}, {}], 102),
+    "a password that is not text": ("read", [{"user_login": "artist", "user_password": 5}, {}], 102),
+    "paging that is not a mapping": ("read", [WIRE_SCRIPT, {"type": "Shot", "paging": True, "filters": {
+        "logical_operator": "and", "conditions": []}}], None),
+    "a field_name that is a list": ("schema_field_read", [WIRE_SCRIPT, {"type": "Shot", "field_name": ["x"]}],
+                                    None),
+    "a summary without a field": ("summarize", [WIRE_SCRIPT, {"type": "Shot", "summaries": [{"type": "count"}],
+                                                              "filters": {"logical_operator": "and",
+                                                                          "conditions": []}}], None),
+    "a number compared with text": ("read", [WIRE_SCRIPT, {"type": "Shot", "filters": {
+        "logical_operator": "and", "conditions": [{"path": "id", "relation": "greater_than",
+                                                   "values": ["not a number"]}]}}], None),
+    "a lone surrogate echoed back": ("\ud800", [WIRE_SCRIPT], None),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_a_malformed_request_gets_a_fault_not_a_server_error(mock_server, sg, name):
+    sg.create("Shot", {"code": "one"})
+    method, params, code = MALFORMED[name]
+    response = rpc(mock_server, method, params)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["exception"] is True and body["message"]
+    assert body.get("error_code") == code

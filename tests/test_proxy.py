@@ -163,6 +163,31 @@ def test_info_is_asked_of_the_site_once_per_info_ttl(make_proxy, mock_server):
 
 
 @sqlite_only
+def test_when_the_info_copy_expires_one_request_asks_the_site_and_the_others_use_the_copy(make_proxy,
+                                                                                        mock_server):
+    proxy = make_proxy(site__info_ttl=0.2)
+    clients = [proxy.client() for _ in range(6)]  # each asked info once on connecting
+    time.sleep(0.3)
+    before = calls(mock_server, "info")
+    inject(mock_server, "stall", count=1, stall_seconds=1)
+    took: list[float] = []
+
+    def ask(client):
+        started = time.monotonic()
+        assert client.info()["version"] == [8, 50, 0]
+        took.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert calls(mock_server, "info") - before == 1
+    assert len(took) == 6
+    assert sorted(took)[-2] < 0.5  # only the one that asked the site waited for it
+
+
+@sqlite_only
 @pytest.mark.parametrize("base", ["/sg/", "/studio/shotgun/"])
 def test_a_base_url_with_a_path_reaches_the_same_site(proxy, sg, studio, base):
     via = proxy.client(base)

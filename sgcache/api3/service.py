@@ -88,6 +88,7 @@ class Service:
         self.clock = clock
         self._info_lock = threading.Lock()
         self._info: tuple[float, Any] | None = None  # (fetched at, the site's payload)
+        self._info_fetch = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sgcache-asof")
 
     def close(self) -> None:
@@ -191,6 +192,20 @@ class Service:
             cached = self._info
         if cached is not None and self.clock() - cached[0] < self.config.site.info_ttl:
             return cached[1], "ok", False
+        # One thread asks the site; while it does, the others use the copy they have (or, with
+        # no copy at all, wait for that one answer instead of each asking the site).
+        if not self._info_fetch.acquire(blocking=cached is None):
+            return cached[1], "ok", False
+        try:
+            with self._info_lock:
+                latest = self._info
+            if latest is not None and latest is not cached and self.clock() - latest[0] < self.config.site.info_ttl:
+                return latest[1], "ok", False
+            return self._fetch_info(cached)
+        finally:
+            self._info_fetch.release()
+
+    def _fetch_info(self, cached: tuple[float, Any] | None) -> tuple[Any, str, bool]:
         problem = None
         failed = None
         try:
