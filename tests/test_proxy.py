@@ -628,6 +628,21 @@ def test_a_write_to_a_stalled_site_is_sent_once_and_reported_as_maybe_applied(ma
 
 
 @sqlite_only
+def test_a_dropped_connection_is_retried_for_a_read_and_never_for_a_write(proxy, mock_server, sg, studio):
+    client = proxy.client()
+    client.info()
+    inject(mock_server, "drop", count=1)
+    assert client.find_one("Shot", [], ["code"])["code"]  # sent again: a read changes nothing
+    project = sg.find_one("Project", [])
+    inject(mock_server, "drop", count=1)
+    # Note is not cached, so the create is the only request the proxy sends.
+    with pytest.raises(shotgun_api3.Fault, match="may or may not have reached the site"):
+        client.create("Note", {"subject": "dropped", "project": project})
+    assert calls(mock_server, "create") == 0
+    assert sg.find("Note", [["subject", "is", "dropped"]]) == []
+
+
+@sqlite_only
 def test_a_dead_site_opens_the_breaker_and_the_proxy_recovers_with_the_site(make_proxy, mock_server, studio):
     proxy = make_proxy(site__breaker_failures=2, site__breaker_cooldown=0.5, site__connect_timeout=1)
     client = proxy.client()
