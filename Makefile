@@ -39,6 +39,7 @@ docs: venv
 bench: venv
 	@bash .ci/ensure-postgres
 	$(BIN)/python bench/writer_bulk.py
+	$(BIN)/python bench/proxy_passthrough.py
 
 # Maintainers only: remake the shipped schema files from a saved schema_read answer.
 schema-files: venv

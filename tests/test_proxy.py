@@ -407,6 +407,19 @@ def test_a_write_the_site_refuses_is_the_site_s_fault_and_nothing_is_cached(prox
         proxy.client().create("Shot", {"code": "x", "no_such_field": 1})
 
 
+@sqlite_only
+def test_a_write_the_site_applied_is_answered_even_if_caching_it_fails(proxy, sg, studio, monkeypatch, caplog):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated bug in the refresh")
+
+    monkeypatch.setattr(proxy.service.refresher, "refresh", broken)
+    shot = sg.find_one("Shot", [], ["code"])
+    with caplog.at_level(logging.ERROR):
+        result = proxy.client().update("Shot", shot["id"], {"description": "still answered"})
+    assert result["description"] == "still answered"
+    assert "event=write_not_cached" in caplog.text
+
+
 def test_a_watcher_event_older_than_a_cached_write_does_not_undo_it(proxy, sg, studio):
     """Write results are stamped with the newest event id seen before they were read back."""
     shot = sg.find_one("Shot", [], ["code"])

@@ -89,7 +89,8 @@ class Service:
         self._info_lock = threading.Lock()
         self._info: tuple[float, Any] | None = None  # (fetched at, the site's payload)
         self._info_fetch = threading.Lock()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sgcache-asof")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.web.threads,
+                                                           thread_name_prefix="sgcache-asof")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -179,6 +180,10 @@ class Service:
             log.warning("event=write_not_cached method=%s error=%r hint='the watcher will bring it'",
                         req.method, str(e))
             answer.detail = "written on the site; not cached (site read failed)"
+        except Exception:
+            # The site applied the write: whatever went wrong here, the caller gets the site's answer.
+            log.exception("event=write_not_cached method=%s hint='the watcher will bring it'", req.method)
+            answer.detail = "written on the site; not cached (internal error)"
         else:
             answer.detail = f"cached {written}"
         return answer
