@@ -81,6 +81,16 @@ def _bind(value: str) -> str | None:
     return "expected HOST:PORT (or unix:PATH)"
 
 
+def _timezone(value: str) -> str | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "expected an IANA time zone name such as UTC or America/Los_Angeles"
+    return None
+
+
 def _database_url(value: str) -> str | None:
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
         return "expected a sqlite:/// or postgresql:// URL"
@@ -103,6 +113,8 @@ class SiteConfig:
     info_ttl: float = _setting(30.0, "Seconds the proxy reuses the site's answer to info", check=_not_negative)
     breaker_failures: int = _setting(5, "Failures in a row (no connection, timeout, 502/503/504) that open "
                                      "the circuit breaker", check=_at_least_one)
+    timezone: str = _setting("UTC", "The site's time zone (Site Preferences): relative date filters such as "
+                             "in_last and in_calendar_day count days in it", check=_timezone)
     breaker_cooldown: float = _setting(10.0, "Seconds the open breaker answers at once, without calling "
                                        "the site, before it lets one request try again", check=_positive)
 

@@ -20,9 +20,11 @@ import copy
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -33,6 +35,9 @@ from sgcache.api3.cache import CacheDatabase
 from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
 from sgcache.config import Config
 from sgcache.errors import SgcacheError
+from sgcache.query import Uncertain
+from sgcache.query.paths import Context, ReadState, load_state
+from sgcache.query.read import compile_read
 from sgcache.sync.refresh import Refresher
 from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream
 
@@ -89,6 +94,12 @@ class Service:
         self._info_lock = threading.Lock()
         self._info: tuple[float, Any] | None = None  # (fetched at, the site's payload)
         self._info_fetch = threading.Lock()
+        self.tz = ZoneInfo(config.site.timezone)
+        self._state_lock = threading.Lock()
+        self._state: tuple[float, ReadState] | None = None
+        #: passthrough reason -> count, for status and metrics
+        self.reasons: Counter[str] = Counter()
+        self.cache_answers = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.web.threads,
                                                            thread_name_prefix="sgcache-asof")
 
@@ -112,7 +123,68 @@ class Service:
             return fault_answer(rejected, "credentials rejected a moment ago"), req
         if req.method in writes.WRITE_METHODS:
             return self.write(req, headers), req
+        if req.method == "read":
+            return self.read(req, headers), req
         return self.passthrough(req, headers), req
+
+    # --- answers from the cache ------------------------------------------------------------------
+
+    #: Seconds the proxy reuses what it read of the state tables (imported types, backfill marks).
+    STATE_TTL = 0.5
+
+    def read_state(self) -> ReadState:
+        with self._state_lock:
+            held = self._state
+        if held is not None and self.clock() - held[0] < self.STATE_TTL:
+            return held[1]
+        with self.cache.engine.connect() as conn:
+            state = load_state(conn, self.cache.tables)
+        with self._state_lock:
+            self._state = (self.clock(), state)
+        return state
+
+    def _passthrough_because(self, req: RpcRequest, headers: Mapping[str, str], reason: str,
+                             detail: str = "") -> Answer:
+        with self._state_lock:
+            self.reasons[reason] += 1
+        log.debug("event=passthrough method=%s type=%s reason=%s detail=%r", req.method, req.entity_type, reason,
+                  detail)
+        answer = self.passthrough(req, headers)
+        answer.detail = f"passthrough: {reason}" + (f" ({detail})" if detail else "")
+        return answer
+
+    def read(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        """Answer a read from the cache when it can be answered exactly; else pass it through."""
+        if self.cache is None or not self.cache.usable:
+            return self._passthrough_because(req, headers, "database_down")
+        if not self.verifier.may_use_cache(req.auth):
+            return self._passthrough_because(req, headers, "caller_not_in_cached_scripts")
+        try:
+            ctx = Context(self.cache.tables, self.read_state(), self.cache.engine.dialect.name, tz=self.tz)
+            plan = compile_read(ctx, req.args)
+        except Uncertain as u:
+            return self._passthrough_because(req, headers, u.reason, u.detail)
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return self._passthrough_because(req, headers, "database_down")
+        try:
+            if not self.verifier.verify(req.auth, plan.et.name):
+                return self._passthrough_because(req, headers, "credentials_not_verified")
+        except Fault as fault:
+            return fault_answer(fault, "credentials rejected")
+        except SiteUnavailable as e:
+            return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
+        try:
+            with self.cache.engine.connect() as conn:
+                result = plan.run(conn)
+        except Uncertain as u:
+            return self._passthrough_because(req, headers, u.reason, u.detail)
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return self._passthrough_because(req, headers, "database_down")
+        with self._state_lock:
+            self.cache_answers += 1
+        return json_answer({"results": result}, "cache")
 
     # --- passthrough -------------------------------------------------------------------------------
 

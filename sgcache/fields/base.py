@@ -36,6 +36,9 @@ class FieldType:
     cached: ClassVar[bool] = True
     #: Bump when the storage layout of a class changes, so migrations rebuild the field.
     storage_version: ClassVar[int] = 1
+    #: Which filter relations and sorts the read compiler offers for it (sgcache.query.filters):
+    #: text, number, checkbox, date, date_time, entity, multi_entity; "none" passes through.
+    family: ClassVar[str] = "none"
 
     def __init__(self, type_name: str, field: Field):
         self.type_name = type_name

@@ -25,6 +25,8 @@ class EntityField(FieldType):
     """``<field>__type`` and ``<field>__id``; read back as ``{"type", "id"}`` (the read path adds
     ``name`` from the linked entity's identifier field, as the site computes it live)."""
 
+    family = "entity"
+
     def __init__(self, type_name, field):
         super().__init__(type_name, field)
         self.type_column = names.fit(f"{self.name}__type")
@@ -49,6 +51,8 @@ class EntityField(FieldType):
 @register("multi_entity")
 class MultiEntityField(FieldType):
     """Rows of ``<entity>_<field>`` (parent_id, position, child_type, child_id), in list order."""
+
+    family = "multi_entity"
 
     def association_table(self, metadata: sa.MetaData, name: str) -> sa.Table:
         return sa.Table(

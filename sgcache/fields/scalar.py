@@ -43,6 +43,8 @@ class ScalarField(FieldType):
 class TextField(ScalarField):
     """Strings. footage is feet-frames text (``12-04``); color is ``R,G,B`` or a keyword."""
 
+    family = "text"
+
     sql_type = sa.Text
 
     def to_db_value(self, value: Any) -> str:
@@ -62,6 +64,8 @@ class TextField(ScalarField):
 class IntegerField(ScalarField):
     """Whole numbers: duration in minutes, timecode in milliseconds, percent as 0-100."""
 
+    family = "number"
+
     sql_type = sa.BigInteger
 
     def to_db_value(self, value: Any) -> int:
@@ -74,6 +78,7 @@ class IntegerField(ScalarField):
 
 @register("float", "currency")
 class FloatField(ScalarField):
+    family = "number"
     sql_type = sa.Double
 
     def to_db_value(self, value: Any) -> float:
@@ -84,6 +89,7 @@ class FloatField(ScalarField):
 
 @register("checkbox")
 class CheckboxField(ScalarField):
+    family = "checkbox"
     sql_type = sa.Boolean
 
     def to_db_value(self, value: Any) -> bool:
@@ -103,6 +109,8 @@ WIRE_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
 @register("date")
 class DateField(ScalarField):
     """Wire ``YYYY-MM-DD``; stored as a date."""
+
+    family = "date"
 
     sql_type = sa.Date
 
@@ -130,6 +138,8 @@ class DateTimeField(ScalarField):
 
     A datetime object with a time zone is converted to UTC; a naive one is taken as UTC.
     """
+
+    family = "date_time"
 
     sql_type = UTCDateTime
 

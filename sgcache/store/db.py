@@ -25,6 +25,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+    # Case-insensitive matching lowers text the way Python (and the site) does; SQLite's own
+    # lower() knows ASCII only.
+    dbapi_conn.create_function("sg_lower", 1, _lower, deterministic=True)
+
+
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value
 
 
 def create_engine(url: str, **kwargs) -> sa.Engine:

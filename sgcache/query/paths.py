@@ -1,0 +1,209 @@
+"""What a read may touch, checked against the schema, and the SQL for fields, links and deep paths.
+
+A path is a field name (``code``) or hops through links (``sg_sequence.Sequence.code``,
+``entity.Shot.sg_sequence.Sequence.project.Project.name``). A hop through an entity field is a
+LEFT OUTER JOIN to the linked type's table that only matches a live (not retired) entity, so a
+null or retired hop gives nulls, as on the site. A hop through a multi-entity field cannot be a
+join (it fans out) and is left to the caller (an EXISTS in filters).
+
+Every name is looked up in :class:`~sgcache.store.tables.Tables` before it reaches SQL, and
+every type and field is checked against what the cache holds completely (imported types,
+fields without backfill marks); anything else raises :class:`~sgcache.query.Uncertain`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from sgcache.fields.base import FieldType
+from sgcache.fields.entity import EntityField, MultiEntityField
+from sgcache.query import Uncertain
+from sgcache.store.tables import EntityTable, Tables
+
+
+@dataclass(frozen=True)
+class ReadState:
+    """What the cache holds completely, read from the state tables (see :func:`load_state`)."""
+
+    #: types whose full import completed
+    ready: frozenset[str]
+    #: type -> fields whose data is not trustworthy yet
+    backfill: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: the cached project ids, or None when every project is cached
+    projects: frozenset[int] | None = None
+
+
+def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
+    import json
+
+    st = tables.state
+    ready = frozenset(conn.execute(sa.select(st.types.c.entity_type)
+                                   .where(st.types.c.full_scan_at.is_not(None))).scalars())
+    backfill: dict[str, set[str]] = {}
+    for type_name, field_name in conn.execute(sa.select(st.fields.c.entity_type, st.fields.c.field_name)
+                                              .where(st.fields.c.needs_backfill.is_(True))):
+        backfill.setdefault(type_name, set()).add(field_name)
+    raw = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
+    value = json.loads(raw) if raw else None
+    projects = frozenset(value) if isinstance(value, list) and value else None
+    return ReadState(ready, {k: frozenset(v) for k, v in backfill.items()}, projects)
+
+
+class Context:
+    """One read's view of the cache: tables, what is complete, the dialect, the site's clock."""
+
+    def __init__(self, tables: Tables, state: ReadState, dialect: str, *, tz: ZoneInfo,
+                 now: dt.datetime | None = None):
+        self.tables = tables
+        self.state = state
+        self.dialect = dialect
+        self.tz = tz
+        self.now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
+        self._alias_count = 0
+
+    # --- checks ------------------------------------------------------------------------------------
+
+    def entity_table(self, type_name: str) -> EntityTable:
+        if type_name not in self.tables:
+            raise Uncertain("uncached_type", type_name)
+        if type_name not in self.state.ready:
+            raise Uncertain("type_not_imported", type_name)
+        return self.tables[type_name]
+
+    def handler(self, et: EntityTable, name: str) -> FieldType:
+        handler = et.fields.get(name)
+        if handler is None:
+            raise Uncertain("uncached_field", f"{et.name}.{name}")
+        if not handler.cached:
+            raise Uncertain("uncached_field", f"{et.name}.{name} ({handler.field.data_type})")
+        if name in self.state.backfill.get(et.name, ()):
+            raise Uncertain("field_backfill", f"{et.name}.{name}")
+        return handler
+
+    def link_types(self, handler: FieldType) -> list[EntityTable]:
+        """The tables a link field may point into: all of them must be cached and imported."""
+        types = handler.field.entity_types
+        if not types:
+            raise Uncertain("unsupported_path", f"{handler.type_name}.{handler.name} lists no entity types")
+        return [self.entity_table(t) for t in types]
+
+    def identifier(self, et: EntityTable) -> sa.ColumnElement | None:
+        """The column holding the ``name`` of links to this type (None: links have no name)."""
+        ident = et.entity_type.identifier
+        if ident is None:
+            return None
+        handler = self.handler(et, ident)
+        if handler.family != "text":
+            raise Uncertain("unsupported_path", f"{et.name}.{ident} ({handler.field.data_type}) names its links")
+        return et.table.c[handler.column]
+
+    # --- SQL helpers --------------------------------------------------------------------------------
+
+    def lower(self, expr: sa.ColumnElement) -> sa.ColumnElement:
+        if self.dialect == "sqlite":
+            return sa.func.sg_lower(expr, type_=sa.Text)
+        return sa.func.lower(expr, type_=sa.Text)
+
+    def bytewise(self, expr: sa.ColumnElement) -> sa.ColumnElement:
+        """Text compared and sorted by code point, as the site does (not by the locale's rules)."""
+        if self.dialect == "postgresql":
+            return expr.collate("C")
+        return expr
+
+    def alias(self, et: EntityTable) -> sa.Alias:
+        self._alias_count += 1
+        return et.table.alias(f"j{self._alias_count}")
+
+    def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
+             targets: list[EntityTable]) -> sa.ColumnElement:
+        """True when the link (type_col, id_col) points to a live entity; never NULL."""
+        return sa.or_(*[sa.and_(type_col.is_not(None), type_col == t.name,
+                                sa.exists().where(t.table.c.id == id_col, t.table.c._active.is_(True)))
+                        for t in targets])
+
+    def link_name(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
+                  targets: list[EntityTable]) -> sa.ColumnElement:
+        """The ``name`` of the link: the live target's identifier, else NULL."""
+        whens = []
+        for t in targets:
+            ident = self.identifier(t)
+            if ident is None:
+                continue
+            whens.append((type_col == t.name, sa.select(ident).where(t.table.c.id == id_col,
+                                                                     t.table.c._active.is_(True))
+                          .scalar_subquery()))
+        if not whens:
+            return sa.null()
+        return sa.case(*whens, else_=sa.null())
+
+
+@dataclass
+class Final:
+    """A path that ends in a field reachable by joins: the field's handler and the table holding it."""
+
+    et: EntityTable
+    source: sa.FromClause
+    handler: FieldType
+
+
+@dataclass
+class MultiHop:
+    """A path that goes through a multi-entity field: the rest is evaluated per linked entity."""
+
+    et: EntityTable
+    source: sa.FromClause
+    handler: MultiEntityField
+    target: EntityTable
+    rest: str
+
+
+class Scope:
+    """The FROM clause of one (sub)query: a base table plus LEFT OUTER JOINs for entity hops."""
+
+    def __init__(self, ctx: Context, et: EntityTable, base: sa.FromClause | None = None):
+        self.ctx = ctx
+        self.et = et
+        self.base = base if base is not None else et.table
+        self._joins: dict[tuple, tuple[sa.FromClause, sa.ColumnElement]] = {}
+
+    def from_clause(self) -> sa.FromClause:
+        out = self.base
+        for target, onclause in self._joins.values():
+            out = out.outerjoin(target, onclause)
+        return out
+
+    def join(self, source: sa.FromClause, handler: EntityField, target: EntityTable, key: tuple) -> sa.FromClause:
+        if key not in self._joins:
+            alias = self.ctx.alias(target)
+            onclause = sa.and_(alias.c.id == source.c[handler.id_column],
+                               source.c[handler.type_column] == target.name, alias.c._active.is_(True))
+            self._joins[key] = (alias, onclause)
+        return self._joins[key][0]
+
+    def walk(self, path: str) -> Final | MultiHop:
+        """Follow ``path`` from this scope's table, joining through entity hops."""
+        et, source = self.et, self.base
+        parts = path.split(".")
+        key: tuple = ()
+        while len(parts) >= 3:
+            name, target_name = parts[0], parts[1]
+            handler = self.ctx.handler(et, name)
+            target = self.ctx.entity_table(target_name)
+            if isinstance(handler, MultiEntityField):
+                if target_name not in handler.field.entity_types:
+                    raise Uncertain("unsupported_path", f"{path}: {et.name}.{name} does not link {target_name}")
+                return MultiHop(et, source, handler, target, ".".join(parts[2:]))
+            if not isinstance(handler, EntityField):
+                raise Uncertain("unsupported_path", f"{path}: {et.name}.{name} is not a link")
+            if target_name not in handler.field.entity_types:
+                raise Uncertain("unsupported_path", f"{path}: {et.name}.{name} does not link {target_name}")
+            key = (*key, name, target_name)
+            source = self.join(source, handler, target, key)
+            et, parts = target, parts[2:]
+        if len(parts) != 1:
+            raise Uncertain("unsupported_path", path)
+        return Final(et, source, self.ctx.handler(et, parts[0]))

@@ -1,0 +1,327 @@
+"""``read`` (find / find_one) answered from the cache: compile, run, and shape entities as the site does.
+
+:func:`compile_read` checks the whole request first and raises
+:class:`~sgcache.query.Uncertain` for anything the cache cannot answer exactly; only then does
+:meth:`ReadPlan.run` touch the database: one query selects the page's ids (filters, sorts,
+paging), then a few batched queries fetch the return fields (links with their names,
+multi-entity lists in order, deep fields hop by hop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from sgcache.fields.base import FieldType
+from sgcache.fields.entity import EntityField, MultiEntityField
+from sgcache.query import Uncertain
+from sgcache.query.filters import group
+from sgcache.query.paths import Context, Final, MultiHop, Scope
+from sgcache.store.tables import EntityTable
+
+PAGE_SIZE = 500
+UNSORTABLE = frozenset({"multi_entity", "none"})
+
+
+# --- return fields ------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldPlan:
+    """How to produce one return field of one type: directly, or through a hop."""
+
+    name: str
+    handler: FieldType | None = None  # a field of this type
+    hop: FieldType | None = None  # or the link field to follow
+    target: EntityTable | None = None
+    rest: FieldPlans | None = None
+
+
+@dataclass
+class FieldPlans:
+    et: EntityTable
+    fields: list[FieldPlan] = field(default_factory=list)
+
+
+def plan_fields(ctx: Context, et: EntityTable, names: Iterable[str], *, through_multi: bool = False,
+                nested: bool = False) -> FieldPlans:
+    plans = FieldPlans(et)
+    for name in names:
+        if name in ("type", "id"):
+            if nested:  # the end of a deep path: the linked entity's own id or type
+                plans.fields.append(FieldPlan(name))
+            continue
+        parts = name.split(".", 2)
+        if len(parts) < 3:
+            handler = ctx.handler(et, name)
+            if isinstance(handler, (EntityField, MultiEntityField)):
+                if through_multi and isinstance(handler, MultiEntityField):
+                    raise Uncertain("unsupported_path", f"{name}: a list inside a multi-entity hop")
+                for target in ctx.link_types(handler):
+                    ctx.identifier(target)
+            plans.fields.append(FieldPlan(name, handler=handler))
+            continue
+        hop_name, target_name, rest = parts
+        hop = ctx.handler(et, hop_name)
+        if not isinstance(hop, (EntityField, MultiEntityField)):
+            raise Uncertain("unsupported_path", f"{name}: {et.name}.{hop_name} is not a link")
+        if target_name not in hop.field.entity_types:
+            raise Uncertain("unsupported_path", f"{name}: {et.name}.{hop_name} does not link {target_name}")
+        multi = isinstance(hop, MultiEntityField)
+        if multi and through_multi:
+            raise Uncertain("unsupported_path", f"{name}: two multi-entity hops")
+        target = ctx.entity_table(target_name)
+        plans.fields.append(FieldPlan(name, hop=hop, target=target,
+                                      rest=plan_fields(ctx, target, [rest], through_multi=through_multi or multi,
+                                                       nested=True)))
+    return plans
+
+
+class Values:
+    """Fetches return-field values for many entities at once, and link names, in few queries."""
+
+    def __init__(self, ctx: Context, conn: sa.Connection):
+        self.ctx = ctx
+        self.conn = conn
+
+    def names(self, links: set[tuple[str, int]], named: set[str]) -> dict[tuple[str, int], tuple[bool, Any]]:
+        """(live, name) of each link target (names only for ``named`` types); a missing target is
+        not live."""
+        by_type: dict[str, list[int]] = {}
+        for type_name, entity_id in links:
+            by_type.setdefault(type_name, []).append(entity_id)
+        out: dict[tuple[str, int], tuple[bool, Any]] = {}
+        for type_name, ids in by_type.items():
+            et = self.ctx.entity_table(type_name)
+            ident = self.ctx.identifier(et) if type_name in named else None
+            cols = [et.table.c.id, et.table.c._active] + ([ident] if ident is not None else [])
+            for row in self.conn.execute(sa.select(*cols).where(et.table.c.id.in_(ids))):
+                out[(type_name, row[0])] = (bool(row[1]), row[2] if ident is not None else None)
+        return out
+
+    def fetch(self, plans: FieldPlans, ids: list[int]) -> dict[int, dict[str, Any]]:
+        """{id: {return field: wire value}} for ``ids`` of ``plans.et``."""
+        et = plans.et
+        out: dict[int, dict[str, Any]] = {i: {} for i in ids}
+        if not ids or not plans.fields:
+            return out
+        columns = {"id"}
+        multi_names = set()
+        for fp in plans.fields:
+            handler = fp.handler or fp.hop
+            if handler is None:
+                continue
+            if isinstance(handler, MultiEntityField):
+                multi_names.add(handler.name)
+            elif isinstance(handler, EntityField):
+                columns.update((handler.type_column, handler.id_column))
+            else:
+                columns.add(handler.column)
+        rows = {r["id"]: r for r in self.conn.execute(
+            sa.select(*[et.table.c[c] for c in sorted(columns)]).where(et.table.c.id.in_(ids))).mappings()}
+        lists: dict[str, dict[int, list[tuple[str, int]]]] = {}
+        for name in multi_names:
+            assoc = et.associations[name]
+            per_parent: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
+            for r in self.conn.execute(sa.select(assoc.c.parent_id, assoc.c.child_type, assoc.c.child_id)
+                                       .where(assoc.c.parent_id.in_(ids))
+                                       .order_by(assoc.c.parent_id, assoc.c.position)):
+                per_parent[r[0]].append((r[1], r[2]))
+            lists[name] = per_parent
+        links: set[tuple[str, int]] = set()
+        named: set[str] = set()
+        for fp in plans.fields:
+            handler = fp.handler or fp.hop
+            # A hop needs only the liveness of links into its target type; a link field, names.
+            keep = (lambda t, fp=fp: t == fp.target.name) if fp.hop is not None else (lambda t: True)
+            if fp.handler is not None:
+                named.update(handler.field.entity_types if isinstance(handler, (EntityField, MultiEntityField))
+                             else ())
+            if isinstance(handler, EntityField):
+                for r in rows.values():
+                    if r[handler.id_column] is not None and keep(r[handler.type_column]):
+                        links.add((r[handler.type_column], r[handler.id_column]))
+            elif isinstance(handler, MultiEntityField):
+                for children in lists[handler.name].values():
+                    links.update(c for c in children if keep(c[0]))
+        names = self.names(links, named) if links else {}
+
+        def live(link):
+            return names.get(link, (False, None))[0]
+
+        for fp in plans.fields:
+            if fp.handler is None and fp.hop is None:
+                for i in ids:
+                    if i in rows:
+                        out[i][fp.name] = i if fp.name == "id" else et.name
+                continue
+            if fp.handler is not None:
+                handler = fp.handler
+                for i in ids:
+                    row = rows.get(i)
+                    if row is None:
+                        continue
+                    if isinstance(handler, EntityField):
+                        link = (row[handler.type_column], row[handler.id_column])
+                        out[i][fp.name] = ({"type": link[0], "id": link[1], "name": names[link][1]}
+                                           if link[1] is not None and live(link) else None)
+                    elif isinstance(handler, MultiEntityField):
+                        out[i][fp.name] = [{"type": t, "id": c, "name": names[(t, c)][1]}
+                                           for t, c in lists[handler.name][i] if live((t, c))]
+                    else:
+                        out[i][fp.name] = handler.from_db(row)
+                continue
+            # A hop: the live linked entities of the named type, then their values.
+            hop, target = fp.hop, fp.target
+            followed: dict[int, list[int]] = {}
+            for i in ids:
+                row = rows.get(i)
+                if row is None:
+                    continue
+                if isinstance(hop, EntityField):
+                    link = (row[hop.type_column], row[hop.id_column])
+                    followed[i] = [link[1]] if link[0] == target.name and link[1] is not None and live(link) else []
+                else:
+                    followed[i] = [c for t, c in lists[hop.name][i] if t == target.name and live((t, c))]
+            wanted = sorted({t for targets in followed.values() for t in targets})
+            inner = self.fetch(fp.rest, wanted)
+            (rest_plan,) = fp.rest.fields
+            for i, targets in followed.items():
+                values = [inner[t].get(rest_plan.name) for t in targets]
+                if isinstance(hop, MultiEntityField):
+                    out[i][fp.name] = values
+                else:
+                    out[i][fp.name] = values[0] if values else None
+        return out
+
+
+# --- the query -------------------------------------------------------------------------------------
+
+
+def _sort_columns(ctx: Context, scope: Scope, spec: Any) -> list[sa.ColumnElement]:
+    if not isinstance(spec, dict) or not isinstance(spec.get("field_name"), str):
+        raise Uncertain("malformed", "sorts must be [{field_name, direction}]")
+    direction = spec.get("direction", "asc")
+    if direction not in ("asc", "desc"):
+        raise Uncertain("malformed", f"sort direction {direction!r}")
+    found = scope.walk(spec["field_name"])
+    if isinstance(found, MultiHop):
+        raise Uncertain("unsupported_sort", f"{spec['field_name']} goes through a multi-entity field")
+    handler = found.handler
+    family = handler.family
+    if family in UNSORTABLE:
+        raise Uncertain("unsupported_sort", f"{spec['field_name']} ({handler.field.data_type})")
+    if family == "entity":
+        assert isinstance(found, Final)
+        type_col, id_col = found.source.c[handler.type_column], found.source.c[handler.id_column]
+        targets = ctx.link_types(handler)
+        live = ctx.live(type_col, id_col, targets)
+        name = sa.func.coalesce(ctx.link_name(type_col, id_col, targets), "")
+        keys = [sa.case((live, ctx.bytewise(ctx.lower(name))), else_=sa.null()),
+                sa.case((live, ctx.bytewise(type_col)), else_=sa.null()),
+                sa.case((live, id_col), else_=sa.null())]
+    elif family == "text":
+        col = found.source.c[handler.column]
+        keys = [ctx.bytewise(ctx.lower(col)), ctx.bytewise(col)]
+    else:
+        keys = [found.source.c[handler.column]]
+    if direction == "asc":
+        return [k.asc().nulls_last() for k in keys]
+    return [k.desc().nulls_first() for k in keys]
+
+
+def _archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
+    """include_archived_projects: false hides archived projects and what belongs to them."""
+    project = ctx.entity_table("Project")
+    archived = ctx.handler(project, "archived")
+    archived_ids = sa.select(project.table.c.id).where(project.table.c[archived.column].is_(True))
+    if et.name == "Project":
+        return et.table.c.id.not_in(archived_ids)
+    if "project" not in et.fields:
+        return None
+    handler = ctx.handler(et, "project")
+    if not isinstance(handler, EntityField):
+        raise Uncertain("unsupported_path", f"{et.name}.project is not a link")
+    t = et.table
+    return sa.not_(sa.and_(t.c[handler.type_column].is_not(None), t.c[handler.type_column] == "Project",
+                           t.c[handler.id_column].in_(archived_ids)))
+
+
+@dataclass
+class ReadPlan:
+    ctx: Context
+    et: EntityTable
+    select_ids: sa.Select
+    count: sa.Select | None
+    fields: FieldPlans
+    offset: int
+    per_page: int
+    paging: str  # "has_next_page" | "entity_count" | "none"
+    page: int
+
+    def run(self, conn: sa.Connection) -> dict:
+        ids = list(conn.execute(self.select_ids.offset(self.offset).limit(self.per_page + 1)).scalars())
+        more = len(ids) > self.per_page
+        ids = ids[:self.per_page]
+        values = Values(self.ctx, conn).fetch(self.fields, ids)
+        name = self.et.name
+        entities = [{"type": name, "id": i, **values[i]} for i in ids]
+        result: dict[str, Any] = {"entities": entities}
+        if self.paging == "has_next_page":
+            result["paging_info"] = {"has_next_page": more}
+        elif self.paging == "entity_count":
+            total = conn.execute(self.count).scalar_one()
+            result["paging_info"] = {"entity_count": total, "current_page": self.page,
+                                     "page_count": (total + self.per_page - 1) // self.per_page}
+        return result
+
+
+def compile_read(ctx: Context, args: Any) -> ReadPlan:
+    """The plan for a ``read`` request, or :class:`Uncertain` if the cache cannot answer it exactly."""
+    if not isinstance(args, dict) or not isinstance(args.get("type"), str):
+        raise Uncertain("malformed", "read needs {type, ...}")
+    if args.get("additional_filter_presets"):
+        raise Uncertain("filter_presets")
+    et = ctx.entity_table(args["type"])
+    return_fields = args.get("return_fields") or ["id"]
+    if not isinstance(return_fields, list) or not all(isinstance(f, str) for f in return_fields):
+        raise Uncertain("malformed", "return_fields must be a list of field names")
+    return_only = args.get("return_only", "active")
+    if return_only not in ("active", "retired"):
+        raise Uncertain("malformed", f"return_only {return_only!r}")
+    paging = args.get("paging") or {}
+    if not isinstance(paging, dict):
+        raise Uncertain("malformed", "paging must be a mapping")
+    per_page, page = paging.get("entities_per_page", PAGE_SIZE), paging.get("current_page", 1)
+    if isinstance(per_page, bool) or not isinstance(per_page, int) or not 1 <= per_page <= PAGE_SIZE:
+        raise Uncertain("malformed", f"entities_per_page {per_page!r}")
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise Uncertain("malformed", f"current_page {page!r}")
+    sorts = args.get("sorts") or []
+    if not isinstance(sorts, list):
+        raise Uncertain("malformed", "sorts must be a list")
+    if ctx.state.projects is not None:
+        # With only some projects cached, rows and links may lie outside them (see docs/reads.rst).
+        raise Uncertain("project_subset", "only some projects are cached")
+
+    fields = plan_fields(ctx, et, return_fields)
+    scope = Scope(ctx, et)
+    where = [group(scope, args.get("filters")), et.table.c._active.is_(return_only == "active")]
+    if args.get("include_archived_projects", True) is False:
+        hidden = _archived_filter(ctx, et)
+        if hidden is not None:
+            where.append(hidden)
+    order = [col for spec in sorts for col in _sort_columns(ctx, scope, spec)]
+    order.append(et.table.c.id.asc())
+    select_ids = sa.select(et.table.c.id).select_from(scope.from_clause()).where(*where).order_by(*order)
+    mode = "none"
+    count = None
+    if args.get("return_paging_info_without_counts"):
+        mode = "has_next_page"
+    elif args.get("return_paging_info"):
+        mode = "entity_count"
+        count = sa.select(sa.func.count()).select_from(scope.from_clause()).where(*where)
+    return ReadPlan(ctx, et, select_ids, count, fields, (page - 1) * per_page, per_page, mode, page)
