@@ -325,7 +325,17 @@ def proxy(make_proxy) -> ProxyServer:
     return make_proxy()
 
 
+#: Lines a test wants in the run's summary (case counts, seeds), printed at the end.
+_REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    _REPORT.append(line)
+
+
 def pytest_terminal_summary(terminalreporter):
+    for line in _REPORT:
+        terminalreporter.write_line(line)
     if _pg_problem:
         bar = "!" * 78
         for line in (bar, f"WARNING: PostgreSQL tests were SKIPPED. {_pg_problem}",
