@@ -38,6 +38,8 @@ from sgcache.errors import SgcacheError
 from sgcache.query import Uncertain
 from sgcache.query.paths import Context, ReadState, load_state
 from sgcache.query.read import compile_read
+from sgcache.query.schema import METHODS as SCHEMA_METHODS
+from sgcache.query.schema import SiteSchema
 from sgcache.sync.refresh import Refresher
 from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream
 
@@ -100,6 +102,7 @@ class Service:
         #: passthrough reason -> count, for status and metrics
         self.reasons: Counter[str] = Counter()
         self.cache_answers = 0
+        self.site_schema = SiteSchema(cache.engine, cache.tables, self._fetch_site_schema) if cache else None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.web.threads,
                                                            thread_name_prefix="sgcache-asof")
 
@@ -125,6 +128,8 @@ class Service:
             return self.write(req, headers), req
         if req.method == "read":
             return self.read(req, headers), req
+        if req.method in SCHEMA_METHODS:
+            return self.schema(req, headers), req
         return self.passthrough(req, headers), req
 
     # --- answers from the cache ------------------------------------------------------------------
@@ -153,12 +158,69 @@ class Service:
         answer.detail = f"passthrough: {reason}" + (f" ({detail})" if detail else "")
         return answer
 
+    def _fetch_site_schema(self) -> tuple[dict, dict]:
+        """The site's schema_read and schema_entity_read answers, asked as sgcache's own script."""
+        site = self.config.site
+        auth = {"script_name": site.script_name, "script_key": site.api_key.reveal() if site.api_key else ""}
+        answers = []
+        for method in ("schema_read", "schema_entity_read"):
+            try:
+                reply = self.upstream.call(method, [auth])
+                payload = reply.json() if reply.status == 200 else None
+            except (SiteUnavailable, ValueError):
+                payload = None
+            if not isinstance(payload, dict) or not isinstance(payload.get("results"), dict):
+                raise Uncertain("site_schema_unavailable", method)
+            answers.append(payload["results"])
+        return answers[0], answers[1]
+
+    def _cached_answer_allowed(self, req: RpcRequest, headers: Mapping[str, str]) -> str | None:
+        """Why this caller may not have a cached answer now (None: it may)."""
+        if self.cache is None or not self.cache.usable:
+            return "database_down"
+        if not self.verifier.may_use_cache(req.auth):
+            return "caller_not_in_cached_scripts"
+        return None
+
+    def _verified(self, req: RpcRequest, entity_type: str) -> Answer | None:
+        """None when the caller's credentials are good; else the answer to give instead."""
+        try:
+            if self.verifier.verify(req.auth, entity_type):
+                return None
+        except Fault as fault:
+            return fault_answer(fault, "credentials rejected")
+        except SiteUnavailable as e:
+            return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
+        return Answer(0, b"", "passthrough", detail="credentials_not_verified")
+
+    def schema(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        """schema_read / schema_entity_read / schema_field_read from the copy of the site's schema."""
+        why = self._cached_answer_allowed(req, headers)
+        if why:
+            return self._passthrough_because(req, headers, why)
+        if headers.get("locale"):
+            return self._passthrough_because(req, headers, "localized")
+        refused = self._verified(req, "Project")
+        if refused is not None:
+            if refused.status == 0:
+                return self._passthrough_because(req, headers, refused.detail)
+            return refused
+        try:
+            result = self.site_schema.answer(req.method, req.args)
+        except Uncertain as u:
+            return self._passthrough_because(req, headers, u.reason, u.detail)
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return self._passthrough_because(req, headers, "database_down")
+        with self._state_lock:
+            self.cache_answers += 1
+        return json_answer({"results": result}, "cache")
+
     def read(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         """Answer a read from the cache when it can be answered exactly; else pass it through."""
-        if self.cache is None or not self.cache.usable:
-            return self._passthrough_because(req, headers, "database_down")
-        if not self.verifier.may_use_cache(req.auth):
-            return self._passthrough_because(req, headers, "caller_not_in_cached_scripts")
+        why = self._cached_answer_allowed(req, headers)
+        if why:
+            return self._passthrough_because(req, headers, why)
         try:
             ctx = Context(self.cache.tables, self.read_state(), self.cache.engine.dialect.name, tz=self.tz)
             plan = compile_read(ctx, req.args)
@@ -167,13 +229,11 @@ class Service:
         except sa.exc.SQLAlchemyError as e:
             self.cache.failed(e)
             return self._passthrough_because(req, headers, "database_down")
-        try:
-            if not self.verifier.verify(req.auth, plan.et.name):
-                return self._passthrough_because(req, headers, "credentials_not_verified")
-        except Fault as fault:
-            return fault_answer(fault, "credentials rejected")
-        except SiteUnavailable as e:
-            return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
+        refused = self._verified(req, plan.et.name)
+        if refused is not None:
+            if refused.status == 0:
+                return self._passthrough_because(req, headers, refused.detail)
+            return refused
         try:
             with self.cache.engine.connect() as conn:
                 result = plan.run(conn)

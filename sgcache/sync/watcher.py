@@ -23,6 +23,7 @@ from sgcache.config import WatcherConfig
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.scalar import DateTimeField
+from sgcache.query import schema as site_schema
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
@@ -220,6 +221,8 @@ class Watcher:
     def _schema_event(self, conn: sa.Connection, event: dict) -> str:
         meta = event.get("meta") or {}
         owner = meta.get("entity_type_owner")
+        # The proxies' copy of the site's schema is out of date whatever the type.
+        site_schema.forget(conn, self.tables)
         if owner in self.tables:
             t = self.tables.state.types
             conn.execute(sa.update(t).where(t.c.entity_type == owner).values(needs_rescan=True))

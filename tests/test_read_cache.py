@@ -1,0 +1,263 @@
+"""Reads and schema calls answered from the cache: when they are, when they pass through, and why.
+
+The stand-in and the proxy run as real servers and the real client talks to the proxy; the
+cache is filled by a full import (``Scanner.full``) on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import shotgun_api3
+import sqlalchemy as sa
+from conftest import SCRIPT_AUTH
+
+from sgcache.store.state import set_meta
+from sgcache.sync.remote import Remote
+from sgcache.sync.scanner import Scanner
+from sgcache.sync.watcher import Watcher
+
+
+@pytest.fixture
+def world(sg):
+    """A few entities on the stand-in: two projects, sequences, shots, assets."""
+    p1 = sg.create("Project", {"name": "Alpha"})
+    p2 = sg.create("Project", {"name": "Beta"})
+    seq = sg.create("Sequence", {"code": "SQ01", "project": p1})
+    assets = [sg.create("Asset", {"code": code, "project": p1}) for code in ("chair", "Table")]
+    shots = [sg.create("Shot", {"code": f"SH{i:03d}", "project": p1 if i % 2 else p2, "sg_sequence": seq,
+                                "description": None if i % 3 else f"shot {i}", "assets": assets[: i % 3]})
+             for i in range(1, 9)]
+    return {"projects": [p1, p2], "sequence": seq, "assets": assets, "shots": shots}
+
+
+@pytest.fixture
+def cached_proxy(make_proxy, world):
+    """A proxy whose cache holds a full import of the stand-in."""
+    proxy = make_proxy()
+    import_all(proxy)
+    return proxy
+
+
+def import_all(proxy, **kwargs) -> None:
+    service = proxy.service
+    Scanner(service.cache.engine, service.cache.tables, Remote(proxy.config.site), proxy.config.scanner).full(**kwargs)
+
+
+def answered_from_cache(proxy, call) -> tuple[object, bool]:
+    before = proxy.service.cache_answers
+    result = call()
+    return result, proxy.service.cache_answers > before
+
+
+def calls(mock_server, method: str) -> int:
+    return requests.get(mock_server.url + "/_mock/stats", timeout=5).json()["calls"].get(method, 0)
+
+
+READS = [
+    lambda sg: sg.find("Shot", [["project.Project.name", "is", "alpha"]], ["code", "sg_sequence", "assets"],
+                       order=[{"field_name": "code", "direction": "desc"}]),
+    lambda sg: sg.find("Shot", [["description", "is", None]], ["code"]),
+    lambda sg: sg.find("Asset", [["shots", "is_not", None]], ["code", "shots"]),
+    lambda sg: sg.find_one("Sequence", [["code", "starts_with", "sq"]], ["code", "shots"]),
+]
+
+
+@pytest.mark.parametrize("index", range(len(READS)))
+def test_a_read_of_imported_types_is_answered_from_the_cache_with_the_site_s_answer(cached_proxy, sg, index):
+    result, cached = answered_from_cache(cached_proxy, lambda: READS[index](cached_proxy.client()))
+    assert cached
+    assert result == READS[index](sg)
+
+
+def test_reads_pass_through_until_the_type_is_imported(make_proxy, sg, world):
+    proxy = make_proxy()
+    client = proxy.client()
+    result, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert not cached
+    assert proxy.service.reasons["type_not_imported"] == 1
+    assert result == sg.find("Shot", [], ["code"])
+    import_all(proxy)
+    time.sleep(proxy.service.STATE_TTL)
+    result, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert cached
+    assert result == sg.find("Shot", [], ["code"])
+
+
+def test_a_field_with_a_backfill_mark_passes_through(cached_proxy, sg):
+    service = cached_proxy.service
+    fields = service.cache.tables.state.fields
+    with service.cache.engine.begin() as conn:
+        conn.execute(sa.update(fields).where(fields.c.entity_type == "Shot", fields.c.field_name == "description")
+                     .values(needs_backfill=True, backfill_reason="test"))
+    time.sleep(service.STATE_TTL)
+    client = cached_proxy.client()
+    result, cached = answered_from_cache(cached_proxy, lambda: client.find("Shot", [], ["description"]))
+    assert not cached and service.reasons["field_backfill"] == 1
+    assert result == sg.find("Shot", [], ["description"])
+    _, cached = answered_from_cache(cached_proxy, lambda: client.find("Shot", [], ["code"]))
+    assert cached  # the other fields are still answered
+
+
+@pytest.mark.parametrize("call,reason", [
+    (lambda sg: sg.find("Shot", [], ["code", "sg_cut_in", "no_such_field"]), "uncached_field"),
+    (lambda sg: sg.find("Note", [], ["subject"]), "uncached_type"),
+    (lambda sg: sg.find("Shot", [], ["code"], additional_filter_presets=[{"preset_name": "LATEST",
+                                                                            "latest_by": "ENTITIES_CREATED_AT"}]),
+     "filter_presets"),
+], ids=["uncached field", "uncached type", "filter presets"])
+def test_what_the_cache_cannot_answer_passes_through_with_its_reason_counted(cached_proxy, sg, call, reason):
+    client = cached_proxy.client()
+    try:
+        expected = ("ok", call(sg))
+    except shotgun_api3.Fault as e:
+        expected = ("fault", str(e))
+    try:
+        actual = ("ok", call(client))
+    except shotgun_api3.Fault as e:
+        actual = ("fault", str(e))
+    assert actual == expected
+    assert cached_proxy.service.reasons[reason] >= 1
+
+
+def test_a_filter_the_site_refuses_gets_the_site_s_own_fault(cached_proxy, sg):
+    with pytest.raises(shotgun_api3.Fault) as direct:
+        sg.find("Shot", [["code", "in_last", 1, "DAY"]])
+    with pytest.raises(shotgun_api3.Fault) as through:
+        cached_proxy.client().find("Shot", [["code", "in_last", 1, "DAY"]])
+    assert str(through.value) == str(direct.value)
+
+
+def test_a_cache_holding_some_projects_passes_reads_through(make_proxy, sg, world):
+    proxy = make_proxy()
+    import_all(proxy, projects=[world["projects"][0]["id"]])
+    time.sleep(proxy.service.STATE_TTL)
+    client = proxy.client()
+    result, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert not cached and proxy.service.reasons["project_subset"] == 1
+    assert result == sg.find("Shot", [], ["code"])
+
+
+def test_a_write_through_the_proxy_is_read_back_from_the_cache(cached_proxy, sg, world):
+    client = cached_proxy.client()
+    shot = client.create("Shot", {"code": "NEW_010", "project": world["projects"][0],
+                                  "assets": [world["assets"][1]]})
+    result, cached = answered_from_cache(cached_proxy, lambda: client.find_one(
+        "Shot", [["code", "is", "new_010"]], ["code", "assets", "sg_sequence"]))
+    assert cached
+    assert result == {"type": "Shot", "id": shot["id"], "code": "NEW_010", "sg_sequence": None,
+                      "assets": [{"type": "Asset", "id": world["assets"][1]["id"], "name": "Table"}]}
+    asset, cached = answered_from_cache(cached_proxy, lambda: client.find_one(
+        "Asset", [["id", "is", world["assets"][1]["id"]]], ["shots"]))
+    assert cached
+    assert {"type": "Shot", "id": shot["id"], "name": "NEW_010"} in asset["shots"]
+
+
+# --- credentials before cached answers ----------------------------------------------------------------
+
+
+def test_cached_reads_need_credentials_the_site_accepts(cached_proxy):
+    bad = shotgun_api3.Shotgun(cached_proxy.url, script_name="sgcache", api_key="wrong", connect=False)
+    with pytest.raises(shotgun_api3.AuthenticationFault):
+        bad.find("Shot", [], ["code"])
+    assert cached_proxy.service.cache_answers == 0
+
+
+def test_a_caller_is_checked_once_then_remembered(cached_proxy, mock_server):
+    client = shotgun_api3.Shotgun(cached_proxy.url, login="artist", password="artist-password")
+    before = calls(mock_server, "read")
+    for _ in range(5):
+        client.find("Shot", [], ["code"])
+    assert calls(mock_server, "read") - before == 1  # one credential check, five cached answers
+
+
+def test_a_recently_verified_caller_keeps_getting_cached_reads_while_the_site_is_down(make_proxy, mock_server,
+                                                                                     world):
+    proxy = make_proxy(site__connect_timeout=1)
+    import_all(proxy)
+    time.sleep(proxy.service.STATE_TTL)
+    client = proxy.client()
+    before = client.find("Shot", [], ["code"])
+    stranger = shotgun_api3.Shotgun(proxy.url, login="artist", password="artist-password", connect=False)
+    stranger.config.server_caps = client.server_caps  # skip its info call
+    mock_server.go_down(2)
+    time.sleep(0.1)
+    assert client.find("Shot", [], ["code"]) == before
+    with pytest.raises(shotgun_api3.Fault, match="cannot check your credentials"):
+        stranger.find("Shot", [], ["code"])
+
+
+def test_cached_scripts_sends_other_callers_to_the_site(make_proxy, world, mock_server):
+    proxy = make_proxy(auth__cached_scripts="pipeline")
+    import_all(proxy)
+    client = proxy.client()
+    result, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert not cached and proxy.service.reasons["caller_not_in_cached_scripts"] == 1
+
+
+# --- schema ----------------------------------------------------------------------------------------------
+
+
+def test_schema_calls_are_answered_from_one_copy_of_the_site_s_schema(cached_proxy, sg, mock_server):
+    client = cached_proxy.client()
+    for _ in range(3):
+        assert client.schema_read() == sg.schema_read()
+        assert client.schema_entity_read() == sg.schema_entity_read()
+        assert client.schema_field_read("Shot") == sg.schema_field_read("Shot")
+        assert client.schema_field_read("Shot", "code") == sg.schema_field_read("Shot", "code")
+    # The copy covers the whole site, not only the cached types.
+    assert "Note" in client.schema_read()
+    assert calls(mock_server, "schema_read") == 1 + 3  # sgcache's one copy, plus the three direct calls
+    assert cached_proxy.service.cache_answers >= 12
+
+
+def test_a_schema_change_seen_by_the_watcher_refreshes_the_copy(cached_proxy, sg):
+    client = cached_proxy.client()
+    assert "sg_new_field" not in client.schema_field_read("Shot")
+    sg.schema_field_create("Shot", "text", "New Field")
+    service = cached_proxy.service
+    watcher = Watcher(service.cache.engine, service.cache.tables, Remote(cached_proxy.config.site),
+                      cached_proxy.config.watcher)
+    watcher.start()
+    watcher.poll_once()
+    assert "sg_new_field" in client.schema_field_read("Shot")
+
+
+def test_unknown_types_and_fields_in_schema_calls_get_the_site_s_fault(cached_proxy, sg):
+    for call in (lambda c: c.schema_field_read("NoSuchType"), lambda c: c.schema_field_read("Shot", "nope")):
+        with pytest.raises(shotgun_api3.Fault) as direct:
+            call(sg)
+        with pytest.raises(shotgun_api3.Fault) as through:
+            call(cached_proxy.client())
+        assert str(through.value) == str(direct.value)
+
+
+def test_per_project_schema_calls_pass_through(cached_proxy, sg, world):
+    project = world["projects"][0]
+    assert cached_proxy.client().schema_entity_read(project) == sg.schema_entity_read(project)
+    assert cached_proxy.service.reasons["schema_project"] == 1
+
+
+def test_reads_pass_through_when_the_cache_database_fails(cached_proxy, sg, monkeypatch):
+    service = cached_proxy.service
+    with service.cache.engine.begin() as conn:
+        set_meta(conn, service.cache.tables.state, "probe", "x")
+    service.cache.failed(RuntimeError("simulated outage"))
+    monkeypatch.setattr("sgcache.api3.cache.RECHECK_SECONDS", 3600)
+    result, cached = answered_from_cache(cached_proxy, lambda: cached_proxy.client().find("Shot", [], ["code"]))
+    assert not cached and service.reasons["database_down"] >= 1
+    assert result == sg.find("Shot", [], ["code"])
+
+
+def test_the_answer_says_where_it_came_from(cached_proxy):
+    body = {"method_name": "read", "params": [
+        {"script_name": SCRIPT_AUTH["script_name"], "script_key": SCRIPT_AUTH["api_key"]},
+        {"type": "Shot", "return_fields": ["code"], "filters": {"logical_operator": "and", "conditions": []},
+         "return_only": "active", "paging": {"entities_per_page": 5, "current_page": 1},
+         "return_paging_info_without_counts": True}]}
+    response = requests.post(cached_proxy.url + "/api3/json", json=body, timeout=5)
+    assert response.headers["X-Sgcache-Outcome"] == "cache"
+    assert len(response.json()["results"]["entities"]) == 5
+    assert response.json()["results"]["paging_info"] == {"has_next_page": True}
