@@ -318,3 +318,79 @@ def test_random_finds_through_the_proxy_equal_the_site_s_answers(proxy_for, site
     # The test is only as strong as the share of cases the cache answers itself.
     assert answered >= len(cases) * 0.5, reasons
 
+
+
+SUMMARY_TYPES = {"record_count": None, "count": None, "sum": "number", "maximum": "number", "minimum": "number",
+                 "average": "number", "earliest": ("date", "date_time"), "latest": ("date", "date_time"),
+                 "checked": "checkbox", "unchecked": "checkbox", "percentage": ("text", "number", "checkbox"),
+                 "status_percentage": "text", "status_list": "text"}
+GROUPINGS = {"exact": ("text", "number", "checkbox", "date", "date_time", "entity"),
+             "tens": ("number",), "hundreds": ("number",), "thousands": ("number",), "millions": ("number",),
+             "day": ("date", "date_time"), "oneday": ("date", "date_time"), "fivedays": ("date", "date_time"),
+             "week": ("date", "date_time"), "month": ("date", "date_time"), "quarter": ("date", "date_time"),
+             "year": ("date", "date_time"), "entitytype": ("entity",), "firstletter": ("text", "entity", "number")}
+
+
+def _of_family(pools: Pools, entity_type: str, families) -> list[str]:
+    if isinstance(families, str):
+        families = (families,)
+    return [n for n in _filterable(pools, entity_type) if FAMILY[pools.data_type(entity_type, n)] in families]
+
+
+@st.composite
+def summarizes(draw, pools: Pools):
+    entity_type = draw(st.sampled_from([t for t in TYPES if t in pools.fields]))
+    specs = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(sorted(SUMMARY_TYPES)))
+        families = SUMMARY_TYPES[kind]
+        candidates = _filterable(pools, entity_type) if families is None else _of_family(pools, entity_type,
+                                                                                        families)
+        if not candidates:
+            kind, candidates = "record_count", ["id"]
+        name = draw(st.sampled_from(candidates))
+        spec = {"field": name, "type": kind}
+        if kind in ("percentage", "status_percentage"):
+            spec["value"] = draw(st.sampled_from(pools.sample(entity_type, name) or [None]))
+        specs.append(spec)
+    grouping = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(sorted(GROUPINGS)))
+        candidates = _of_family(pools, entity_type, GROUPINGS[kind])
+        if candidates:
+            grouping.append({"field": draw(st.sampled_from(candidates)), "type": kind,
+                             "direction": draw(st.sampled_from(["asc", "desc"]))})
+    filters = draw(st.lists(conditions(pools, entity_type), max_size=2))
+    return {"entity_type": entity_type, "filters": filters, "summary_fields": specs, "grouping": grouping or None,
+            "include_archived_projects": draw(st.integers(0, 3)) != 0}
+
+
+def _summarized(sg, call: dict):
+    try:
+        return "ok", sg.summarize(**call)
+    except shotgun_api3.Fault as e:
+        return "fault", str(e)
+
+
+def test_random_summaries_through_the_proxy_equal_the_site_s_answers(proxy_for, site_and_server, pools):
+    backend, proxy = proxy_for
+    _, server = site_and_server
+    direct = shotgun_api3.Shotgun(server.url, **SCRIPT_AUTH)
+    via = proxy.client()
+    service = proxy.service
+    before = service.cache_answers
+    cases = []
+
+    @seed(SEED)
+    @settings(max_examples=max(EXAMPLES // 3, 20), deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(summarizes(pools))
+    def check(call):
+        cases.append(call)
+        assert _summarized(via, call) == _summarized(direct, call), f"summarize({call!r})"
+
+    check()
+    answered = service.cache_answers - before
+    report(f"summarize differential [{backend}]: {len(cases)} cases, seed {SEED}: {answered} answered from the "
+           "cache")
+    assert answered >= len(cases) * 0.5

@@ -40,6 +40,7 @@ from sgcache.query.paths import Context, ReadState, load_state
 from sgcache.query.read import compile_read
 from sgcache.query.schema import METHODS as SCHEMA_METHODS
 from sgcache.query.schema import SiteSchema
+from sgcache.query.summarize import compile_summarize
 from sgcache.sync.refresh import Refresher
 from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream
 
@@ -128,6 +129,8 @@ class Service:
             return self.write(req, headers), req
         if req.method == "read":
             return self.read(req, headers), req
+        if req.method == "summarize":
+            return self.summarize(req, headers), req
         if req.method in SCHEMA_METHODS:
             return self.schema(req, headers), req
         return self.passthrough(req, headers), req
@@ -218,12 +221,18 @@ class Service:
 
     def read(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         """Answer a read from the cache when it can be answered exactly; else pass it through."""
+        return self._from_tables(req, headers, compile_read)
+
+    def summarize(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        return self._from_tables(req, headers, compile_summarize)
+
+    def _from_tables(self, req: RpcRequest, headers: Mapping[str, str], compile_request) -> Answer:
         why = self._cached_answer_allowed(req, headers)
         if why:
             return self._passthrough_because(req, headers, why)
         try:
             ctx = Context(self.cache.tables, self.read_state(), self.cache.engine.dialect.name, tz=self.tz)
-            plan = compile_read(ctx, req.args)
+            plan = compile_request(ctx, req.args)
         except Uncertain as u:
             return self._passthrough_because(req, headers, u.reason, u.detail)
         except sa.exc.SQLAlchemyError as e:
@@ -239,9 +248,15 @@ class Service:
                 result = plan.run(conn)
         except Uncertain as u:
             return self._passthrough_because(req, headers, u.reason, u.detail)
-        except sa.exc.SQLAlchemyError as e:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError) as e:
             self.cache.failed(e)
             return self._passthrough_because(req, headers, "database_down")
+        except sa.exc.DataError as e:
+            # A value the database cannot hold (a number too large, say): the site judges it.
+            return self._passthrough_because(req, headers, "unsupported_value", str(e.orig)[:120])
+        except sa.exc.SQLAlchemyError:
+            log.exception("event=query_failed method=%s type=%s", req.method, req.entity_type)
+            return self._passthrough_because(req, headers, "query_error")
         with self._state_lock:
             self.cache_answers += 1
         return json_answer({"results": result}, "cache")

@@ -24,6 +24,11 @@ UNFILTERABLE = {"password", "serializable", "url", "pivot_column", "summary", "q
 RELATIVE_UNITS = {"HOUR", "DAY", "WEEK", "MONTH", "YEAR"}
 
 
+class Fanout(list):
+    """The values of a deep path through a multi-entity field, one per linked entity (a list
+    field's own value, such as a tag list, is a plain list)."""
+
+
 class FilterError(ShotgunError):
     """A filter the site refuses (unknown field, relation or value)."""
 
@@ -160,7 +165,7 @@ class Emulator(mockgun.Shotgun):
             first, linked_type, rest = parts
             value = row.get(first)
             if isinstance(value, list):
-                out = []
+                out = Fanout()
                 for link in value:
                     if link["type"] != linked_type or not self.is_live(link):
                         continue
@@ -199,14 +204,14 @@ class Emulator(mockgun.Shotgun):
             raise FilterError(f"filtering on {field_type} fields is not supported")
         if field_type == "multi_entity":
             return self._compare_multi(lval or [], operator, rval)
-        if isinstance(lval, list):  # a deep path through a multi-entity field: any value matches
+        if isinstance(lval, Fanout):  # a deep path through a multi-entity field: any value matches
             if operator in ("is_not", "not_in", "not_contains", "name_not_contains", "type_is_not"):
                 return all(self.compare(field_type, v, operator, rval) for v in lval)
             return any(self.compare(field_type, v, operator, rval) for v in lval)
         if field_type == "entity":
             return self._compare_entity(lval, operator, rval)
-        if field_type in TEMPORAL and operator in ("in_last", "not_in_last", "in_next", "not_in_next") or \
-                operator.startswith("in_calendar_"):
+        if field_type in TEMPORAL and (operator in ("in_last", "not_in_last", "in_next", "not_in_next")
+                                       or operator.startswith("in_calendar_")):
             return self._compare_relative(field_type, lval, operator, rval)
         if field_type in TEMPORAL | NUMERIC:
             return self._compare_ordered(lval, operator, rval)

@@ -214,9 +214,9 @@ def _link_value(value: Any, relation: str) -> tuple[str, int] | None:
 
 
 def _same_link(ctx: Context, type_col, id_col, link: tuple[str, int]) -> sa.ColumnElement:
-    target = ctx.entity_table(link[0])
+    target = ctx.alias(ctx.entity_table(link[0]))
     return sa.and_(type_col.is_not(None), id_col.is_not(None), type_col == link[0], id_col == link[1],
-                   sa.exists().where(target.table.c.id == link[1], target.table.c._active.is_(True)))
+                   sa.exists().where(target.c.id == link[1], target.c._active.is_(True)))
 
 
 _NAME_RELATIONS = {"name_is": "is", "name_contains": "contains", "name_not_contains": "not_contains",

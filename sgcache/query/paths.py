@@ -121,9 +121,12 @@ class Context:
     def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
              targets: list[EntityTable]) -> sa.ColumnElement:
         """True when the link (type_col, id_col) points to a live entity; never NULL."""
-        return sa.or_(*[sa.and_(type_col.is_not(None), type_col == t.name,
-                                sa.exists().where(t.table.c.id == id_col, t.table.c._active.is_(True)))
-                        for t in targets])
+        parts = []
+        for t in targets:
+            target = self.alias(t)  # an alias: the target may be the very table the link is on
+            parts.append(sa.and_(type_col.is_not(None), type_col == t.name,
+                                 sa.exists().where(target.c.id == id_col, target.c._active.is_(True))))
+        return sa.or_(*parts)
 
     def link_name(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
                   targets: list[EntityTable]) -> sa.ColumnElement:
@@ -133,8 +136,9 @@ class Context:
             ident = self.identifier(t)
             if ident is None:
                 continue
-            whens.append((type_col == t.name, sa.select(ident).where(t.table.c.id == id_col,
-                                                                     t.table.c._active.is_(True))
+            target = self.alias(t)
+            whens.append((type_col == t.name, sa.select(target.c[ident.name]).where(target.c.id == id_col,
+                                                                                    target.c._active.is_(True))
                           .scalar_subquery()))
         if not whens:
             return sa.null()

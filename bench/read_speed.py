@@ -1,0 +1,912 @@
+"""Benchmark: reads answered from the cache by ``sgcache web``, against the stand-in site and a hand-written floor.
+
+    .venv/bin/python bench/read_speed.py [--scale 20] [--versions 1000000] [--json FILE]
+
+In one run: makes a scratch PostgreSQL database on the local server (``--server``, trust auth;
+``sgcache_bench_read_<pid>``, dropped at the end), starts the stand-in site (``sgcache
+mock-site --scale``; 20 is about 100,000 entities), fills the cache with ``sgcache scan --full``,
+then starts ``sgcache web`` (gunicorn gthread, ``--workers`` x ``--threads``, log level warning)
+and the *floor*: a minimal Flask + psycopg2 application written by this script, served by
+gunicorn with the same workers and threads, that answers ``info`` with the stand-in's info and
+the ``find_one`` below with one hard-coded SQL query (no credential check, no query compiler).
+
+With the real shotgun_api3 client (one Shotgun per client thread, connected before the clock
+starts), each call is timed with 1 and 8 concurrent clients against sgcache, the stand-in and
+(``find_one`` only) the floor:
+
+- ``find_one``: ``find_one("Version", [["id", "is", ID]], ["code", "entity", "sg_status_list"])``,
+  ID cycling over 200 random active Versions;
+- ``deep50``: ``find("Version", [project is P, entity.Shot.sg_sequence.Sequence.code is X,
+  sg_status_list is_not na], [code, entity, sg_status_list, created_at])``, P and X picked from
+  the data so that it returns about 50 entities (the count is printed);
+- ``page500``: ``find("Version", [], [code, entity, created_at, sg_status_list], limit=500,
+  page=k)``, k cycling over every page of the stand-in's Versions;
+- ``summarize``: ``summarize("Version", [], [id count], grouping=[sg_status_list exact asc])``.
+
+The outcome column is the proxy's ``X-Sgcache-Outcome`` header (cache or passthrough) for that
+call, read once by replaying the client's own request body with ``requests``.
+
+``--versions N`` then loads N more Version rows straight into the cache through
+``sgcache.store.writer.Writer.upsert`` (batches of 5,000, realistic values, linked to existing
+Shots outside the deep50 sequence so that call still returns the same entities), runs ANALYZE,
+and times find_one (sgcache and floor), deep50 and page500 again (same ids, filters and pages) for
+a second table. Only the cache gets these rows; the stand-in does not.
+
+Targets (from the issue): find_one p50 within 1.5x of the floor; deep50 under 5 ms p50; page500
+under 25 ms p50; no regression with 1,000,000 Versions. Every process runs on this machine, so
+the client threads, the proxy, PostgreSQL and the stand-in share its CPUs; the "client cpu"
+column (CPU of this process over wall time, 100% = one core) shows when the client itself is a
+limit. Run by hand; the figures go in issue notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import requests
+import shotgun_api3
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT_NAME = "sgcache"
+API_KEY = "sgcache-demo-key"  # the stand-in's default script key (demo only)
+SITE_SCHEMA = ROOT / "schema" / "demo-site.yml"
+CACHE_SCHEMA = ROOT / "schema" / "demo.yml"
+
+FIND_ONE_FIELDS = ["code", "entity", "sg_status_list"]
+DEEP_FIELDS = ["code", "entity", "sg_status_list", "created_at"]
+PAGE_FIELDS = ["code", "entity", "created_at", "sg_status_list"]
+PAGE_SIZE = 500
+DEEP_PATH = "entity.Shot.sg_sequence.Sequence.code"
+SUMMARIES = [{"field": "id", "type": "count"}]
+GROUPING = [{"field": "sg_status_list", "type": "exact", "direction": "asc"}]
+FIND_ONE_IDS = 200
+EXTRA_ID_START = 10_000_001
+LOAD_BATCH = 5000
+
+#: Version.entity may link these types; the floor joins each table for the link's name.
+LINK_TABLES = {"Asset": ("asset", "code"), "Shot": ("shot", "code"), "Sequence": ("sequence", "code"),
+               "Scene": ("scene", "code"), "Project": ("project", "name")}
+
+
+# --- subprocesses (as in bench/proxy_passthrough.py) ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env() -> dict[str, str]:
+    """This environment without any SGCACHE_* setting, with the repository first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGCACHE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no output)"
+    return "\n".join(text[-lines:]) or "(empty)"
+
+
+class Child:
+    """One subprocess in a session of its own (Ctrl-C reaches only us), output to a log file."""
+
+    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str]):
+        self.name = name
+        self.argv = argv
+        self.log_path = cwd / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # closed in stop()
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise SystemExit(f"{self.name} exited with status {self.proc.returncode}; its output:\n"
+                             f"{tail(self.log_path)}")
+
+    def wait(self, seconds: float) -> int:
+        """Wait for the process to end by itself; its exit status."""
+        try:
+            return self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"{self.name} did not finish within {seconds:.0f} s; its output:\n"
+                             f"{tail(self.log_path)}") from None
+
+    def stop(self, grace: float = 40.0) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; the exit status."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    print(f"  {self.name} did not stop within {grace:.0f} s of SIGTERM: killed", file=sys.stderr)
+                    self.proc.kill()
+                    self.proc.wait(timeout=10)
+        finally:
+            self._log.close()
+        return self.proc.returncode
+
+
+def rpc(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> Any:
+    """One JSON-RPC call with urllib (no environment proxies), for readiness checks."""
+    body = json.dumps({"method_name": method, "params": params or []}).encode()
+    request = urllib.request.Request(f"{url}/api3/json", data=body,
+                                     headers={"Content-Type": "application/json; charset=utf-8"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def wait_for_info(child: Child, url: str, seconds: float, check: Callable[[Any], bool] = lambda _: True) -> float:
+    """Poll ``info`` until it answers (and ``check`` agrees); the seconds it took."""
+    started = time.monotonic()
+    last_error = "no answer"
+    while time.monotonic() - started < seconds:
+        child.check_alive()
+        try:
+            answer = rpc(url, "info")
+            if check(answer):
+                return time.monotonic() - started
+            last_error = f"unexpected answer {answer!r:.300}"
+        except (OSError, ValueError) as e:
+            last_error = str(e)
+        time.sleep(0.2)
+    raise SystemExit(f"{child.name} did not answer info at {url} within {seconds:.0f} s ({last_error}); its "
+                     f"output:\n{tail(child.log_path)}")
+
+
+# --- the scratch database ---------------------------------------------------------------------------
+
+
+@contextmanager
+def scratch_database(server: str, name: str, keep: bool) -> Iterator[str]:
+    """CREATE DATABASE ``name`` on ``server`` (a postgresql:// URL); DROP it at the end."""
+    admin = psycopg2.connect(f"{server.rstrip('/')}/postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"{server.rstrip('/')}/{name}"
+    finally:
+        try:
+            if keep:
+                print(f"kept the database {name}")
+            else:
+                with admin.cursor() as cur:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            admin.close()
+
+
+# --- the floor: one hand-written endpoint -------------------------------------------------------------
+
+
+def floor_sql() -> str:
+    """Version by id with its entity link's name, in one query (a retired link target reads as no link)."""
+    joins, ids, names = [], [], []
+    for i, (type_name, (table, ident)) in enumerate(LINK_TABLES.items()):
+        joins.append(f"LEFT JOIN {table} l{i} ON v.entity__type = '{type_name}' AND l{i}.id = v.entity__id "
+                     f"AND l{i}._active")
+        ids.append(f"l{i}.id")
+        names.append(f"l{i}.{ident}")
+    return (f"SELECT v.id, v.code, v.entity__type, COALESCE({', '.join(ids)}) AS entity_id, "
+            f"COALESCE({', '.join(names)}) AS entity_name, v.sg_status_list FROM version v "
+            f"{' '.join(joins)} WHERE v.id = %s AND v._active")
+
+
+FLOOR_MODULE = '''\
+"""The floor of bench/read_speed.py: find_one of a Version by id, one SQL query, nothing else."""
+
+import json
+import os
+import threading
+
+from flask import Flask, Response, request
+from psycopg2.pool import ThreadedConnectionPool
+
+DSN = os.environ["FLOOR_DSN"]
+INFO = json.loads(os.environ["FLOOR_INFO"])
+THREADS = int(os.environ["FLOOR_THREADS"])
+SQL = {sql!r}
+
+app = Flask(__name__)
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def pool():
+    global _pool
+    if _pool is None:  # made in the worker, after gunicorn's fork
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadedConnectionPool(1, THREADS, DSN)
+    return _pool
+
+
+def answer(payload):
+    return Response(json.dumps(payload, separators=(",", ":")), content_type="application/json; charset=utf-8")
+
+
+@app.post("/api3/json")
+def api3():
+    req = json.loads(request.get_data())
+    method = req.get("method_name")
+    if method == "info":
+        return answer(INFO)
+    if method != "read":
+        return answer({{"exception": True, "message": f"floor: no {{method}}", "error_code": 1}})
+    args = req["params"][1]
+    version_id = args["filters"]["conditions"][0]["values"][0]
+    conn = pool().getconn()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(SQL, (version_id,))
+            row = cur.fetchone()
+        conn.rollback()
+    finally:
+        pool().putconn(conn)
+    entities = []
+    if row is not None:
+        link = {{"type": row[2], "id": row[3], "name": row[4]}} if row[3] is not None else None
+        entities.append({{"type": "Version", "id": row[0], "code": row[1], "entity": link,
+                          "sg_status_list": row[5]}})
+    return answer({{"results": {{"entities": entities}}}})
+'''
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    phase: str
+    target: str
+    call: str
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    client_cpu: float  # CPU time of this process / wall time (1.0 = one core)
+    outcome: str = "-"
+    first_errors: list[str] = field(default_factory=list)
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
+    return ordered[int(rank) - 1]
+
+
+def connect(url: str, timeout: float) -> shotgun_api3.Shotgun:
+    sg = shotgun_api3.Shotgun(url, script_name=SCRIPT_NAME, api_key=API_KEY, connect=False)
+    sg.config.timeout_secs = timeout
+    sg.config.max_rpc_attempts = 1  # an error is counted, not retried behind our back
+    sg.info()  # opens the connection and fills server_caps (find needs them)
+    return sg
+
+
+#: Set when the run is abandoned (Ctrl-C, an error): client threads stop at their next call.
+STOP = threading.Event()
+
+#: One call kind: fn(sg, n) makes the n-th call (n cycles ids or pages).
+CallFn = Callable[[shotgun_api3.Shotgun, int], Any]
+
+
+def measure(phase: str, target: str, call: str, fn: CallFn, sgs: list[shotgun_api3.Shotgun], requests_: int,
+            warmup: int) -> Result:
+    """``requests_`` calls shared by ``len(sgs)`` threads, one Shotgun each, started together after
+    ``warmup`` untimed calls per thread."""
+    clients = len(sgs)
+    shares = [requests_ // clients + (1 if i < requests_ % clients else 0) for i in range(clients)]
+    latencies: list[list[float]] = [[] for _ in sgs]
+    errors: list[list[str]] = [[] for _ in sgs]
+    ready = threading.Barrier(clients + 1)
+
+    def worker(i: int) -> None:
+        sg, mine, errs = sgs[i], latencies[i], errors[i]
+        for w in range(warmup):
+            try:
+                fn(sg, 7919 * (i + 1) + w)  # untimed, other ids/pages than the timed ones start with
+            except Exception as e:  # counted below
+                errs.append(f"warm-up: {type(e).__name__}: {e}")
+        ready.wait()
+        clock = time.perf_counter
+        for k in range(shares[i]):
+            if STOP.is_set():
+                return
+            n = i + k * clients
+            started = clock()
+            try:
+                fn(sg, n)
+            except Exception as e:  # a benchmark counts failures and goes on
+                errs.append(f"{type(e).__name__}: {e}")
+                continue
+            mine.append(clock() - started)
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"client-{i}", daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    cpu0, started = os.times(), time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    ordered = sorted(x for lat in latencies for x in lat)
+    all_errors = [e for errs in errors for e in errs]
+    timed_errors = sum(1 for e in all_errors if not e.startswith("warm-up"))
+    return Result(phase, target, call, clients, requests_, timed_errors, seconds, len(ordered) / seconds,
+                  percentile(ordered, 50) * 1000, percentile(ordered, 95) * 1000,
+                  (ordered[-1] if ordered else float("nan")) * 1000, cpu / seconds, first_errors=all_errors[:5])
+
+
+class Probe:
+    """Records the body and headers of the last request a Shotgun instance sends."""
+
+    def __init__(self, sg: shotgun_api3.Shotgun):
+        self.sg = sg
+        self.last: tuple[str, Any, dict[str, Any], dict[str, Any]] | None = None
+        original = sg._http_request
+
+        def recording(verb: str, path: str, body: Any, headers: dict[str, Any]) -> Any:
+            status, resp_headers, resp_body = original(verb, path, body, headers)
+            self.last = (path, body, dict(headers), resp_headers)
+            return status, resp_headers, resp_body
+
+        sg._http_request = recording  # type: ignore[method-assign]
+
+    def outcome(self, base_url: str, fn: CallFn) -> str:
+        """Make one call with the client, replay its body with ``requests``; X-Sgcache-Outcome."""
+        fn(self.sg, 0)
+        assert self.last is not None
+        path, body, headers, resp_headers = self.last
+        headers = {k: v for k, v in headers.items() if k.lower() not in ("connection", "content-length")}
+        reply = requests.post(base_url + path, data=body, headers=headers, timeout=60)
+        replayed = reply.headers.get("X-Sgcache-Outcome", "-")
+        client_saw = resp_headers.get("x-sgcache-outcome", "-")
+        return replayed if replayed == client_saw else f"{replayed} (client saw {client_saw})"
+
+
+# --- picking the data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Choices:
+    version_ids: list[int]
+    project_id: int
+    project_name: str
+    sequence_code: str
+    deep_expected: int
+    pages: list[int]
+    active_versions: int
+
+    def deep_filters(self) -> list:
+        return [["project", "is", {"type": "Project", "id": self.project_id}],
+                [DEEP_PATH, "is", self.sequence_code],
+                ["sg_status_list", "is_not", "na"]]
+
+
+def pick(dsn: str, seed: int) -> Choices:
+    """find_one ids, the deep50 project and sequence code, and the pages, from the cached data."""
+    rng = random.Random(seed)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM version WHERE _active ORDER BY id")
+        ids = [r[0] for r in cur.fetchall()]
+        cur.execute("""
+            SELECT v.project__id, p.name, sq.code, count(*) FROM version v
+            JOIN shot s ON v.entity__type = 'Shot' AND s.id = v.entity__id AND s._active
+            JOIN sequence sq ON sq.id = s.sg_sequence__id AND sq._active
+            JOIN project p ON p.id = v.project__id AND p._active
+            WHERE v._active AND v.project__type = 'Project' AND v.sg_status_list IS DISTINCT FROM 'na'
+            GROUP BY 1, 2, 3 ORDER BY abs(count(*) - 50), 1, 3 LIMIT 1""")
+        found = cur.fetchone()
+    conn.close()
+    if not ids or found is None:
+        raise SystemExit("the cache holds no active Version linked to a Shot in a Sequence: nothing to measure")
+    pages = list(range(1, (len(ids) + PAGE_SIZE - 1) // PAGE_SIZE + 1))
+    return Choices(rng.sample(ids, min(FIND_ONE_IDS, len(ids))), found[0], found[1], found[2], found[3], pages,
+                   len(ids))
+
+
+def make_calls(choices: Choices) -> dict[str, CallFn]:
+    ids, pages, deep = choices.version_ids, choices.pages, choices.deep_filters()
+
+    def find_one(sg: shotgun_api3.Shotgun, n: int) -> Any:
+        return sg.find_one("Version", [["id", "is", ids[n % len(ids)]]], FIND_ONE_FIELDS)
+
+    def deep50(sg: shotgun_api3.Shotgun, n: int) -> Any:
+        return sg.find("Version", deep, DEEP_FIELDS)
+
+    def page500(sg: shotgun_api3.Shotgun, n: int) -> Any:
+        return sg.find("Version", [], PAGE_FIELDS, limit=PAGE_SIZE, page=pages[n % len(pages)])
+
+    def summarize(sg: shotgun_api3.Shotgun, n: int) -> Any:
+        return sg.summarize("Version", [], SUMMARIES, grouping=GROUPING)
+
+    return {"find_one": find_one, "deep50": deep50, "page500": page500, "summarize": summarize}
+
+
+def check_answers(calls: dict[str, CallFn], choices: Choices, pools: dict[str, list[shotgun_api3.Shotgun]]) -> None:
+    """The proxy (and, for find_one, the floor) answer as the stand-in does; else stop."""
+    site = pools["stand-in"][0]
+    checks: list[tuple[str, int]] = [("find_one", n) for n in range(0, len(choices.version_ids), 4)]
+    checks += [("deep50", 0), ("page500", 0), ("page500", len(choices.pages) - 1), ("summarize", 0)]
+    for call, n in checks:
+        expected = calls[call](site, n)
+        for target in ("sgcache", "floor"):
+            if target == "floor" and call != "find_one":
+                continue
+            got = calls[call](pools[target][0], n)
+            if got != expected:
+                raise SystemExit(f"{target} answers {call} #{n} differently from the stand-in:\n"
+                                 f"  stand-in: {expected!r:.600}\n  {target}: {got!r:.600}")
+    print(f"answers checked against the stand-in: {len(checks)} calls through sgcache, "
+          f"{sum(1 for c, _ in checks if c == 'find_one')} find_one through the floor: the same")
+
+
+# --- the --versions load ------------------------------------------------------------------------------------
+
+
+def load_versions(dsn: str, count: int, choices: Choices, seed: int) -> tuple[int, float]:
+    """``count`` more Versions through the writer, linked to Shots outside the deep50 sequence; (rows, seconds)."""
+    from sgcache.schema import load
+    from sgcache.store.db import create_engine
+    from sgcache.store.tables import Tables
+    from sgcache.store.writer import Writer
+
+    rng = random.Random(seed)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("""
+            SELECT s.id, s.code, s.project__id, lower(replace(p.name, ' ', '_')), coalesce(sq.code, 'SQ000')
+            FROM shot s JOIN project p ON p.id = s.project__id
+            LEFT JOIN sequence sq ON sq.id = s.sg_sequence__id
+            WHERE s._active AND NOT (s.project__id = %s AND sq.code IS NOT DISTINCT FROM %s)
+            ORDER BY s.id""", (choices.project_id, choices.sequence_code))
+        shots = cur.fetchall()
+        cur.execute("SELECT entity__id, id FROM task WHERE entity__type = 'Shot' AND _active ORDER BY id")
+        tasks: dict[int, list[int]] = {}
+        for shot_id, task_id in cur.fetchall():
+            tasks.setdefault(shot_id, []).append(task_id)
+        cur.execute("SELECT id FROM humanuser WHERE _active ORDER BY id")
+        users = [r[0] for r in cur.fetchall()]
+        cur.execute("SELECT coalesce(max(id), 0) FROM version")
+        start = max(EXTRA_ID_START, cur.fetchone()[0] + 1)
+    conn.close()
+    if not shots or not users:
+        raise SystemExit("--versions: the cache holds no Shot or HumanUser to link the extra Versions to")
+    steps = [("lay", "Layout", "First layout pass"), ("anm", "Animation", "Blocking"),
+             ("fx", "FX", "Sim update"), ("lgt", "Lighting", "Lighting pass"),
+             ("cmp", "Compositing", "Addressed notes from dailies")]
+    history = dt.datetime(2022, 2, 1, tzinfo=dt.UTC)
+    engine = create_engine(dsn)
+    writer = Writer(engine, Tables(load(CACHE_SCHEMA)))
+    written = 0
+    started = time.perf_counter()
+    try:
+        for first in range(0, count, LOAD_BATCH):
+            batch = []
+            for k in range(first, min(first + LOAD_BATCH, count)):
+                shot_id, shot_code, project_id, project_dir, seq_code = shots[rng.randrange(len(shots))]
+                step, department, description = steps[rng.randrange(len(steps))]
+                version = f"v{k // len(shots) + 100:03d}"
+                name = f"{shot_code}_{step}_{version}"
+                first_frame, frames = 1001, rng.randint(40, 240)
+                created = history + dt.timedelta(seconds=rng.randrange(700 * 86400))
+                user = {"type": "HumanUser", "id": users[rng.randrange(len(users))]}
+                shot_tasks = tasks.get(shot_id)
+                base = f"/archive/{project_dir}/sequences/{seq_code}/{shot_code}/{step}"
+                batch.append({
+                    "type": "Version", "id": start + k, "code": name, "description": description,
+                    "entity": {"type": "Shot", "id": shot_id}, "project": {"type": "Project", "id": project_id},
+                    "sg_task": {"type": "Task", "id": rng.choice(shot_tasks)} if shot_tasks else None,
+                    "sg_status_list": rng.choices(["vwd", "na", "rev"], weights=[82, 14, 4])[0],
+                    "sg_department": department, "sg_first_frame": first_frame,
+                    "sg_last_frame": first_frame + frames - 1, "frame_count": frames,
+                    "frame_range": f"{first_frame}-{first_frame + frames - 1}",
+                    "sg_path_to_frames": f"{base}/images/{version}/{name}.%04d.exr",
+                    "sg_path_to_movie": f"{base}/review/{name}.mov",
+                    "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "updated_at": (created + dt.timedelta(hours=rng.randint(0, 72))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "created_by": user, "updated_by": user, "user": user,
+                })
+            written += writer.upsert("Version", batch)
+            if (first // LOAD_BATCH) % 40 == 39:
+                rate = written / (time.perf_counter() - started)
+                print(f"  {written} rows ({rate:.0f} rows/s)", flush=True)
+        seconds = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return written, seconds
+
+
+def analyze(dsn: str, tables: list[str]) -> float:
+    started = time.perf_counter()
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for table in tables:
+                cur.execute(f'ANALYZE "{table}"')
+    finally:
+        conn.close()
+    return time.perf_counter() - started
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count())}
+    for dist in ("sgcache", "shotgun_api3", "gunicorn", "flask", "werkzeug", "psycopg2-binary", "sqlalchemy",
+                 "requests"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    try:
+        server = subprocess.run(["psql", "--version"], capture_output=True, text=True, timeout=10)
+        if server.returncode == 0:
+            out["psql"] = server.stdout.split()[-1]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            out["git"] = head.stdout.strip() + (" (modified files)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def print_table(title: str, results: list[Result]) -> None:
+    print(title)
+    header = (f"{'call':<9} {'clients':>7} {'target':<9} {'outcome':<11} {'requests':>8} {'errors':>6} {'rps':>7} "
+              f"{'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'client cpu':>10}")
+    print(header)
+    print("-" * len(header))
+    previous = None
+    for r in results:
+        if previous is not None and (r.call, r.clients) != previous:
+            print()
+        previous = (r.call, r.clients)
+        print(f"{r.call:<9} {r.clients:>7} {r.target:<9} {r.outcome:<11} {r.requests:>8} {r.errors:>6} "
+              f"{r.rps:>7.0f} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} {r.max_ms:>8.1f} {r.client_cpu:>9.0%}")
+
+
+def find(results: list[Result], phase: str, target: str, call: str, clients: int) -> Result | None:
+    for r in results:
+        if (r.phase, r.target, r.call, r.clients) == (phase, target, call, clients):
+            return r
+    return None
+
+
+def targets_report(results: list[Result], phase: str, clients: list[int]) -> list[dict[str, Any]]:
+    """The issue's targets, per number of clients: (name, value, limit, met)."""
+    out = []
+    for n in clients:
+        proxy, floor = find(results, phase, "sgcache", "find_one", n), find(results, phase, "floor", "find_one", n)
+        if proxy and floor:
+            ratio = proxy.p50_ms / floor.p50_ms
+            out.append({"target": "find_one p50 / floor p50", "clients": n, "value": round(ratio, 2),
+                        "limit": 1.5, "met": ratio <= 1.5,
+                        "detail": f"{proxy.p50_ms:.2f} ms / {floor.p50_ms:.2f} ms"})
+        for call, limit in (("deep50", 5.0), ("page500", 25.0)):
+            r = find(results, phase, "sgcache", call, n)
+            if r:
+                out.append({"target": f"{call} p50 ms", "clients": n, "value": round(r.p50_ms, 2), "limit": limit,
+                            "met": r.p50_ms < limit, "detail": ""})
+    return out
+
+
+def print_targets(checks: list[dict[str, Any]]) -> None:
+    for c in checks:
+        verdict = "met" if c["met"] else "NOT MET"
+        detail = f" ({c['detail']})" if c["detail"] else ""
+        print(f"  {c['target']:<26} {c['clients']} clients: {c['value']:>7} (limit {c['limit']}){detail}: {verdict}")
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+
+def parse_clients(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError("client counts must be at least 1")
+    return out
+
+
+def on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def scratch_dir(keep: bool) -> Iterator[Path]:
+    import shutil
+
+    path = Path(tempfile.mkdtemp(prefix="sgcache-bench-read-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path} (logs of the stand-in, the scan, the proxy and the floor)")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--scale", type=int, default=20, help="stand-in studio size (mock-site --scale)")
+    parser.add_argument("--seed", type=int, default=0, help="stand-in data seed (mock-site --seed), and ours")
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server for the scratch database (trust auth, may CREATE DATABASE)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of sgcache web and of the floor")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker of sgcache web and of the floor")
+    parser.add_argument("--clients", type=parse_clients, default=[1, 8], metavar="N,N",
+                        help="numbers of concurrent client threads")
+    parser.add_argument("--find-one-requests", type=int, default=1000, help="find_one calls per run")
+    parser.add_argument("--requests", type=int, default=300, help="deep50, page500 and summarize calls per run")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per client thread before each run")
+    parser.add_argument("--versions", type=int, default=0, metavar="N",
+                        help="then load N more Versions through the writer and measure again")
+    parser.add_argument("--proxy-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="extra --set for sgcache web (repeatable)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="client timeout per call, seconds")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory and database")
+    args = parser.parse_args()
+    if min(args.workers, args.threads, args.scale, args.find_one_requests, args.requests) < 1 or args.warmup < 0 \
+            or args.versions < 0:
+        parser.error("--workers, --threads, --scale and the request counts must be at least 1")
+
+    # Ctrl-C (even when started in the background, where SIGINT is inherited as ignored) and SIGTERM
+    # unwind through the cleanup below, which stops every subprocess and drops the database.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_sigterm)
+    wall_started = time.monotonic()
+    command = shlex.join(sys.orig_argv)
+    info = versions()
+    print(f"command: {command}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+
+    env = child_env()
+    sgcache = [sys.executable, "-m", "sgcache"]
+    children: list[Child] = []
+    results: list[Result] = []
+    outcomes: dict[str, str] = {}
+    notes: dict[str, Any] = {}
+    with ExitStack() as stack:
+        tmp = stack.enter_context(scratch_dir(args.keep))
+        dsn = stack.enter_context(scratch_database(args.server, f"sgcache_bench_read_{os.getpid()}", args.keep))
+
+        def stop_children(exc_type: type[BaseException] | None, exc: BaseException | None, _tb: Any) -> None:
+            STOP.set()
+            if exc_type is not None and not (isinstance(exc, SystemExit) and isinstance(exc.code, str)):
+                print(f"\nstopped by {exc_type.__name__}: {exc}", file=sys.stderr)
+                for child in children:
+                    print(f"the end of {child.name}'s output:\n{tail(child.log_path, 20)}", file=sys.stderr)
+            for child in reversed(children):
+                status = child.stop()
+                if status not in (0, -signal.SIGTERM) and child.name != "scan":
+                    print(f"  {child.name} exited with status {status}; the end of its output:\n"
+                          f"{tail(child.log_path, 20)}", file=sys.stderr)
+
+        stack.push(stop_children)
+
+        site_port, proxy_port, floor_port = free_port(), free_port(), free_port()
+        site_url = f"http://127.0.0.1:{site_port}"
+        proxy_url, floor_url = f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{floor_port}"
+        site = Child("mock-site", [*sgcache, "-q", "mock-site", "--bind", f"127.0.0.1:{site_port}",
+                                   "--schema", str(SITE_SCHEMA), "--data", "demo", "--scale", str(args.scale),
+                                   "--seed", str(args.seed)], tmp, env)
+        children.append(site)
+        seconds = wait_for_info(site, site_url, 600)
+        print(f"stand-in: {site_url}, scale {args.scale}, seed {args.seed}, ready in {seconds:.1f} s")
+
+        settings = ["--database", dsn, "--schema", str(CACHE_SCHEMA), "--set", f"site.base_url={site_url}",
+                    "--set", f"site.script_name={SCRIPT_NAME}"]
+        sync_env = dict(env, SGCACHE_SITE_API_KEY=API_KEY)
+        started = time.monotonic()
+        scan = Child("scan", [*sgcache, *settings, "scan", "--full", "--no-progress"], tmp, sync_env)
+        children.append(scan)
+        status = scan.wait(3600)
+        seconds = time.monotonic() - started
+        if status != 0:
+            raise SystemExit(f"sgcache scan --full failed ({status}):\n{tail(scan.log_path)}")
+        summary = [line for line in tail(scan.log_path, 5).splitlines() if "full import:" in line]
+        print(f"cache: {dsn}, {summary[-1].strip() if summary else 'imported'} in {seconds:.1f} s "
+              "(sgcache scan --full)")
+        notes["import_seconds"] = round(seconds, 1)
+        seconds = analyze(dsn, ["version", "shot", "sequence", "project", "asset"])
+        print(f"ANALYZE version, shot, sequence, project, asset: {seconds:.1f} s (sgcache does not run it "
+              "itself; autovacuum would, a minute or so later)")
+
+        choices = pick(dsn, args.seed)
+        calls = make_calls(choices)
+        print(f"find_one: {len(choices.version_ids)} random active Version ids of {choices.active_versions}; "
+              f"page500: pages 1-{len(choices.pages)}")
+
+        proxy_argv = [*sgcache, *settings, "--set", "log.level=warning", *sum((["--set", s] for s in args.proxy_set),
+                                                                              []),
+                      "web", "--bind", f"127.0.0.1:{proxy_port}", "--workers", str(args.workers),
+                      "--threads", str(args.threads)]
+        proxy = Child("sgcache-web", proxy_argv, tmp, sync_env)
+        children.append(proxy)
+
+        site_info = rpc(site_url, "info")
+        (tmp / "read_floor.py").write_text(FLOOR_MODULE.format(sql=floor_sql()), encoding="utf-8")
+        floor_env = dict(env, FLOOR_DSN=dsn, FLOOR_INFO=json.dumps(site_info), FLOOR_THREADS=str(args.threads))
+        floor_argv = [sys.executable, "-m", "gunicorn", "--workers", str(args.workers), "--threads",
+                      str(args.threads), "--worker-class", "gthread", "--bind", f"127.0.0.1:{floor_port}",
+                      "--chdir", str(tmp), "--log-level", "warning", "--keep-alive", "75", "--no-control-socket",
+                      "read_floor:app"]
+        floor = Child("floor", floor_argv, tmp, floor_env)
+        children.append(floor)
+
+        def is_proxy(answer: Any) -> bool:
+            body = answer.get("results", answer) if isinstance(answer, dict) else None
+            return isinstance(body, dict) and "sgcache" in body
+
+        seconds = wait_for_info(proxy, proxy_url, 120, is_proxy)
+        proxy_state = rpc(proxy_url, "info")
+        proxy_state = proxy_state.get("results", proxy_state)["sgcache"]
+        print(f"sgcache web: {proxy_url}, {args.workers} workers x {args.threads} threads, ready in {seconds:.1f} s, "
+              f"state {proxy_state}")
+        print(f"  started as: {shlex.join(proxy_argv)}  (SGCACHE_SITE_API_KEY in the environment)")
+        seconds = wait_for_info(floor, floor_url, 60)
+        print(f"floor: {floor_url}, gunicorn gthread {args.workers} workers x {args.threads} threads, Flask + "
+              f"psycopg2 pool, ready in {seconds:.1f} s; its one query:\n"
+              + textwrap.indent(textwrap.fill(floor_sql(), 116), "    "))
+
+        most = max(args.clients)
+        urls = {"sgcache": proxy_url, "stand-in": site_url, "floor": floor_url}
+        pools = {name: [connect(url, args.timeout) for _ in range(most)] for name, url in urls.items()}
+        deep_count = {name: len(calls["deep50"](pools[name][0], 0)) for name in ("stand-in", "sgcache")}
+        print(f"deep50: filters {json.dumps(choices.deep_filters())} (project {choices.project_name!r}) -> "
+              f"{deep_count['stand-in']} entities from the stand-in, {deep_count['sgcache']} from sgcache "
+              f"(cache SQL count {choices.deep_expected})")
+        check_answers(calls, choices, pools)
+        probe = Probe(connect(proxy_url, args.timeout))
+        for call, fn in calls.items():
+            outcomes[call] = probe.outcome(proxy_url, fn)
+        print("X-Sgcache-Outcome per call: " + ", ".join(f"{c} {o}" for c, o in outcomes.items()))
+        print()
+
+        def run(phase: str, plan: list[tuple[str, list[str]]]) -> list[Result]:
+            out = []
+            for call, targets in plan:
+                count = args.find_one_requests if call == "find_one" else args.requests
+                for clients in args.clients:
+                    for target in targets:
+                        for child in (site, proxy, floor):
+                            child.check_alive()
+                        result = measure(phase, target, call, calls[call], pools[target][:clients], count,
+                                         args.warmup)
+                        key = call if phase == "base" else f"{call}+versions"
+                        result.outcome = outcomes[key] if target == "sgcache" else "-"
+                        out.append(result)
+                        print(f"  {call:<9} {clients:>2} clients {target:<9}: {result.rps:7.0f} rps, "
+                              f"p50 {result.p50_ms:7.2f} ms, p95 {result.p95_ms:7.2f} ms, {result.errors} errors",
+                              flush=True)
+                        for error in result.first_errors:
+                            print(f"    error: {error:.300}")
+            return out
+
+        everything = ["sgcache", "stand-in"]
+        base = run("base", [("find_one", ["sgcache", "floor", "stand-in"]), ("deep50", everything),
+                            ("page500", everything), ("summarize", everything)])
+        results += base
+        extra: list[Result] = []
+        if args.versions:
+            print(f"\nloading {args.versions} more Versions straight into the cache through Writer.upsert "
+                  f"(batches of {LOAD_BATCH}; the stand-in does not get them)", flush=True)
+            written, seconds = load_versions(dsn, args.versions, choices, args.seed)
+            notes["load"] = {"rows": written, "seconds": round(seconds, 1), "rows_per_s": round(written / seconds)}
+            print(f"loaded {written} rows in {seconds:.1f} s ({written / seconds:.0f} rows/s)")
+            seconds = analyze(dsn, ["version"])
+            with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*), pg_size_pretty(pg_total_relation_size('version')) FROM version")
+                rows, size = cur.fetchone()
+            conn.close()
+            print(f"ANALYZE version: {seconds:.1f} s; the version table now holds {rows} rows ({size} with indexes)")
+            again = len(calls["deep50"](pools["sgcache"][0], 0))
+            print(f"deep50 through sgcache now returns {again} entities (before: {deep_count['sgcache']})")
+            for call in ("find_one", "deep50", "page500"):
+                outcomes[f"{call}+versions"] = probe.outcome(proxy_url, calls[call])
+            print("X-Sgcache-Outcome per call: " + ", ".join(f"{c} {outcomes[c + '+versions']}"
+                                                           for c in ("find_one", "deep50", "page500")))
+            print()
+            extra = run("versions", [("find_one", ["sgcache", "floor"]), ("deep50", ["sgcache"]),
+                                     ("page500", ["sgcache"])])
+            results += extra
+
+        for sg in [probe.sg, *(sg for pool in pools.values() for sg in pool)]:
+            sg.close()
+        failed = [r for r in results if r.errors]
+        if failed:
+            print(f"\nthe proxy's log (end):\n{tail(proxy.log_path)}")
+        warnings = [line for line in tail(proxy.log_path, 200).splitlines() if "WARNING" in line or "ERROR" in line]
+        if warnings:
+            print(f"\nthe proxy logged {len(warnings)} warnings or errors; the last:\n" + "\n".join(warnings[-5:]))
+
+    print()
+    print_table(f"reads at scale {args.scale} ({choices.active_versions} active Versions), sgcache web "
+                f"{args.workers}x{args.threads}, floor {args.workers}x{args.threads}:", base)
+    checks = targets_report(results, "base", args.clients)
+    print("\ntargets:")
+    print_targets(checks)
+    if extra:
+        print()
+        print_table(f"with {args.versions} more Versions in the cache only (the stand-in does not have them; "
+                    f"{args.versions + choices.active_versions} active Versions in the cache):", extra)
+        extra_checks = targets_report(results, "versions", args.clients)
+        print("\ntargets with the extra Versions:")
+        print_targets(extra_checks)
+        print("\nchange of sgcache p50 with the extra Versions (after / before):")
+        for r in extra:
+            before = find(results, "base", r.target, r.call, r.clients)
+            if before:
+                print(f"  {r.call:<9} {r.clients} clients {r.target:<8}: {before.p50_ms:7.2f} ms -> "
+                      f"{r.p50_ms:7.2f} ms ({r.p50_ms / before.p50_ms:.2f}x)")
+        checks += [dict(c, phase="versions") for c in extra_checks]
+    wall = time.monotonic() - wall_started
+    print(f"\nwall time {wall:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "command": command, "versions": info, "wall_seconds": round(wall, 1), "notes": notes,
+            "settings": {"scale": args.scale, "seed": args.seed, "workers": args.workers, "threads": args.threads,
+                         "clients": args.clients, "find_one_requests": args.find_one_requests,
+                         "requests": args.requests, "warmup": args.warmup, "extra_versions": args.versions,
+                         "proxy_set": args.proxy_set},
+            "choices": asdict(choices), "deep_filters": choices.deep_filters(), "outcomes": outcomes,
+            "floor_sql": floor_sql(), "targets": checks,
+            "results": [asdict(r) for r in results]}, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)
