@@ -61,6 +61,11 @@ Site (:mod:`sgcache.mocksite.site`)
     id per field), two image Changes per thumbnail (the first ``is_transient``); none for
     scripts with generate_events off; ``--late-events`` makes some writes' entries readable only
     seconds after later ones.
+24. Found by the proxy's read tests (each with a regression test): ``in_calendar_*`` on a field
+    that is not a date is a fault (it crashed); tag-list filters match whole tags and treat an
+    empty list as empty (they compared characters); malformed sudo_as_login, secrets, paging,
+    summaries, field names and mistyped comparisons are faults (they were HTTP 500s); an entity
+    created with a task_template gets copies of the template's tasks.
 """
 
 from sgcache.mocksite.site import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Fault, Human, MockSite, Script
