@@ -182,6 +182,35 @@ def wait_for_info(child: Child, url: str, seconds: float, check: Callable[[Any],
                      f"output:\n{tail(child.log_path)}")
 
 
+def connections_per_worker(master_pid: int, port: int) -> dict[int, int] | None:
+    """Established connections on ``port`` held by each child of ``master_pid`` (Linux /proc; None elsewhere)."""
+    try:
+        established = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as fh:
+                next(fh)
+                for line in fh:
+                    parts = line.split()
+                    if parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
+                        established.add(parts[9])
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) != master_pid:
+                    continue
+                inodes = {os.readlink(fd)[8:-1] for fd in (entry / "fd").iterdir()
+                          if os.readlink(fd).startswith("socket:[")}
+            except OSError:
+                continue
+            out[int(entry.name)] = len(inodes & established)
+        return out
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 # --- the scratch database ---------------------------------------------------------------------------
 
 
@@ -802,6 +831,10 @@ def main() -> None:
         most = max(args.clients)
         urls = {"sgcache": proxy_url, "stand-in": site_url, "floor": floor_url}
         pools = {name: [connect(url, args.timeout) for _ in range(most)] for name, url in urls.items()}
+        for name, child, port in (("sgcache web", proxy, proxy_port), ("floor", floor, floor_port)):
+            spread = connections_per_worker(child.proc.pid, port)
+            if spread is not None:
+                print(f"{name}: client connections per worker (pid: count): {spread}")
         deep_count = {name: len(calls["deep50"](pools[name][0], 0)) for name in ("stand-in", "sgcache")}
         print(f"deep50: filters {json.dumps(choices.deep_filters())} (project {choices.project_name!r}) -> "
               f"{deep_count['stand-in']} entities from the stand-in, {deep_count['sgcache']} from sgcache "

@@ -56,7 +56,9 @@ def build_service(config: Config, engine: Any = None) -> Service:
 
 def _pool_args(config: Config) -> dict:
     if config.database.url.startswith("postgresql"):
-        return {"pool_size": config.web.threads, "max_overflow": config.web.threads}
+        # No ping before each checkout (a round trip per request): a connection found dead is
+        # replaced and the request retried once (Service._run_on_cache).
+        return {"pool_size": config.web.threads, "max_overflow": config.web.threads, "pool_pre_ping": False}
     return {}
 
 

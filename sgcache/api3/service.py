@@ -226,6 +226,18 @@ class Service:
     def summarize(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         return self._from_tables(req, headers, compile_summarize)
 
+    def _run_on_cache(self, work):
+        """``work(conn)``; once more on a fresh connection if the pooled one had died (the
+        database restarted since it was opened)."""
+        for attempt in (1, 2):
+            try:
+                with self.cache.engine.connect() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as e:
+                if attempt == 2 or not e.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
     def _from_tables(self, req: RpcRequest, headers: Mapping[str, str], compile_request) -> Answer:
         why = self._cached_answer_allowed(req, headers)
         if why:
@@ -244,8 +256,7 @@ class Service:
                 return self._passthrough_because(req, headers, refused.detail)
             return refused
         try:
-            with self.cache.engine.connect() as conn:
-                result = plan.run(conn)
+            result = self._run_on_cache(plan.run)
         except Uncertain as u:
             return self._passthrough_because(req, headers, u.reason, u.detail)
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError) as e:

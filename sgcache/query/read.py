@@ -102,26 +102,32 @@ class Values:
                 out[(type_name, row[0])] = (bool(row[1]), row[2] if ident is not None else None)
         return out
 
-    def fetch(self, plans: FieldPlans, ids: list[int]) -> dict[int, dict[str, Any]]:
-        """{id: {return field: wire value}} for ``ids`` of ``plans.et``."""
+    @staticmethod
+    def columns(plans: FieldPlans) -> list[str]:
+        """The columns of ``plans.et``'s table the return fields are made from (id first)."""
+        columns = {"id"}
+        for fp in plans.fields:
+            handler = fp.handler or fp.hop
+            if handler is None or isinstance(handler, MultiEntityField):
+                continue
+            if isinstance(handler, EntityField):
+                columns.update((handler.type_column, handler.id_column))
+            else:
+                columns.add(handler.column)
+        return ["id", *sorted(columns - {"id"})]
+
+    def fetch(self, plans: FieldPlans, ids: list[int], rows: dict[int, Any] | None = None) -> dict[int, dict[str, Any]]:
+        """{id: {return field: wire value}} for ``ids`` of ``plans.et`` (``rows``: their columns,
+        when the caller has them already)."""
         et = plans.et
         out: dict[int, dict[str, Any]] = {i: {} for i in ids}
         if not ids or not plans.fields:
             return out
-        columns = {"id"}
-        multi_names = set()
-        for fp in plans.fields:
-            handler = fp.handler or fp.hop
-            if handler is None:
-                continue
-            if isinstance(handler, MultiEntityField):
-                multi_names.add(handler.name)
-            elif isinstance(handler, EntityField):
-                columns.update((handler.type_column, handler.id_column))
-            else:
-                columns.add(handler.column)
-        rows = {r["id"]: r for r in self.conn.execute(
-            sa.select(*[et.table.c[c] for c in sorted(columns)]).where(et.table.c.id.in_(ids))).mappings()}
+        multi_names = {(fp.handler or fp.hop).name for fp in plans.fields
+                       if isinstance(fp.handler or fp.hop, MultiEntityField)}
+        if rows is None:
+            rows = {r["id"]: r for r in self.conn.execute(
+                sa.select(*[et.table.c[c] for c in self.columns(plans)]).where(et.table.c.id.in_(ids))).mappings()}
         lists: dict[str, dict[int, list[tuple[str, int]]]] = {}
         for name in multi_names:
             assoc = et.associations[name]
@@ -263,10 +269,12 @@ class ReadPlan:
     page: int
 
     def run(self, conn: sa.Connection) -> dict:
-        ids = list(conn.execute(self.select_ids.offset(self.offset).limit(self.per_page + 1)).scalars())
-        more = len(ids) > self.per_page
-        ids = ids[:self.per_page]
-        values = Values(self.ctx, conn).fetch(self.fields, ids)
+        # One query finds the page and reads its rows; links and lists follow in a few more.
+        found = conn.execute(self.select_ids.offset(self.offset).limit(self.per_page + 1)).mappings().all()
+        more = len(found) > self.per_page
+        rows = {r["id"]: r for r in found[:self.per_page]}
+        ids = list(rows)
+        values = Values(self.ctx, conn).fetch(self.fields, ids, rows)
         name = self.et.name
         entities = [{"type": name, "id": i, **values[i]} for i in ids]
         result: dict[str, Any] = {"entities": entities}
@@ -316,7 +324,8 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
             where.append(hidden)
     order = [col for spec in sorts for col in _sort_columns(ctx, scope, spec)]
     order.append(et.table.c.id.asc())
-    select_ids = sa.select(et.table.c.id).select_from(scope.from_clause()).where(*where).order_by(*order)
+    columns = [et.table.c[c] for c in Values.columns(fields)]
+    select_ids = sa.select(*columns).select_from(scope.from_clause()).where(*where).order_by(*order)
     mode = "none"
     count = None
     if args.get("return_paging_info_without_counts"):
