@@ -276,7 +276,8 @@ def pool():
     if _pool is None:  # made in the worker, after gunicorn's fork
         with _pool_lock:
             if _pool is None:
-                _pool = ThreadedConnectionPool(1, THREADS, DSN)
+                # min = max: psycopg2 closes a returned connection above the minimum.
+                _pool = ThreadedConnectionPool(THREADS, THREADS, DSN)
     return _pool
 
 
@@ -828,6 +829,9 @@ def main() -> None:
               f"psycopg2 pool, ready in {seconds:.1f} s; its one query:\n"
               + textwrap.indent(textwrap.fill(floor_sql(), 116), "    "))
 
+        # A gunicorn worker still importing its app accepts no connection: let both finish, so the
+        # client connections spread over the workers rather than all landing on the first one.
+        time.sleep(3)
         most = max(args.clients)
         urls = {"sgcache": proxy_url, "stand-in": site_url, "floor": floor_url}
         pools = {name: [connect(url, args.timeout) for _ in range(most)] for name, url in urls.items()}

@@ -57,8 +57,10 @@ def build_service(config: Config, engine: Any = None) -> Service:
 def _pool_args(config: Config) -> dict:
     if config.database.url.startswith("postgresql"):
         # No ping before each checkout (a round trip per request): a connection found dead is
-        # replaced and the request retried once (Service._run_on_cache).
-        return {"pool_size": config.web.threads, "max_overflow": config.web.threads, "pool_pre_ping": False}
+        # replaced and the request retried once (Service._run_on_cache). The application name
+        # shows the proxy's connections in pg_stat_activity.
+        return {"pool_size": config.web.threads, "max_overflow": config.web.threads, "pool_pre_ping": False,
+                "connect_args": {"application_name": "sgcache-web"}}
     return {}
 
 

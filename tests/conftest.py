@@ -298,25 +298,23 @@ def make_proxy(mock_server, db_url, proxy_schema_path, tmp_path):
     from sgcache.schema import load
 
     started: list[ProxyServer] = []
-    engines: list[sa.Engine] = []
 
     def make(*, site_url: str | None = None, database_url: str | None = None, migrated: bool = True,
              **settings) -> ProxyServer:
         config = proxy_config(tmp_path, site_url or mock_server.url, database_url or db_url, proxy_schema_path,
                               **settings)
-        engine = create_engine(config.database.url)
-        engines.append(engine)
         if migrated:
+            engine = create_engine(config.database.url)
             migrate(engine, Tables(load(proxy_schema_path)))
-        proxy = ProxyServer(config, engine)
+            engine.dispose()
+        proxy = ProxyServer(config)  # its engine is made as `sgcache web` makes it
         started.append(proxy)
         return proxy
 
     yield make
     for proxy in started:
         proxy.stop()
-    for engine in engines:
-        engine.dispose()
+        proxy.service.cache.engine.dispose()
 
 
 @pytest.fixture

@@ -261,3 +261,21 @@ def test_the_answer_says_where_it_came_from(cached_proxy):
     assert response.headers["X-Sgcache-Outcome"] == "cache"
     assert len(response.json()["results"]["entities"]) == 5
     assert response.json()["results"]["paging_info"] == {"has_next_page": True}
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_read_survives_the_database_dropping_its_connections(cached_proxy, sg):
+    client = cached_proxy.client()
+    client.find("Shot", [], ["code"])  # the pool now holds an open connection
+    engine = cached_proxy.service.cache.engine
+    killer = sa.create_engine(engine.url.render_as_string(hide_password=False))
+    with killer.connect() as conn:
+        killed = conn.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'sgcache-web' AND datname = current_database()")).scalar()
+    killer.dispose()
+    assert killed >= 1
+    result, cached = answered_from_cache(cached_proxy, lambda: client.find("Shot", [], ["code"]))
+    assert cached
+    assert result == sg.find("Shot", [], ["code"])
