@@ -279,3 +279,57 @@ def test_a_read_survives_the_database_dropping_its_connections(cached_proxy, sg)
     result, cached = answered_from_cache(cached_proxy, lambda: client.find("Shot", [], ["code"]))
     assert cached
     assert result == sg.find("Shot", [], ["code"])
+
+
+# --- the site's time zone --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Auckland", "America/Los_Angeles"])
+def test_relative_dates_count_days_in_the_site_s_time_zone(site_schema, tmp_path, db_url, proxy_schema_path,
+                                                            zone):
+    import copy
+    import datetime as dt
+
+    from conftest import ProxyServer, proxy_config
+
+    from sgcache.mocksite import MockSite
+    from sgcache.mocksite.server import MockServer
+    from sgcache.schema import load
+    from sgcache.store.db import create_engine
+    from sgcache.store.migrate import migrate
+    from sgcache.store.tables import Tables
+
+    site = MockSite(copy.deepcopy(site_schema), timezone=zone, file_dir=tmp_path / "files")
+    project = site.load_entity("Project", {"name": "TZ"})
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    # Every half hour for three days either side: some land on each side of local midnights.
+    for step in range(-144, 145):
+        moment = now + dt.timedelta(minutes=30 * step, seconds=7)
+        site.load_entity("Shot", {"code": f"S{step:+04d}", "project": {"type": "Project", "id": project},
+                                  "sg_cut_in": step}, created_at=moment)
+    with MockServer(site) as server:
+        config = proxy_config(tmp_path, server.url, db_url, proxy_schema_path, site__timezone=zone)
+        engine = create_engine(db_url)
+        tables = Tables(load(proxy_schema_path))
+        migrate(engine, tables)
+        Scanner(engine, tables, Remote(config.site), config.scanner).full()
+        engine.dispose()
+        proxy = ProxyServer(config)
+        try:
+            direct = shotgun_api3.Shotgun(server.url, **SCRIPT_AUTH)
+            via = proxy.client()
+            filters = [["created_at", rel, off] for rel in ("in_calendar_day", "in_calendar_week")
+                       for off in (-1, 0, 1)]
+            filters += [["created_at", rel, 1, "DAY"] for rel in ("in_last", "in_next", "not_in_last")]
+            for f in filters:
+                expected = direct.find("Shot", [f], ["code"])
+                before = proxy.service.cache_answers
+                assert via.find("Shot", [f], ["code"]) == expected, f
+                assert proxy.service.cache_answers == before + 1
+            summary = [{"field": "id", "type": "count"}]
+            grouping = [{"field": "created_at", "type": "day", "direction": "asc"}]
+            assert via.summarize("Shot", [], summary, grouping=grouping) == \
+                direct.summarize("Shot", [], summary, grouping=grouping)
+        finally:
+            proxy.stop()
+            proxy.service.cache.engine.dispose()
