@@ -82,12 +82,13 @@ class SummarizePlan:
     grouping: list[dict]
 
     def run(self, conn: sa.Connection) -> dict:
-        ids = list(conn.execute(self.select_ids).scalars())
+        # One query reads the matching rows' own columns; links and lists follow per chunk.
+        found = conn.execute(self.select_ids).mappings().all()
         values = Values(self.ctx, conn)
         rows: list[dict] = []
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start:start + CHUNK]
-            fetched = values.fetch(self.fields, chunk)
+        for start in range(0, len(found), CHUNK):
+            chunk = {r["id"]: r for r in found[start:start + CHUNK]}
+            fetched = values.fetch(self.fields, list(chunk), chunk)
             rows.extend({"id": i, **fetched[i]} for i in chunk)
         result: dict[str, Any] = {"summaries": self._summaries(rows)}
         result["groups"] = self._groups(rows, self.grouping) if self.grouping else []
@@ -238,5 +239,6 @@ def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
         hidden = _archived_filter(ctx, et)
         if hidden is not None:
             where.append(hidden)
-    select_ids = sa.select(et.table.c.id).select_from(scope.from_clause()).where(*where).order_by(et.table.c.id)
+    columns = [et.table.c[c] for c in Values.columns(fields)]
+    select_ids = sa.select(*columns).select_from(scope.from_clause()).where(*where).order_by(et.table.c.id)
     return SummarizePlan(ctx, et, select_ids, fields, summaries, specs)

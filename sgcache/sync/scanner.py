@@ -226,6 +226,7 @@ class Scanner:
         retired, newest_r, high_r = self._import(et, filters, f"{et.name} (retired)", None, as_of, True, seen)
         newest = max((v for v in (newest_a, newest_r) if v is not None), default=None)
         missing = self._retire_missing(et, seen, max(high_a, high_r), projects)
+        self._analyze(et)
         seconds = time.monotonic() - started
         with self.engine.begin() as conn:
             self._save_type_state(conn, et.name, full_scan_at=scan_started, full_scan_seconds=seconds,
@@ -235,6 +236,15 @@ class Scanner:
         log.info("event=full_scan entity_type=%s active=%d retired=%d retired_missing=%d seconds=%.1f rate=%.0f",
                  et.name, active, retired, missing, seconds, (active + retired) / max(seconds, 1e-9))
         return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
+
+    def _analyze(self, et: EntityTable) -> None:
+        """Fresh planner statistics for a table just filled: without them PostgreSQL can pick
+        nested loops that make a deep-link read tens of times slower until autovacuum runs."""
+        names = [et.table.name, *(assoc.name for assoc in et.associations.values())]
+        preparer = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f"ANALYZE {preparer.quote(name)}"))
 
     def _retire_missing(self, et: EntityTable, seen: set[int], highest: int, projects: list[int]) -> int:
         """Retire cached rows the site no longer lists (deleted without a retirement event).
