@@ -315,21 +315,9 @@ def condition(scope: Scope, path: str, relation: str, value: Any, *, inside_mult
     return scalar_condition(scope.ctx, found.handler, relation, found.source.c[found.handler.column], value)
 
 
-def _final_data_type(scope: Scope, path: str) -> str:
-    """The data type at the end of ``path`` (for how its values are read)."""
-    et = scope.et
-    parts = path.split(".")
-    while len(parts) >= 3:
-        handler = scope.ctx.handler(et, parts[0])
-        et = scope.ctx.entity_table(parts[1])
-        parts = parts[2:]
-        del handler
-    return scope.ctx.handler(et, ".".join(parts)).family
-
-
 def _values(scope: Scope, path: str, relation: str, values: list) -> Any:
     """The wire values of one condition, shaped as the site reads them for ``relation``."""
-    family = _final_data_type(scope, path)
+    family = scope.ctx.final_handler(scope.et, path).family
     out = []
     for v in values:
         if family == "date_time" and relation in DATE_VALUE_RELATIONS:

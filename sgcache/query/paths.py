@@ -101,6 +101,17 @@ class Context:
             raise Uncertain("unsupported_path", f"{et.name}.{ident} ({handler.field.data_type}) names its links")
         return et.table.c[handler.column]
 
+    def final_handler(self, et: EntityTable, path: str, *, through_multi: bool = True) -> FieldType:
+        """The handler of the field at the end of ``path``, every hop checked on the way."""
+        parts = path.split(".")
+        while len(parts) >= 3:
+            hop = self.handler(et, parts[0])
+            if hop.family not in ("entity", "multi_entity") or (hop.family == "multi_entity" and not through_multi):
+                raise Uncertain("unsupported_path", f"{path}: through {et.name}.{parts[0]}")
+            et = self.entity_table(parts[1])
+            parts = parts[2:]
+        return self.handler(et, ".".join(parts))
+
     # --- SQL helpers --------------------------------------------------------------------------------
 
     def lower(self, expr: sa.ColumnElement) -> sa.ColumnElement:
@@ -116,7 +127,7 @@ class Context:
 
     def alias(self, et: EntityTable) -> sa.Alias:
         self._alias_count += 1
-        return et.table.alias(f"j{self._alias_count}")
+        return _alias(et.table, f"j{self._alias_count}")
 
     def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
              targets: list[EntityTable]) -> sa.ColumnElement:
@@ -143,6 +154,19 @@ class Context:
         if not whens:
             return sa.null()
         return sa.case(*whens, else_=sa.null())
+
+
+_ALIASES: dict[tuple[int, str], sa.Alias] = {}
+
+
+def _alias(table: sa.Table, name: str) -> sa.Alias:
+    """The alias ``name`` of ``table``, made once: an alias is immutable and may appear in any
+    number of statements, and making one builds a proxy for every column (wide tables are slow)."""
+    key = (id(table), name)
+    alias = _ALIASES.get(key)
+    if alias is None or alias.element is not table:
+        alias = _ALIASES[key] = table.alias(name)
+    return alias
 
 
 @dataclass

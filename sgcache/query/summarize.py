@@ -60,16 +60,7 @@ def _percent(part: int, whole: int) -> int:
 
 
 def _family(ctx: Context, et: EntityTable, path: str) -> str:
-    parts = path.split(".")
-    while len(parts) >= 3:
-        handler = ctx.handler(et, parts[0])
-        if handler.family != "entity":
-            raise Uncertain("unsupported_path", f"summarize through {et.name}.{parts[0]}")
-        et = ctx.entity_table(parts[1])
-        parts = parts[2:]
-    if parts == ["id"]:
-        return "number"
-    return ctx.handler(et, ".".join(parts)).family
+    return ctx.final_handler(et, path, through_multi=False).family
 
 
 @dataclass
