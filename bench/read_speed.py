@@ -51,14 +51,12 @@ import platform
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -69,10 +67,23 @@ from typing import Any
 import psycopg2
 import requests
 import shotgun_api3
+from benchlib import (
+    API_KEY,
+    ROOT,
+    SCRIPT_NAME,
+    Child,
+    child_env,
+    connect,
+    connections_per_worker,
+    free_port,
+    on_sigterm,
+    parse_clients,
+    percentile,
+    rpc,
+    tail,
+    wait_for_info,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT_NAME = "sgcache"
-API_KEY = "sgcache-demo-key"  # the stand-in's default script key (demo only)
 SITE_SCHEMA = ROOT / "schema" / "demo-site.yml"
 CACHE_SCHEMA = ROOT / "schema" / "demo.yml"
 
@@ -93,124 +104,6 @@ LINK_TABLES = {"Asset": ("asset", "code"), "Shot": ("shot", "code"), "Sequence":
 
 
 # --- subprocesses (as in bench/proxy_passthrough.py) ----------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    """This environment without any SGCACHE_* setting, with the repository first on the path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SGCACHE_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no output)"
-    return "\n".join(text[-lines:]) or "(empty)"
-
-
-class Child:
-    """One subprocess in a session of its own (Ctrl-C reaches only us), output to a log file."""
-
-    def __init__(self, name: str, argv: list[str], cwd: Path, env: dict[str, str]):
-        self.name = name
-        self.argv = argv
-        self.log_path = cwd / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # closed in stop()
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"{self.name} exited with status {self.proc.returncode}; its output:\n"
-                             f"{tail(self.log_path)}")
-
-    def wait(self, seconds: float) -> int:
-        """Wait for the process to end by itself; its exit status."""
-        try:
-            return self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            raise SystemExit(f"{self.name} did not finish within {seconds:.0f} s; its output:\n"
-                             f"{tail(self.log_path)}") from None
-
-    def stop(self, grace: float = 40.0) -> int | None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; the exit status."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    print(f"  {self.name} did not stop within {grace:.0f} s of SIGTERM: killed", file=sys.stderr)
-                    self.proc.kill()
-                    self.proc.wait(timeout=10)
-        finally:
-            self._log.close()
-        return self.proc.returncode
-
-
-def rpc(url: str, method: str, params: list | None = None, timeout: float = 5.0) -> Any:
-    """One JSON-RPC call with urllib (no environment proxies), for readiness checks."""
-    body = json.dumps({"method_name": method, "params": params or []}).encode()
-    request = urllib.request.Request(f"{url}/api3/json", data=body,
-                                     headers={"Content-Type": "application/json; charset=utf-8"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def wait_for_info(child: Child, url: str, seconds: float, check: Callable[[Any], bool] = lambda _: True) -> float:
-    """Poll ``info`` until it answers (and ``check`` agrees); the seconds it took."""
-    started = time.monotonic()
-    last_error = "no answer"
-    while time.monotonic() - started < seconds:
-        child.check_alive()
-        try:
-            answer = rpc(url, "info")
-            if check(answer):
-                return time.monotonic() - started
-            last_error = f"unexpected answer {answer!r:.300}"
-        except (OSError, ValueError) as e:
-            last_error = str(e)
-        time.sleep(0.2)
-    raise SystemExit(f"{child.name} did not answer info at {url} within {seconds:.0f} s ({last_error}); its "
-                     f"output:\n{tail(child.log_path)}")
-
-
-def connections_per_worker(master_pid: int, port: int) -> dict[int, int] | None:
-    """Established connections on ``port`` held by each child of ``master_pid`` (Linux /proc; None elsewhere)."""
-    try:
-        established = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with open(table) as fh:
-                next(fh)
-                for line in fh:
-                    parts = line.split()
-                    if parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # 01: ESTABLISHED
-                        established.add(parts[9])
-        out = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) != master_pid:
-                    continue
-                inodes = {os.readlink(fd)[8:-1] for fd in (entry / "fd").iterdir()
-                          if os.readlink(fd).startswith("socket:[")}
-            except OSError:
-                continue
-            out[int(entry.name)] = len(inodes & established)
-        return out
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 # --- the scratch database ---------------------------------------------------------------------------
@@ -333,22 +226,6 @@ class Result:
     client_cpu: float  # CPU time of this process / wall time (1.0 = one core)
     outcome: str = "-"
     first_errors: list[str] = field(default_factory=list)
-
-
-def percentile(ordered: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    if not ordered:
-        return float("nan")
-    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
-    return ordered[int(rank) - 1]
-
-
-def connect(url: str, timeout: float) -> shotgun_api3.Shotgun:
-    sg = shotgun_api3.Shotgun(url, script_name=SCRIPT_NAME, api_key=API_KEY, connect=False)
-    sg.config.timeout_secs = timeout
-    sg.config.max_rpc_attempts = 1  # an error is counted, not retried behind our back
-    sg.info()  # opens the connection and fills server_caps (find needs them)
-    return sg
 
 
 #: Set when the run is abandoned (Ctrl-C, an error): client threads stop at their next call.
@@ -681,20 +558,6 @@ def print_targets(checks: list[dict[str, Any]]) -> None:
 
 
 # --- main -------------------------------------------------------------------------------------------------
-
-
-def parse_clients(value: str) -> list[int]:
-    try:
-        out = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {value!r}") from None
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError("client counts must be at least 1")
-    return out
-
-
-def on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
 
 
 @contextmanager
