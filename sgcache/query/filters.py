@@ -208,8 +208,8 @@ def _as_dates(relation: str, value: Any) -> Any:
 def _link_value(value: Any, relation: str) -> tuple[str, int] | None:
     if value is None:
         return None
-    _need(isinstance(value, dict) and isinstance(value.get("type"), str) and _number(value.get("id"))
-          and isinstance(value.get("id"), int), relation, value)
+    _need(isinstance(value, dict) and isinstance(value.get("type"), str) and isinstance(value.get("id"), int)
+          and not isinstance(value.get("id"), bool), relation, value)
     return value["type"], value["id"]
 
 
