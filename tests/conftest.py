@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -321,6 +323,45 @@ def make_proxy(mock_server, db_url, proxy_schema_path, tmp_path):
 def proxy(make_proxy) -> ProxyServer:
     """One proxy in front of the stand-in site, with its cache on this test's database."""
     return make_proxy()
+
+
+@contextmanager
+def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg_database) -> Iterator[ProxyServer]:
+    """A proxy on a fresh cache (SQLite file or PostgreSQL schema) filled by a full import of the
+    site; for module-scoped fixtures, which cannot use ``db_url``."""
+    from sgcache.schema import load
+    from sgcache.sync.remote import Remote
+    from sgcache.sync.scanner import Scanner
+
+    schema_name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp / 'cache.sqlite'}"
+    else:
+        if pg_database is None:
+            pytest.skip("PostgreSQL is not reachable")
+        schema_name = f"m_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(pg_database)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema_name}"'))
+        admin.dispose()
+        url = pg_database.update_query_dict({"options": f"-csearch_path={schema_name}"}).render_as_string(
+            hide_password=False)
+    config = proxy_config(tmp, site_url, url, schema_path)
+    engine = create_engine(url)
+    tables = Tables(load(schema_path))
+    migrate(engine, tables)
+    Scanner(engine, tables, Remote(config.site), config.scanner).full()
+    proxy = ProxyServer(config, engine)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+        engine.dispose()
+        if schema_name:
+            admin = sa.create_engine(pg_database)
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+            admin.dispose()
 
 
 #: Lines a test wants in the run's summary (case counts, seeds), printed at the end.

@@ -18,25 +18,17 @@ import copy
 import datetime as dt
 import os
 import tempfile
-import uuid
 from pathlib import Path
 
 import pytest
 import shotgun_api3
-import sqlalchemy as sa
-from conftest import ROOT, SCRIPT_AUTH, ProxyServer, proxy_config, report
+from conftest import ROOT, SCRIPT_AUTH, imported_proxy, report
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from sgcache.mocksite import MockSite
 from sgcache.mocksite.server import MockServer
 from sgcache.mocksite.studio import build_studio
-from sgcache.schema import load
-from sgcache.store.db import create_engine
-from sgcache.store.migrate import migrate
-from sgcache.store.tables import Tables
-from sgcache.sync.remote import Remote
-from sgcache.sync.scanner import Scanner
 
 EXAMPLES = int(os.environ.get("SGCACHE_DIFF_EXAMPLES", "300"))
 SEED = int(os.environ.get("SGCACHE_DIFF_SEED", "20261125"))
@@ -97,35 +89,10 @@ def site_and_server(site_schema):
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def proxy_for(request, site_and_server, pg_database):
     """A proxy whose cache holds the whole stand-in (demo.yml types), on each database."""
-    site, server = site_and_server
+    _, server = site_and_server
     tmp = Path(tempfile.mkdtemp(prefix="sgcache-diff-cache-"))
-    schema_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'cache.sqlite'}"
-    else:
-        if pg_database is None:
-            pytest.skip("PostgreSQL is not reachable")
-        schema_name = f"d_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(pg_database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema_name}"'))
-        admin.dispose()
-        url = pg_database.update_query_dict({"options": f"-csearch_path={schema_name}"}).render_as_string(
-            hide_password=False)
-    config = proxy_config(tmp, server.url, url, CACHE_SCHEMA)
-    engine = create_engine(url)
-    tables = Tables(load(CACHE_SCHEMA))
-    migrate(engine, tables)
-    Scanner(engine, tables, Remote(config.site), config.scanner).full()
-    proxy = ProxyServer(config, engine)
-    yield request.param, proxy
-    proxy.stop()
-    engine.dispose()
-    if schema_name:
-        admin = sa.create_engine(pg_database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    with imported_proxy(request.param, tmp, server.url, CACHE_SCHEMA, pg_database) as proxy:
+        yield request.param, proxy
 
 
 # --- the generator -----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ filters must compare whole tag names.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +34,13 @@ from typing import Any
 
 import pytest
 import shotgun_api3
-import sqlalchemy as sa
 import yaml
-from conftest import SCRIPT_AUTH, ProxyServer, proxy_config, report
+from conftest import SCRIPT_AUTH, ProxyServer, imported_proxy, report
 
 from sgcache.fields import REGISTRY, UncachedField
 from sgcache.mocksite import Fault, MockSite
 from sgcache.mocksite.server import MockServer
-from sgcache.schema import load, loads
-from sgcache.store.db import create_engine
-from sgcache.store.migrate import migrate
-from sgcache.store.tables import Tables
-from sgcache.sync.remote import Remote
-from sgcache.sync.scanner import Scanner
+from sgcache.schema import loads
 
 RELATIONS = [
     "is", "is_not", "less_than", "greater_than", "contains", "not_contains", "starts_with", "ends_with",
@@ -373,41 +366,16 @@ class Env:
 def env(request, stand_in, pg_database, tmp_path_factory):
     """A proxy whose cache holds the whole stand-in (same schema), on each database."""
     tmp = tmp_path_factory.mktemp(f"read-matrix-{request.param}")
-    schema_name = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'cache.sqlite'}"
-    else:
-        if pg_database is None:
-            pytest.skip("PostgreSQL is not reachable")
-        schema_name = f"m_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(pg_database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema_name}"'))
-        admin.dispose()
-        url = pg_database.update_query_dict({"options": f"-csearch_path={schema_name}"}).render_as_string(
-            hide_password=False)
-    config = proxy_config(tmp, stand_in.server.url, url, stand_in.schema_path)
-    engine = create_engine(url)
-    tables = Tables(load(stand_in.schema_path))
-    migrate(engine, tables)
-    Scanner(engine, tables, Remote(config.site), config.scanner).full()
-    proxy = ProxyServer(config, engine)
-    out = Env(request.param, proxy, shotgun_api3.Shotgun(stand_in.server.url, **SCRIPT_AUTH), proxy.client(),
-              stand_in)
-    yield out
+    with imported_proxy(request.param, tmp, stand_in.server.url, stand_in.schema_path, pg_database) as proxy:
+        out = Env(request.param, proxy, shotgun_api3.Shotgun(stand_in.server.url, **SCRIPT_AUTH), proxy.client(),
+                  stand_in)
+        yield out
     if out.pairs:
         o = out.outcomes
         report(f"read matrix [{out.backend}]: {out.pairs} (data type, relation) pairs, {o['cases']} finds: "
                f"{o['cache']} answered from the cache ({o['selective']} of them selective), "
                f"{o['passthrough']} passed through ({o['refused']} refused by the site with a fault, "
                f"{o['site_error']} failed on the site with an HTTP error)")
-    proxy.stop()
-    engine.dispose()
-    if schema_name:
-        admin = sa.create_engine(pg_database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
 
 
 def outcome(sg: shotgun_api3.Shotgun, *args, **kwargs) -> tuple:
