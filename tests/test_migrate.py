@@ -58,6 +58,30 @@ def test_indexes_cover_links_updated_at_project_and_associations(engine, small_s
     assert sa.inspect(engine).get_pk_constraint("shot")["constrained_columns"] == ["id"]
 
 
+def index_columns(engine, table):
+    return {ix["name"]: ix["column_names"] for ix in sa.inspect(engine).get_indexes(table)}
+
+
+def test_link_indexes_of_a_project_scoped_type_end_with_the_project(engine, small_schema):
+    migrate(engine, Tables(small_schema))
+    shot = index_columns(engine, "shot")
+    assert shot["ix_shot_sg_sequence"] == ["sg_sequence__id", "sg_sequence__type", "project__id"]
+    assert shot["ix_shot_project"] == ["project__id", "project__type"]
+
+
+def test_an_index_made_with_other_columns_is_made_again(engine, small_schema):
+    migrate(engine, Tables(small_schema))
+    with engine.begin() as conn:  # as an older sgcache made it
+        conn.exec_driver_sql("DROP INDEX ix_shot_sg_sequence")
+        conn.exec_driver_sql("CREATE INDEX ix_shot_sg_sequence ON shot (sg_sequence__id, sg_sequence__type)")
+    report = migrate(engine, Tables(small_schema))
+    assert report.actions == ["drop index ix_shot_sg_sequence (sg_sequence__id, sg_sequence__type)",
+                              "create index ix_shot_sg_sequence"]
+    assert index_columns(engine, "shot")["ix_shot_sg_sequence"] == ["sg_sequence__id", "sg_sequence__type",
+                                                                     "project__id"]
+    assert migrate(engine, Tables(small_schema)).actions == []
+
+
 def test_second_run_changes_nothing(engine, small_schema):
     migrate(engine, Tables(small_schema))
     report = migrate(engine, Tables(small_schema))

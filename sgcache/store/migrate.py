@@ -165,6 +165,12 @@ class _Migration:
                 continue  # made in this run, with its indexes
             existing = self.indexes_of(table.name)
             for ix in table.indexes:
+                columns = [c.name for c in ix.columns]
+                if ix.name in existing and existing[ix.name] != columns:
+                    # Made by an older sgcache with other columns: made again as this one defines it.
+                    self.ddl(f"drop index {ix.name} ({', '.join(existing[ix.name])})",
+                             f"DROP INDEX {self.q(ix.name)}")
+                    del existing[ix.name]
                 if ix.name not in existing:
                     self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
 

@@ -65,12 +65,19 @@ def _build_entity_table(metadata: sa.MetaData, entity_type: EntityType) -> Entit
     table = sa.Table(table_name, metadata, *columns, *meta_columns(),
                      sa.PrimaryKeyConstraint("id", name=names.constraint(table_name, "pkey")))
     associations = {}
+    project = handlers.get("project")
+    if not (isinstance(project, EntityField) and project.cached):
+        project = None
     for name, handler in handlers.items():
         if not handler.cached:
             continue
         if isinstance(handler, EntityField):
+            # Pipeline reads nearly always name a project: with it in the index, "the Versions of
+            # these Shots in project P" is answered from the index without visiting other
+            # projects' rows (see docs/storage.rst).
+            extra = [table.c[project.id_column]] if project is not None and name != "project" else []
             sa.Index(names.index(table_name, name), table.c[handler.id_column], table.c[handler.type_column],
-                     info={"field": name})
+                     *extra, info={"field": name})
         elif name == "updated_at" and name in table.c:
             sa.Index(names.index(table_name, name), table.c[name], info={"field": name})
         if isinstance(handler, MultiEntityField):
