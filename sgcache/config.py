@@ -126,6 +126,9 @@ class DatabaseConfig:
     url: str = _setting("sqlite:///var/sgcache.sqlite",
                         "SQLAlchemy URL: postgresql://user@host/db in production, sqlite:///PATH embedded",
                         check=_database_url)
+    read_url: str | None = _setting(None, "Optional database the proxy answers cached reads from (a streaming "
+                                    "replica of database.url); writes, read-backs and sync use database.url",
+                                    check=_database_url)
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,28 @@ class ScannerConfig:
     page_size: int = _setting(500, "Entities asked of the site per page", check=_at_least_one)
 
 
+def _networks(value: list[str]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_network(str(item), strict=False)
+        except ValueError:
+            return f"expected networks such as 10.0.0.0/8 or 127.0.0.1, got {item!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The proxy's own routes under /_sgcache/: status page, status JSON, metrics, health."""
+
+    allow: list[str] = _setting([], "Networks (CIDR or single addresses) that may open the status page, "
+                                "status JSON and metrics (empty: anyone); /_sgcache/health is always open",
+                                check=_networks)
+    sample_interval: float = _setting(60.0, "Seconds between two request-latency samples each proxy process "
+                                      "saves for the status page's charts (0: none)", check=_not_negative)
+
+
 @dataclass(frozen=True)
 class LogConfig:
     """Logging."""
@@ -210,6 +235,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the YAML file was, if any (for messages and relative paths).
     source: Path | None = None
@@ -337,7 +363,7 @@ def _validate(section: str, key: str, f: dataclasses.Field, hint: Any, raw: Any,
             raise ConfigError(f"{where}: {section}.{key}: {problem}{shown}")
     if f.metadata.get("path") and base_dir is not None and not value.is_absolute():
         value = base_dir / value
-    if section == "database" and key == "url" and base_dir is not None:
+    if section == "database" and key in ("url", "read_url") and base_dir is not None:
         value = resolve_sqlite_url(value, base_dir)
     return value
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -75,6 +75,8 @@ class Breaker:
         self._opened_at: float | None = None
         self._probing = False
         self.last_error: str | None = None
+        #: called with each failure's description (metrics)
+        self.on_failure: Callable[[str], None] | None = None
 
     @property
     def state(self) -> str:
@@ -109,6 +111,8 @@ class Breaker:
             self.last_error = None
 
     def failure(self, error: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(error)
         with self._lock:
             self._failures += 1
             self.last_error = error

@@ -17,10 +17,13 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from sgcache.admin import add_admin_routes
 from sgcache.api3.cache import CacheDatabase
 from sgcache.api3.protocol import Fault
 from sgcache.api3.service import Answer, Service, fault_answer
 from sgcache.config import Config
+from sgcache.metrics import Metrics, SampleSaver, multiprocess_dir
+from sgcache.store import samples
 from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream, chunks, relay_headers
 
 log = logging.getLogger("sgcache.web")
@@ -49,7 +52,10 @@ def build_service(config: Config, engine: Any = None) -> Service:
     tables = Tables(load(config.schema.path))
     if engine is None:
         engine = create_engine(config.database.url, **_pool_args(config))
-    cache = CacheDatabase(engine, tables)
+    read_engine = None
+    if config.database.read_url:
+        read_engine = create_engine(config.database.read_url, **_pool_args(config))
+    cache = CacheDatabase(engine, tables, read_engine=read_engine)
     refresher = Refresher(engine, tables, config.site, page_size=config.scanner.page_size)
     return Service(config, upstream, cache, refresher)
 
@@ -70,6 +76,15 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     service = service or build_service(config)
     app.extensions["sgcache"] = service
     max_body = config.web.max_body
+    metrics = Metrics()
+    service.metrics = metrics
+    service.upstream.breaker.on_failure = metrics.upstream_error
+    add_admin_routes(app, config, service, metrics)
+    if service.cache is not None:
+        saver = SampleSaver(metrics, lambda histogram: _save_latency(service, histogram), config.admin.sample_interval)
+        app.extensions["sgcache_samples"] = saver
+        saver.start()
+        service.on_close.append(saver.stop)
 
     @app.before_request
     def start() -> None:
@@ -83,6 +98,8 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         if g.get("outcome", "-") != "-":
             response.headers["X-Sgcache-Outcome"] = g.outcome
         ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+        if g.get("outcome", "-") != "-":
+            metrics.request(g.method if g.method != "-" else "bad_request", g.outcome, ms / 1000)
         log.info("event=request id=%s path=%s method=%s type=%s outcome=%s status=%d ms=%.1f caller=%s%s",
                  g.get("request_id", "-"), request.path, g.get("method", "-"), g.get("entity_type", "-"),
                  g.get("outcome", "-"), response.status_code, ms, g.get("caller", "-"),
@@ -157,9 +174,33 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     return app
 
 
+def _save_latency(service: Service, histogram: samples.LatencyHistogram) -> None:
+    if not service.cache.usable:
+        return
+    with service.cache.engine.begin() as conn:
+        samples.save(conn, service.cache.tables.state, "latency", histogram.to_data())
+
+
 def run_gunicorn(config: Config) -> None:
     """Serve the proxy with gunicorn's threaded workers, each building its own app after the fork."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
+
+    # Every worker counts its metrics in files here, so that a scrape adds them all up (see
+    # sgcache.metrics). Set before any worker exists; emptied and removed when the server stops.
+    if not multiprocess_dir():
+        metrics_dir = tempfile.mkdtemp(prefix="sgcache-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, True)
+
+    def child_exit(_server, worker) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
     class ProxyApplication(BaseApplication):
         def load_config(self) -> None:
@@ -176,6 +217,7 @@ def run_gunicorn(config: Config) -> None:
                 "errorlog": "-",
                 "loglevel": config.log.level,
                 "proc_name": "sgcache-web",
+                "child_exit": child_exit,
             }
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn 24+ opens a control socket in $HOME, shared by every instance on the host.

@@ -333,3 +333,32 @@ def test_relative_dates_count_days_in_the_site_s_time_zone(site_schema, tmp_path
         finally:
             proxy.stop()
             proxy.service.cache.engine.dispose()
+
+
+def test_reads_come_from_database_read_url_and_writes_go_to_database_url(make_proxy, sg, world, tmp_path, db_url):
+    """database.read_url: cached reads from the replica, the read-back after a write into the primary."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("routing between two databases; a copied SQLite file stands in for the replica")
+    import sqlite3
+
+    primary = make_proxy()
+    import_all(primary)
+    replica_path = tmp_path / "replica.sqlite"
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as source, sqlite3.connect(replica_path) as copy:
+        source.backup(copy)
+    replica = sa.create_engine(f"sqlite:///{replica_path}")
+    shot = world["shots"][0]
+    with replica.begin() as conn:  # only the replica says so
+        conn.execute(sa.text("UPDATE shot SET code = 'FROM-REPLICA' WHERE id = :id"), {"id": shot["id"]})
+    proxy = make_proxy(database__read_url=f"sqlite:///{replica_path}")
+    client = proxy.client()
+    found, cached = answered_from_cache(proxy, lambda: client.find_one("Shot", [["id", "is", shot["id"]]], ["code"]))
+    assert cached and found["code"] == "FROM-REPLICA"
+    client.update("Shot", shot["id"], {"description": "written"})
+    with sa.create_engine(db_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT description FROM shot WHERE id = :id"), {"id": shot["id"]}).scalar() \
+            == "written"
+    with replica.connect() as conn:
+        assert conn.execute(sa.text("SELECT description FROM shot WHERE id = :id"), {"id": shot["id"]}).scalar() \
+            != "written"
+    replica.dispose()

@@ -34,8 +34,11 @@ def _reason(error: BaseException) -> str:
 class CacheDatabase:
     """The engine and tables, plus a health flag the request path consults."""
 
-    def __init__(self, engine: sa.Engine, tables: Tables, clock=time.monotonic):
+    def __init__(self, engine: sa.Engine, tables: Tables, clock=time.monotonic, *,
+                 read_engine: sa.Engine | None = None):
         self.engine = engine
+        #: where cached reads are answered from (database.read_url, a replica), else ``engine``
+        self.read_engine = read_engine if read_engine is not None else engine
         self.tables = tables
         self.clock = clock
         self._lock = threading.Lock()
@@ -45,8 +48,9 @@ class CacheDatabase:
 
     def _check(self) -> None:
         try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.select(self.tables.state.meta.c.key).limit(1)).all()
+            for engine in {id(e): e for e in (self.engine, self.read_engine)}.values():
+                with engine.connect() as conn:
+                    conn.execute(sa.select(self.tables.state.meta.c.key).limit(1)).all()
         except sa.exc.SQLAlchemyError as e:
             self.failed(e)
         else:

@@ -102,12 +102,18 @@ class Service:
         self._state: tuple[float, ReadState] | None = None
         #: passthrough reason -> count, for status and metrics
         self.reasons: Counter[str] = Counter()
+        #: Prometheus counters (sgcache.metrics.Metrics), set by the web app
+        self.metrics = None
+        #: called by close() (the web app's background threads)
+        self.on_close: list = []
         self.cache_answers = 0
         self.site_schema = SiteSchema(cache.engine, cache.tables, self._fetch_site_schema) if cache else None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=config.web.threads,
                                                            thread_name_prefix="sgcache-asof")
 
     def close(self) -> None:
+        for stop in self.on_close:
+            stop()
         self._pool.shutdown(wait=False)
         self.upstream.close()
 
@@ -145,7 +151,7 @@ class Service:
             held = self._state
         if held is not None and self.clock() - held[0] < self.STATE_TTL:
             return held[1]
-        with self.cache.engine.connect() as conn:
+        with self.cache.read_engine.connect() as conn:  # the state of the data the reads will see
             state = load_state(conn, self.cache.tables)
         with self._state_lock:
             self._state = (self.clock(), state)
@@ -155,6 +161,8 @@ class Service:
                              detail: str = "") -> Answer:
         with self._state_lock:
             self.reasons[reason] += 1
+        if self.metrics is not None:
+            self.metrics.passthrough(reason)
         log.debug("event=passthrough method=%s type=%s reason=%s detail=%r", req.method, req.entity_type, reason,
                   detail)
         answer = self.passthrough(req, headers)
@@ -231,7 +239,7 @@ class Service:
         database restarted since it was opened)."""
         for attempt in (1, 2):
             try:
-                with self.cache.engine.connect() as conn:
+                with self.cache.read_engine.connect() as conn:
                     return work(conn)
             except sa.exc.DBAPIError as e:
                 if attempt == 2 or not e.connection_invalidated:
@@ -243,7 +251,7 @@ class Service:
         if why:
             return self._passthrough_because(req, headers, why)
         try:
-            ctx = Context(self.cache.tables, self.read_state(), self.cache.engine.dialect.name, tz=self.tz)
+            ctx = Context(self.cache.tables, self.read_state(), self.cache.read_engine.dialect.name, tz=self.tz)
             plan = compile_request(ctx, req.args)
         except Uncertain as u:
             return self._passthrough_because(req, headers, u.reason, u.detail)

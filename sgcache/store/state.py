@@ -21,9 +21,10 @@ class StateTables:
     cursor: sa.Table
     applied: sa.Table
     dead_letters: sa.Table
+    samples: sa.Table
 
     def all(self) -> list[sa.Table]:
-        return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters]
+        return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -85,8 +86,18 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("failed_at", UTCDateTime, nullable=False),
         sa.Column("event", sa.Text, nullable=False),
     )
+    samples = sa.Table(
+        "_sgcache_samples", metadata,
+        # what the status page charts: request latency per proxy process, event lag from the watcher
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("kind", sa.Text, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Index("ix_sgcache_samples_kind_at", "kind", "at"),
+    )
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
-                       dead_letters=dead_letters)
+                       dead_letters=dead_letters, samples=samples)
 
 
 @dataclass(frozen=True)

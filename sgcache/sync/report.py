@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import sqlalchemy as sa
 
-from sgcache.store import state
+from sgcache.store import samples, state
 from sgcache.store.tables import Tables
 from sgcache.sync import cursor as cursors
+
+
+def _tables(conn: sa.Connection) -> set[str]:
+    return set(sa.inspect(conn).get_table_names())
 
 
 def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
@@ -22,6 +27,7 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
         scans = {r["entity_type"]: dict(r) for r in conn.execute(sa.select(st.types)).mappings()}
         marks = state.backfill_marks(conn, st)
         projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
+        lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
         rows = {}
         for et in tables:
             t = et.table
@@ -32,6 +38,9 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
         "cursor": None if cursor is None else {
             "max_applied_id": cursor.max_applied_id, "last_complete_id": cursor.last_complete_id,
             "gaps": {str(k): v.isoformat() for k, v in sorted(cursor.gaps.items())}},
+        "event_lag": None if lag is None else {
+            **lag[1], "sampled_at": lag[0],
+            "age_seconds": round((dt.datetime.now(dt.UTC) - lag[0]).total_seconds(), 1)},
         "dead_letters": dead,
         "projects": json.loads(projects) if projects else None,
         "types": {name: {**rows[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
@@ -47,6 +56,14 @@ def format_status(data: dict[str, Any]) -> str:
     else:
         lines.append(f"event log: applied up to {cursor['max_applied_id']}, complete up to "
                      f"{cursor['last_complete_id']}, {len(cursor['gaps'])} open gaps")
+    lag = data.get("event_lag")
+    if lag is None:
+        lines.append("event lag: no report from the watcher yet")
+    else:
+        behind = (f"{lag['lag_events']} events, {lag['lag_seconds']:.1f} s behind" if lag["lag_events"]
+                  else "up to date")
+        lines.append(f"event lag: {behind} (site newest event {lag['site_newest_id']}, watcher reported "
+                     f"{lag['age_seconds']:.0f} s ago)")
     lines.append(f"dead letters: {len(data['dead_letters'])}")
     for d in data["dead_letters"][-10:]:
         lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']}")

@@ -24,6 +24,7 @@ from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.scalar import DateTimeField
 from sgcache.query import schema as site_schema
+from sgcache.store import samples
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
@@ -33,6 +34,12 @@ from sgcache.sync.remote import Remote, SiteError
 log = logging.getLogger(__name__)
 
 LIFECYCLE = {"New", "Change", "Retirement", "Revival"}
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _now() -> dt.datetime:
@@ -83,6 +90,7 @@ class Watcher:
         self.writer = Writer(engine, tables)
         self.on_schema_change = on_schema_change
         self.applied = 0  # events applied by this process (tests and status)
+        self._sampled_at: float | None = None  # monotonic time of the last lag sample
 
     # --- one event --------------------------------------------------------------------------------
 
@@ -323,7 +331,35 @@ class Watcher:
             cursor = following
             processed += 1
         self._expire_gaps(cursor)
+        self._sample_lag(cursor, events)
         return len(events)
+
+    #: Seconds between two event-lag samples (for status, metrics and the status page's chart).
+    SAMPLE_SECONDS = 10.0
+
+    def _sample_lag(self, cursor: cursors.Cursor, events: list[dict]) -> None:
+        """Save how far behind the site the cache is, at most every SAMPLE_SECONDS."""
+        now = time.monotonic()
+        if self._sampled_at is not None and now - self._sampled_at < self.SAMPLE_SECONDS:
+            return
+        self._sampled_at = now
+        last = events[-1] if events else None
+        if last is not None and len(events) >= self.config.batch_size:
+            # A full batch: more is waiting. Its oldest is about as old as the last one applied.
+            newest = max(self.remote.newest_event_id(), cursor.max_applied_id)
+            created = _aware(last.get("created_at"))
+            lag_seconds = max(0.0, (_now() - created).total_seconds()) if created else 0.0
+        else:
+            newest = max(cursor.max_applied_id, last["id"] if last else 0)
+            lag_seconds = 0.0
+        data = {"applied_id": cursor.max_applied_id, "site_newest_id": newest,
+                "lag_events": max(0, newest - cursor.max_applied_id), "lag_seconds": round(lag_seconds, 3),
+                "gaps": len(cursor.gaps)}
+        try:
+            with self.engine.begin() as conn:
+                samples.save(conn, self.tables.state, "event_lag", data)
+        except sa.exc.SQLAlchemyError as e:  # an older database without the table: status goes without
+            log.debug("event=lag_sample_not_saved error=%r", str(e)[:200])
 
     def _expire_gaps(self, cursor: cursors.Cursor) -> None:
         limit = _now() - dt.timedelta(seconds=self.config.gap_timeout)
