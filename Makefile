@@ -29,8 +29,7 @@ lint: venv
 	$(BIN)/ruff check sgcache tests bench
 
 demo: venv
-	$(BIN)/sgcache --config sgcache.yml schema migrate
-	$(BIN)/sgcache --config sgcache.yml schema show
+	$(BIN)/sgcache --config sgcache.yml demo $(DEMO_ARGS)
 
 docs: venv
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[docs]'

@@ -309,6 +309,34 @@ def scan(state: _State, full: bool, types: str | None, projects: str | None, int
 
 
 @cli.command()
+@click.argument("type_names", metavar="TYPE...", nargs=-1, required=True)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.pass_obj
+def rebuild(state: _State, type_names: tuple[str, ...], progress: bool | None) -> None:
+    """Import entity types again from nothing while the proxy keeps serving.
+
+    Reads touching these types pass through to the site from the start of the rebuild until
+    every one of them is imported again, then all switch back to the cache at once.
+    """
+    import time
+
+    from sgcache.sync.rebuild import Rebuilder
+    from sgcache.sync.scanner import Scanner
+
+    config, engine, tables, remote = _sync_parts(state)
+    unknown = [t for t in type_names if t not in tables]
+    if unknown:
+        raise click.BadParameter(f"not a cached entity type: {', '.join(unknown)} (see sgcache schema show)",
+                                 param_hint="TYPE")
+    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress)
+    started = time.monotonic()
+    report = Rebuilder(engine, tables, scanner).rebuild(sorted(set(type_names)), _stop_on_signals())
+    click.echo(f"rebuilt {', '.join(t.entity_type for t in report.types)}: {report.written} entities in "
+               f"{time.monotonic() - started:.1f} s; reads of them are answered from the cache again",
+               err=True)
+
+
+@cli.command()
 @click.option("--once", is_flag=True, help="Apply what is waiting, then exit.")
 @click.pass_obj
 def watch(state: _State, once: bool) -> None:
@@ -426,6 +454,59 @@ def web(state: _State, bind: str | None, workers: int | None, threads: int | Non
         app.run(host=host.strip("[]") or "127.0.0.1", port=int(port), threaded=True, use_reloader=False)
     except OSError as e:
         raise SgcacheError(f"cannot listen on {config.web.bind}: {e.strerror}") from None
+
+
+@cli.command()
+@click.option("--database", "database_url", metavar="URL",
+              help="Cache database (default: SQLite in the demo folder); postgresql://... runs the demo on "
+                   "PostgreSQL.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("var/demo"),
+              show_default=True, help="Where the demo keeps the stand-in's data, the SQLite cache and the logs.")
+@click.option("--bind", default="127.0.0.1:8010", show_default=True, metavar="HOST:PORT",
+              help="Where the proxy listens.")
+@click.option("--site-bind", default="127.0.0.1:8020", show_default=True, metavar="HOST:PORT",
+              help="Where the stand-in site listens.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=150, show_default=True,
+              help="Delay the stand-in adds to every request, like a hosted site.")
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Size of the stand-in's studio (1: about 5,000 entities).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the studio data.")
+@click.option("--site-schema", type=click.Path(dir_okay=False, path_type=Path),
+              help="The stand-in's schema (default: demo-site.yml next to schema.path).")
+@click.option("--fresh", is_flag=True, help="Forget the stand-in's saved data and the demo's SQLite cache first.")
+@click.option("--no-compare", is_flag=True, help="Skip the timed comparison of a few calls.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@click.pass_obj
+def demo(state: _State, database_url: str | None, folder: Path, bind: str, site_bind: str, latency_ms: float,
+         scale: int, seed: int, site_schema: Path | None, fresh: bool, no_compare: bool,
+         progress: bool | None) -> None:
+    """Run the stand-in site, a full import, the watcher, the scanner and the proxy, until Ctrl-C.
+
+    Prints a shotgun_api3 snippet to try, the status page's address, and a few calls timed
+    directly against the site and through sgcache. Nothing here touches a real site: the demo
+    always talks to its own stand-in.
+    """
+    from sgcache.config import _bind
+    from sgcache.demo import Demo, DemoOptions
+
+    for value, name in ((bind, "--bind"), (site_bind, "--site-bind")):
+        if _bind(value) or value.startswith("unix:"):
+            raise click.BadParameter("expected HOST:PORT", param_hint=name)
+    if bind == site_bind:
+        raise click.BadParameter("the proxy and the stand-in need different addresses", param_hint="--site-bind")
+    config = state.config()
+    if not state.verbose:
+        # The demo's own output is the story; its parts log to their files in --dir.
+        logging.getLogger("sgcache").setLevel(logging.WARNING)
+    folder = folder.resolve()
+    url = database_url or state.overrides.get("database.url") or f"sqlite:///{folder / 'cache.sqlite'}"
+    schema_file = site_schema or Path(config.schema.path).with_name("demo-site.yml")
+    if not schema_file.exists():
+        raise click.BadParameter(f"{schema_file} does not exist", param_hint="--site-schema")
+    options = DemoOptions(folder=folder, database_url=url, proxy_bind=bind, site_bind=site_bind,
+                          latency_ms=latency_ms, scale=scale, seed=seed, site_schema=schema_file, fresh=fresh,
+                          compare=not no_compare, progress=progress)
+    Demo(config, options, echo=click.echo, config_path=state.config_path).run(_stop_on_signals())
 
 
 def _safe_db(url: str) -> str:

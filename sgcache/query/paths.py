@@ -35,6 +35,8 @@ class ReadState:
     backfill: dict[str, frozenset[str]] = field(default_factory=dict)
     #: the cached project ids, or None when every project is cached
     projects: frozenset[int] | None = None
+    #: types being rebuilt (sgcache rebuild): not ready, whatever their last import says
+    rebuilding: frozenset[str] = frozenset()
 
 
 def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
@@ -47,10 +49,13 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
     for type_name, field_name in conn.execute(sa.select(st.fields.c.entity_type, st.fields.c.field_name)
                                               .where(st.fields.c.needs_backfill.is_(True))):
         backfill.setdefault(type_name, set()).add(field_name)
-    raw = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
-    value = json.loads(raw) if raw else None
+    meta = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
+                             .where(st.meta.c.key.in_(["projects", "rebuilding"]))).all())
+    value = json.loads(meta["projects"]) if meta.get("projects") else None
     projects = frozenset(value) if isinstance(value, list) and value else None
-    return ReadState(ready, {k: frozenset(v) for k, v in backfill.items()}, projects)
+    marked = json.loads(meta["rebuilding"]) if meta.get("rebuilding") else None
+    rebuilding = frozenset(marked.get("types", ())) if isinstance(marked, dict) else frozenset()
+    return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding)
 
 
 class Context:
@@ -70,6 +75,8 @@ class Context:
     def entity_table(self, type_name: str) -> EntityTable:
         if type_name not in self.tables:
             raise Uncertain("uncached_type", type_name)
+        if type_name in self.state.rebuilding:
+            raise Uncertain("type_rebuilding", type_name)
         if type_name not in self.state.ready:
             raise Uncertain("type_not_imported", type_name)
         return self.tables[type_name]

@@ -64,6 +64,18 @@ def create_engine(url: str, **kwargs) -> sa.Engine:
                        "(use postgresql:// or sqlite:///)")
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other databases and in-memory ones)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
 def check_connection(engine: sa.Engine) -> None:
     """Connect once; turn a failure into one line naming the database (password hidden)."""
     try:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sgcache.store import samples, state
 from sgcache.store.tables import Tables
 from sgcache.sync import cursor as cursors
+from sgcache.sync import rebuild
 
 
 def _tables(conn: sa.Connection) -> set[str]:
@@ -28,6 +29,7 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
         marks = state.backfill_marks(conn, st)
         projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
         lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
+        rebuilding = rebuild.rebuilding(conn, tables)
         rows = {}
         for et in tables:
             t = et.table
@@ -43,6 +45,7 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
             "age_seconds": round((dt.datetime.now(dt.UTC) - lag[0]).total_seconds(), 1)},
         "dead_letters": dead,
         "projects": json.loads(projects) if projects else None,
+        "rebuilding": rebuilding,
         "types": {name: {**rows[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(rows)},
     }
@@ -65,6 +68,9 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"event lag: {behind} (site newest event {lag['site_newest_id']}, watcher reported "
                      f"{lag['age_seconds']:.0f} s ago)")
     lines.append(f"dead letters: {len(data['dead_letters'])}")
+    if data.get("rebuilding"):
+        lines.append(f"rebuilding since {data['rebuilding']['started_at']}: {', '.join(data['rebuilding']['types'])} "
+                     "(reads of them pass through)")
     for d in data["dead_letters"][-10:]:
         lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']}")
     lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
