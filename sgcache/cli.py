@@ -383,12 +383,15 @@ def auto(state: _State, scan_interval: float | None) -> None:
         base += ["--config", str(state.config_path)]
     for key, value in state.overrides.items():
         base += ["--set", f"{key}={value}"]
-    interval = scan_interval or config.scanner.interval or 300
-    supervisor = Supervisor({
-        "watch": base + ["watch"],
-        "scan": base + ["scan", "--interval", str(interval), "--no-progress"],
-    })
-    supervisor.run(_stop_on_signals())
+    interval = scan_interval if scan_interval is not None else config.scanner.interval
+    commands = {"watch": base + ["watch"]}
+    if interval:
+        commands["scan"] = base + ["scan", "--interval", str(interval), "--no-progress"]
+    else:
+        logging.getLogger("sgcache").warning(
+            "event=auto_without_scans reason='scanner.interval is 0' note='run sgcache scan --full for types "
+            "never imported'")
+    Supervisor(commands).run(_stop_on_signals())
 
 
 @cli.command()

@@ -1568,3 +1568,10 @@ def test_a_malformed_request_gets_a_fault_not_a_server_error(mock_server, sg, na
     body = response.json()
     assert body["exception"] is True and body["message"]
     assert body.get("error_code") == code
+
+
+def test_a_checkbox_whose_schema_default_is_a_number_reads_as_a_boolean(sg):
+    # schema/demo-site.yml, as the real site gives it: Attachment.queue_for_s3_upload default 0
+    attachment = sg.create("Attachment", {"description": "x"})
+    assert sg.find_one("Attachment", [["id", "is", attachment["id"]]],
+                       ["queue_for_s3_upload"])["queue_for_s3_upload"] is False

@@ -117,7 +117,12 @@ class Emulator(mockgun.Shotgun):
         return max(ids[-1] if ids else 0, self.high_water.get(entity_type, 0)) + 1
 
     def new_row(self, entity_type: str) -> dict:
-        return self._get_new_row(entity_type)
+        row = self._get_new_row(entity_type)
+        # A site's schema may give a checkbox's default as 0 or 1; its values are always booleans.
+        for name, info in self._schema[entity_type].items():
+            if info["data_type"]["value"] == "checkbox":
+                row[name] = bool(row[name])
+        return row
 
     def field_type(self, entity_type: str, field: str) -> str:
         """Data type of ``field`` (dotted paths allowed); FilterError if it does not exist."""
