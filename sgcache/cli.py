@@ -421,6 +421,124 @@ def status(state: _State, as_json: bool) -> None:
         click.echo(report.format_status(data))
 
 
+@cli.group()
+def validate() -> None:
+    """Check the cache against the site: counts per type, or entities field by field."""
+
+
+def _validate_options(command):
+    """--wait and --rate, shared by the validate commands."""
+    command = click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+                           metavar="N", help="At most N requests a second to the site.")(command)
+    return click.option("--wait", type=click.FloatRange(min=0), default=10.0, show_default=True, metavar="SECONDS",
+                        help="How long the cache may take to apply events in flight before a difference "
+                        "counts.")(command)
+
+
+def _checked(check, *args):
+    """``check(*args)``, a BadInput from it turned into click's usage error (exit status 2)."""
+    from sgcache.sync.validate import BadInput
+
+    try:
+        return check(*args)
+    except BadInput as e:
+        raise click.BadParameter(e.message, param_hint=e.param) from None
+
+
+def _validate_schema(state: _State):
+    from sgcache.schema import load
+    from sgcache.store.tables import Tables
+
+    config = state.config("site.base_url", "site.script_name", "site.api_key")
+    return config, Tables(load(config.schema.path))
+
+
+def _validator(config: Config, tables, *, wait: float, rate: float, page_size: int = 500,
+               progress: bool | None = None):
+    from sgcache.store.db import check_connection, create_engine, safe_url
+    from sgcache.store.migrate import migrate
+    from sgcache.sync.remote import Remote
+    from sgcache.sync.validate import Validator
+
+    engine = create_engine(config.database.url)
+    check_connection(engine)
+    # Validating only reads: a database behind the schema file is reported, not migrated.
+    if "_sgcache_cursor" not in sqlalchemy.inspect(engine).get_table_names():
+        engine.dispose()
+        raise SgcacheError(f"{safe_url(engine.url)} is not set up yet: run `sgcache scan --full`")
+    pending = migrate(engine, tables, dry_run=True).actions
+    if pending:
+        engine.dispose()
+        changes = f"{len(pending)} change" + ("s" if len(pending) != 1 else "")
+        raise SgcacheError(f"{safe_url(engine.url)} does not match the schema file ({changes} pending): "
+                           "run `sgcache schema migrate`")
+    return Validator(engine, tables, Remote(config.site, rate=rate), wait=wait, page_size=page_size,
+                     progress=progress, note=lambda text: click.echo(text, err=True))
+
+
+@validate.command("counts")
+@click.argument("type_names", metavar="[TYPE]...", nargs=-1)
+@_validate_options
+@click.pass_obj
+def validate_counts(state: _State, type_names: tuple[str, ...], wait: float, rate: float) -> None:
+    """Compare the active and retired entities per type (every cached type when none is named).
+
+    A count that differs is counted again once the cache has applied the site's events in
+    flight (up to --wait seconds). Exit status 1 when a count still differs.
+    """
+    from sgcache.sync import validate as checks
+
+    config, tables = _validate_schema(state)
+    types = _checked(checks.check_types, tables, list(type_names))
+    validator = _validator(config, tables, wait=wait, rate=rate)
+    try:
+        rows = validator.counts(types)
+    finally:
+        validator.engine.dispose()
+    click.echo(checks.format_counts(rows))
+    if any(row.failed for row in rows):
+        sys.exit(1)
+
+
+@validate.command("data")
+@click.argument("type_names", metavar="[TYPE]...", nargs=-1)
+@click.option("--filters", metavar="JSON", help="Only the entities this filter list matches on the site or in "
+              """the cache, e.g. '[["sg_status_list", "is", "ip"]]'.""")
+@click.option("--fields", metavar="A,B", help="Compare only these fields (default: every cached field).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N entities of each type.")
+@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True, metavar="P",
+              help="Start at page P (pages of --page-size entities, in id order).")
+@click.option("--page-size", type=click.IntRange(1, 500), metavar="N",
+              help="Entities per page and per request to the site (default: scanner.page_size, at most 500).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a terminal).")
+@_validate_options
+@click.pass_obj
+def validate_data(state: _State, type_names: tuple[str, ...], filters: str | None, fields: str | None,
+                  limit: int | None, page: int, page_size: int | None, progress: bool | None, wait: float,
+                  rate: float) -> None:
+    """Compare entities field by field (every cached type when none is named).
+
+    Prints one line per difference: TYPE ID FIELD: site=VALUE cache=VALUE (values in JSON), then a
+    summary. What differs is compared again once the cache has applied the site's events in
+    flight (up to --wait seconds). Exit status 1 when anything still differs.
+    """
+    from sgcache.sync import validate as checks
+
+    filter_list = _checked(checks.parse_filters, filters)
+    config, tables = _validate_schema(state)
+    types = _checked(checks.check_types, tables, list(type_names))
+    field_list = _checked(checks.check_fields, tables, types, _csv(fields))
+    validator = _validator(config, tables, wait=wait, rate=rate, progress=progress,
+                           page_size=page_size or min(config.scanner.page_size, 500))
+    try:
+        report = validator.data(types, filters=filter_list, fields=field_list, limit=limit, page=page)
+    finally:
+        validator.engine.dispose()
+    click.echo(checks.format_data(report))
+    if report.failed:
+        sys.exit(1)
+
+
 @cli.command()
 @click.option("--bind", metavar="HOST:PORT", help="Listen here (default: web.bind).")
 @click.option("--workers", type=click.IntRange(min=1), help="gunicorn worker processes (default: web.workers).")

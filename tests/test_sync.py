@@ -1192,12 +1192,13 @@ def test_status_shows_the_cursor_dead_letters_and_rows_per_type(sync, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"event log: applied up to {bad_id}, complete up to {gap - 1}, 1 open gaps"
-    assert lines[1] == "dead letters: 1"
-    assert lines[2] == f"  event {bad_id} Shotgun_Shot_Change: RuntimeError: cannot apply this one"
-    assert lines[3] == "projects: all"
+    assert lines[1].startswith(f"event lag: up to date (site newest event {bad_id}, watcher reported ")
+    assert lines[2] == "dead letters: 1"
+    assert lines[3] == f"  event {bad_id} Shotgun_Shot_Change: RuntimeError: cannot apply this one"
+    assert lines[4] == "projects: all"
     shot_line = next(line for line in lines if line.startswith("Shot "))
     assert shot_line.split()[1:3] == ["6", "1"]
-    assert len([line for line in lines[5:] if line.strip()]) == 30
+    assert len([line for line in lines[6:] if line.strip()]) == 30
 
 
 def test_status_of_a_new_database_says_nothing_was_imported_yet(tmp_path):

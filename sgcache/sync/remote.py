@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import shotgun_api3
+from shotgun_api3.shotgun import _translate_filters
 
 from sgcache.config import SiteConfig
 from sgcache.errors import SgcacheError
@@ -31,14 +32,36 @@ class SiteRefused(SgcacheError):
     (the watcher retries it, then records it as a dead letter and goes on)."""
 
 
-class Remote:
-    """The site, as the sync engine sees it."""
+class RateLimit:
+    """At most ``per_second`` requests a second, evenly spaced: :meth:`wait` sleeps until the
+    next slot is due. For one thread (each thread of the sync engine has its own Remote)."""
 
-    def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None):
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.interval = 1.0 / per_second
+        self.clock = clock
+        self.sleep = sleep
+        self.next_at: float | None = None
+
+    def wait(self) -> None:
+        now = self.clock()
+        if self.next_at is not None and now < self.next_at:
+            self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = now + self.interval
+
+
+class Remote:
+    """The site, as the sync engine sees it. ``rate`` caps the requests per second (each try
+    of a retried request counts)."""
+
+    def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None,
+                 rate: float | None = None):
         self.site = site
         self.attempts = attempts
         self.backoff = backoff
         self._sg = sg
+        self.rate_limit = RateLimit(rate) if rate else None
 
     @property
     def sg(self) -> shotgun_api3.Shotgun:
@@ -52,6 +75,8 @@ class Remote:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` against the site, retrying transient failures with growing pauses."""
         for attempt in range(1, self.attempts + 1):
+            if self.rate_limit is not None:
+                self.rate_limit.wait()
             try:
                 return fn()
             except shotgun_api3.AuthenticationFault:
@@ -77,6 +102,16 @@ class Remote:
         result = self.call(f"count {entity_type}", lambda: self.sg.summarize(
             entity_type, filters, [{"field": "id", "type": "record_count"}]))
         return int(result["summaries"]["id"])
+
+    def entity_count(self, entity_type: str, filters: list, *, retired: bool = False) -> int:
+        """How many entities match, active or retired: one read of a one-entity page with the
+        site's paging counts (summarize counts active entities only)."""
+        # shotgun_api3's find never returns the paging counts, so the read goes out as it is.
+        params = {"type": entity_type, "return_fields": ["id"], "filters": _translate_filters(filters, None),
+                  "return_only": "retired" if retired else "active",
+                  "paging": {"entities_per_page": 1, "current_page": 1}, "return_paging_info": True}
+        result = self.call(f"count {entity_type}", lambda: self.sg._call_rpc("read", params))
+        return int(result["paging_info"]["entity_count"])
 
     def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False,
               page_size: int = 500, after_id: int = 0) -> Iterator[list[dict]]:
