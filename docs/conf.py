@@ -1,23 +1,25 @@
 """Sphinx configuration for the sgcache documentation.
 
-Build with: sphinx-build -W -b html docs docs/_build/html
-Needs nothing beyond Sphinx itself (``pip install -e '.[docs]'``).
+Build with: sphinx-build -W -b html docs docs/_build/html (or ``make docs``).
+Needs Sphinx and sgcache's own dependencies (``pip install -e '.[docs]'``): the settings reference
+in configuration.rst is made from ``sgcache.config`` by the extension in ``_ext/``.
 """
 
-import re
+import sys
 from pathlib import Path
+
+_docs = Path(__file__).resolve().parent
+# This checkout's sgcache is the one documented, even if another is installed; then the extensions.
+sys.path[:0] = [str(_docs.parent), str(_docs / "_ext")]
+
+from sgcache import __version__  # noqa: E402  (needs the path above)
 
 project = "sgcache"
 author = "sgcache contributors"
 copyright = "sgcache contributors"
+release = version = __version__
 
-# The version is read from the package without importing it (no dependencies needed).
-_init = Path(__file__).resolve().parent.parent / "sgcache" / "__init__.py"
-_match = re.search(r'^__version__\s*=\s*"([^"]+)"', _init.read_text(encoding="utf-8"), re.MULTILINE)
-release = _match.group(1) if _match else "unknown"
-version = release
-
-extensions = []
+extensions = ["sgcache_settings"]
 root_doc = "index"
 exclude_patterns = ["_build"]
 # Literal blocks without a language are shown as plain text (no guessing, no lexer warnings).

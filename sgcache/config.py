@@ -49,38 +49,58 @@ class Secret:
         return hash(self._value)
 
 
-def _setting(default: Any, help: str, *, choices: tuple | None = None, check=None, path: bool = False):
-    """Declare one setting: its default, its documentation and how to validate it."""
+def _setting(default: Any, help: str, *, doc: str | None = None, default_note: str | None = None,
+             choices: tuple | None = None, check=None, path: bool = False):
+    """Declare one setting: its default, its documentation and how to validate it.
+
+    ``help`` is one line; ``doc`` is the settings reference's fuller text (reStructuredText), when
+    there is more to say than ``help``; ``default_note`` follows the default there, e.g. "64 MiB".
+    """
+    metadata = {"help": help, "doc": doc, "default_note": default_note, "choices": choices, "check": check,
+                "path": path}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default),
-                     metadata={"help": help, "choices": choices, "check": check, "path": path})
-    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "path": path})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
+def _described(text: str):
+    """Name what a check accepts, as the settings reference's type column shows it (reStructuredText)."""
+    def mark(check):
+        check.describe = text
+        return check
+    return mark
+
+
+@_described("URL")
 def _url(value: str) -> str | None:
     if not re.match(r"^https?://[^/\s]+", value):
         return "expected an http:// or https:// URL"
     return None
 
 
+@_described("number, greater than 0")
 def _positive(value: float) -> str | None:
     return None if value > 0 else "expected a number greater than 0"
 
 
+@_described("integer, at least 1")
 def _at_least_one(value: int) -> str | None:
     return None if value >= 1 else "expected an integer of at least 1"
 
 
+@_described("number, at least 0")
 def _not_negative(value: float) -> str | None:
     return None if value >= 0 else "expected a number of at least 0"
 
 
+@_described("``HOST:PORT`` or ``unix:PATH``")
 def _bind(value: str) -> str | None:
     if value.startswith("unix:") or re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", value):
         return None
     return "expected HOST:PORT (or unix:PATH)"
 
 
+@_described("IANA time zone name")
 def _timezone(value: str) -> str | None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -91,6 +111,7 @@ def _timezone(value: str) -> str | None:
     return None
 
 
+@_described("``postgresql://`` or ``sqlite:///`` URL")
 def _database_url(value: str) -> str | None:
     if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
         return "expected a sqlite:/// or postgresql:// URL"
@@ -102,21 +123,44 @@ class SiteConfig:
     """The upstream Shotgun site."""
 
     base_url: str | None = _setting(None, "URL of the Shotgun site, e.g. https://studio.shotgrid.autodesk.com",
+                                    doc="URL of the Shotgun site, e.g. ``https://studio.shotgrid.autodesk.com``. "
+                                        "Must start with ``http://`` or ``https://``.",
                                     check=_url)
-    script_name: str | None = _setting(None, "Script (ApiUser) name sgcache uses for its own reads")
-    api_key: Secret | None = _setting(None, "Script key; prefer SGCACHE_SITE_API_KEY to keep it out of files")
+    script_name: str | None = _setting(None, "Script (ApiUser) name sgcache uses for its own reads",
+                                       doc="Script (ApiUser) name sgcache uses for its own requests to the site.")
+    api_key: Secret | None = _setting(None, "Script key; prefer SGCACHE_SITE_API_KEY to keep it out of files",
+                                      doc="That script's key. Prefer the environment variable, to keep the key "
+                                          "out of files. Never printed (see `The API key`_).")
     timeout: float = _setting(30.0, "Seconds to wait for the site's answer before giving up on a request",
+                              doc="Seconds to wait for the site's answer before giving up on a request. A write "
+                                  "that times out is reported to the caller as \"may or may not have been "
+                                  "applied\"; it is never sent again.",
                               check=_positive)
     connect_timeout: float = _setting(5.0, "Seconds to wait for a connection to the site", check=_positive)
     pool_size: int = _setting(32, "Connections the proxy keeps open to the site, per process",
+                              doc="Connections to the site each proxy process keeps open and reuses (keep-alive).",
                               check=_at_least_one)
-    info_ttl: float = _setting(30.0, "Seconds the proxy reuses the site's answer to info", check=_not_negative)
+    info_ttl: float = _setting(30.0, "Seconds the proxy reuses the site's answer to info",
+                               doc="Seconds the proxy reuses the site's answer to ``info``. While the site is "
+                                   "down the last answer is served, however old.",
+                               check=_not_negative)
     breaker_failures: int = _setting(5, "Failures in a row (no connection, timeout, 502/503/504) that open "
-                                     "the circuit breaker", check=_at_least_one)
+                                     "the circuit breaker",
+                                     doc="Failures in a row (no connection, timeout, HTTP 502/503/504) that open "
+                                         "the circuit breaker (see :doc:`proxy`).",
+                                     check=_at_least_one)
     timezone: str = _setting("UTC", "The site's time zone (Site Preferences): relative date filters such as "
-                             "in_last and in_calendar_day count days in it", check=_timezone)
+                             "in_last and in_calendar_day count days in it",
+                             doc="The site's time zone (its Site Preferences). Relative date filters answered "
+                                 "from the cache (``in_last``, ``in_next``, ``in_calendar_day`` ...) count days "
+                                 "and weeks in it; set it to the site's, or those answers would differ from the "
+                                 "site's.",
+                             check=_timezone)
     breaker_cooldown: float = _setting(10.0, "Seconds the open breaker answers at once, without calling "
-                                       "the site, before it lets one request try again", check=_positive)
+                                       "the site, before it lets one request try again",
+                                       doc="Seconds an open breaker answers at once, without calling the site, "
+                                           "before it lets one request through to try again.",
+                                       check=_positive)
 
 
 @dataclass(frozen=True)
@@ -125,9 +169,15 @@ class DatabaseConfig:
 
     url: str = _setting("sqlite:///var/sgcache.sqlite",
                         "SQLAlchemy URL: postgresql://user@host/db in production, sqlite:///PATH embedded",
+                        doc="The cache database (see `Database URLs`_). A relative SQLite path in the file is "
+                            "relative to the file's folder.",
                         check=_database_url)
     read_url: str | None = _setting(None, "Optional database the proxy answers cached reads from (a streaming "
                                     "replica of database.url); writes, read-backs and sync use database.url",
+                                    doc="A second database the proxy answers cached reads from: a streaming "
+                                        "replica of ``database.url``. Writes, the read-back after a client's "
+                                        "write and the sync processes use ``database.url``. Replica lag adds to "
+                                        "staleness (see :doc:`operations`).",
                                     check=_database_url)
 
 
@@ -136,19 +186,31 @@ class SchemaConfig:
     """Which entity types and fields the cache holds."""
 
     path: Path = _setting(Path("schema/demo.yml"), "Schema YAML file (made by `sgcache schema dump` and "
-                          "`sgcache schema filter`)", path=True)
+                          "`sgcache schema filter`)",
+                          doc="The schema file: which entity types and fields the cache holds. Made with "
+                              "``sgcache schema dump`` and ``sgcache schema filter`` (see :doc:`schema`). "
+                              "Relative to the file's folder when written in the file.",
+                          path=True)
 
 
 @dataclass(frozen=True)
 class WebConfig:
     """The proxy's web server."""
 
-    bind: str = _setting("127.0.0.1:8010", "HOST:PORT the proxy listens on", check=_bind)
-    workers: int = _setting(2, "gunicorn worker processes", check=_at_least_one)
+    bind: str = _setting("127.0.0.1:8010", "HOST:PORT the proxy listens on",
+                         doc="Address ``sgcache web`` listens on. An IPv6 host goes in brackets: "
+                             "``[::1]:8010``.",
+                         check=_bind)
+    workers: int = _setting(2, "gunicorn worker processes", doc="gunicorn worker processes of the proxy.",
+                            check=_at_least_one)
     threads: int = _setting(8, "threads per worker (slow passthroughs do not block others)",
+                            doc="Threads per worker, so that slow passthroughs do not block other requests.",
                             check=_at_least_one)
     max_body: int = _setting(64 * 1024 * 1024, "Largest JSON-RPC request body accepted, in bytes (file "
-                             "uploads stream through and are not limited)", check=_at_least_one)
+                             "uploads stream through and are not limited)",
+                             doc="Largest JSON-RPC request body accepted, in bytes; a larger one gets a fault "
+                                 "naming this setting. File uploads stream through and are not limited.",
+                             default_note="64 MiB", check=_at_least_one)
 
 
 @dataclass(frozen=True)
@@ -156,11 +218,20 @@ class AuthConfig:
     """How the proxy checks callers before it answers from the cache."""
 
     verify_ttl: float = _setting(60.0, "Seconds a caller's credentials, once accepted by the site, are "
-                                 "trusted without asking again", check=_not_negative)
+                                 "trusted without asking again",
+                                 doc="Seconds a caller's credentials, once the site accepted them, are trusted "
+                                     "for cached answers without asking the site again (see :doc:`proxy`).",
+                                 check=_not_negative)
     failure_ttl: float = _setting(10.0, "Seconds a rejected set of credentials is answered with the site's "
-                                  "fault without asking again", check=_not_negative)
+                                  "fault without asking again",
+                                  doc="Seconds credentials the site rejected are answered with the site's own "
+                                      "fault without asking it again.",
+                                  check=_not_negative)
     cached_scripts: list[str] = _setting([], "Script (ApiUser) names that get answers from the cache; "
-                                         "everyone else passes through (empty: every authenticated caller)")
+                                         "everyone else passes through (empty: every authenticated caller)",
+                                         doc="Script (ApiUser) names that may get answers from the cache; every "
+                                             "other caller, people included, passes through to the site. Empty: "
+                                             "every authenticated caller.")
 
 
 @dataclass(frozen=True)
@@ -168,13 +239,19 @@ class WatcherConfig:
     """The event-log watcher."""
 
     poll_interval: float = _setting(1.0, "Longest pause, in seconds, between two event-log polls when idle",
+                                    doc="Longest pause, in seconds, between two polls of the event log when "
+                                        "nothing is happening.",
                                     check=_positive)
     min_poll_interval: float = _setting(0.05, "Shortest pause between polls while events are flowing",
+                                        doc="Pause between polls while events flow; it doubles on each empty "
+                                            "poll up to ``poll_interval``.",
                                         check=_positive)
-    batch_size: int = _setting(500, "Events read per poll", check=_at_least_one)
+    batch_size: int = _setting(500, "Events read per poll", doc="Event-log entries read per poll.",
+                               check=_at_least_one)
     gap_timeout: float = _setting(60.0, "Seconds to wait for a missing (late) event id before giving up on it",
                                   check=_not_negative)
     max_attempts: int = _setting(5, "Tries of a failing event before it goes to the dead-letter table",
+                                 doc="Tries of a failing event before it is recorded in the dead-letter table.",
                                  check=_at_least_one)
 
 
@@ -183,16 +260,24 @@ class ScannerConfig:
     """The periodic updated_at scanner."""
 
     interval: float = _setting(300.0, "Seconds between two incremental scans (0 disables them)",
+                               doc="Seconds between two incremental ``updated_at`` scans; ``0`` turns them off.",
                                check=_not_negative)
-    types: list[str] = _setting([], "Entity types to scan (empty: every cached type)")
-    projects: list[int] = _setting([], "Project ids to import (empty: every project)")
+    types: list[str] = _setting([], "Entity types to scan (empty: every cached type)",
+                                doc="Entity types to scan; empty means every cached type.")
+    projects: list[int] = _setting([], "Project ids to import (empty: every project)",
+                                   doc="Project ids to import; empty means every project.")
     overlap: float = _setting(60.0, "Seconds an incremental scan reaches back before its watermark",
+                              doc="Seconds an incremental scan reaches back before its watermark, for clock skew "
+                                  "and slow commits.",
                               check=_not_negative)
     reconcile_every: int = _setting(10, "Look for entities deleted upstream every N incremental scans",
+                                    doc="Every N incremental scans of a type, also look for entities deleted "
+                                        "upstream.",
                                     check=_at_least_one)
     page_size: int = _setting(500, "Entities asked of the site per page", check=_at_least_one)
 
 
+@_described("list of networks (``10.0.0.0/8``, ``127.0.0.1``)")
 def _networks(value: list[str]) -> str | None:
     import ipaddress
 
@@ -210,17 +295,27 @@ class AdminConfig:
 
     allow: list[str] = _setting([], "Networks (CIDR or single addresses) that may open the status page, "
                                 "status JSON and metrics (empty: anyone); /_sgcache/health is always open",
+                                doc="Who may open the status page, ``/_sgcache/status`` and ``/_sgcache/metrics``: "
+                                    "callers whose address is in one of these networks. Empty: anyone. "
+                                    "``/_sgcache/health`` is always open, for load balancers. Behind nginx the "
+                                    "address is nginx's own: restrict there too (see :doc:`operations`).",
                                 check=_networks)
     sample_interval: float = _setting(60.0, "Seconds between two request-latency samples each proxy process "
-                                      "saves for the status page's charts (0: none)", check=_not_negative)
+                                      "saves for the status page's charts (0: none)",
+                                      doc="Seconds between two request-latency samples that each proxy process "
+                                          "saves in the cache database for the status page's charts (kept two "
+                                          "hours). 0 saves none.",
+                                      check=_not_negative)
 
 
 @dataclass(frozen=True)
 class LogConfig:
     """Logging."""
 
-    level: str = _setting("info", "Log level", choices=("debug", "info", "warning", "error"))
+    level: str = _setting("info", "Log level", doc="How much is logged. ``-v`` and ``-q`` override it for one run.",
+                          choices=("debug", "info", "warning", "error"))
     format: str = _setting("text", "text (key=value lines) or json (one JSON object a line)",
+                           doc="``text``: key=value lines; ``json``: one JSON object a line.",
                            choices=("text", "json"))
 
 
@@ -278,6 +373,50 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return hint, False
+
+
+# The settings reference (docs/_ext/sgcache_settings.py) is made from these three; its text is reStructuredText.
+
+#: A type's name in the reference: (one, a list of them).
+_TYPE_NAMES: dict[Any, tuple[str, str]] = {
+    str: ("text", "text"), Secret: ("secret text", "secret texts"), Path: ("path", "paths"),
+    int: ("integer", "integers"), float: ("number", "numbers"),
+}
+
+
+def setting_type_doc(f: dataclasses.Field, hint: Any) -> str:
+    """What a setting accepts: its choices, else its check's description, else its type's name."""
+    choices = f.metadata.get("choices")
+    if choices:
+        quoted = [f"``{choice}``" for choice in choices]
+        listed = " or ".join(quoted) if len(quoted) == 2 else "one of " + ", ".join(quoted)
+        return f"{listed} (any case)"
+    check = f.metadata.get("check")
+    if check is not None:
+        return check.describe  # every check is declared with @_described
+    hint, _ = _base_type(hint)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return f"list of {_TYPE_NAMES[item][1]}"
+    return _TYPE_NAMES[hint][0]
+
+
+def setting_default_doc(f: dataclasses.Field) -> str:
+    """A setting's built-in default: None, empty list, or the value as a literal (with its note)."""
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if default is None:
+        text = "None"
+    elif isinstance(default, list):
+        text = f"``{', '.join(map(str, default))}``" if default else "empty list"
+    else:
+        text = f"``{default}``"
+    note = f.metadata.get("default_note")
+    return f"{text} ({note})" if note else text
+
+
+def setting_doc(f: dataclasses.Field) -> str:
+    """A setting's description: its ``doc``, else its one-line ``help`` as a sentence."""
+    return f.metadata.get("doc") or f.metadata["help"].rstrip(".") + "."
 
 
 _TRUE = {"1", "true", "yes", "on"}

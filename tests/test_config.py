@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import textwrap
 import types
 import typing
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sgcache.config import Config, Secret, iter_settings, load_config
+from sgcache.config import Config, Secret, iter_settings, load_config, setting_doc, setting_type_doc
 from sgcache.errors import ConfigError
 
 SECRET = "s3cr3t-4p1-k3y-0f-th3-sc1pt"
@@ -554,12 +555,79 @@ def test_command_line_paths_are_not_rebased(tmp_path):
     assert config.database.url == "sqlite:///flag.sqlite"
 
 
-def test_every_setting_is_documented_in_the_configuration_reference():
-    from pathlib import Path
+# --- the settings reference (docs/configuration.rst, made from the settings) -------------------
 
-    from sgcache.config import env_name, iter_settings
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.rst").read_text(encoding="utf-8")
-    missing = [f"{s}.{k}" for s, k, _, _ in iter_settings()
-               if f"``{s}.{k}``" not in text or f"``{env_name(s, k)}``" not in text]
-    assert missing == []
+
+def reference_table_lines() -> list[str]:
+    """What the page's ``.. sgcache-settings::`` directive renders, from the docs extension itself."""
+    spec = importlib.util.spec_from_file_location("sgcache_settings", DOCS / "_ext" / "sgcache_settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # Sphinx is imported only by its setup(), so no docs extras are needed
+    return module.table_lines()
+
+
+def reference_row(key: str) -> list[str]:
+    """The generated row of ``section.key``: its five cells, as written in the list-table."""
+    lines = reference_table_lines()
+    start = lines.index(f"   * - ``{key}``")
+    row = lines[start:start + 5]
+    assert all(line.startswith("     - ") for line in row[1:])
+    assert start + 5 == len(lines) or lines[start + 5].startswith("   * - ")
+    return [line[7:] for line in row]
+
+
+def test_configuration_page_uses_the_generated_settings_reference():
+    text = (DOCS / "configuration.rst").read_text(encoding="utf-8")
+    assert "\n.. sgcache-settings::\n" in text
+    assert ".. list-table::" not in text
+
+
+def test_settings_reference_has_a_header_and_one_row_per_setting_in_declaration_order():
+    lines = reference_table_lines()
+    assert lines[:9] == [".. list-table::", "   :header-rows: 1", "   :widths: 16 14 16 22 32", "",
+                         "   * - Key", "     - Type", "     - Default", "     - Environment variable",
+                         "     - Description"]
+    keys = [line[len("   * - "):] for line in lines[9:] if line.startswith("   * - ")]
+    assert keys == [f"``{section}.{key}``" for section, key, _, _ in iter_settings()]
+    assert len(lines) == 9 + 5 * len(keys)
+
+
+def test_every_setting_has_a_description_and_a_type_description():
+    undocumented = [f"{section}.{key}" for section, key, f, hint in iter_settings()
+                    if not setting_doc(f).strip() or not setting_type_doc(f, hint).strip()]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(("key", "cells"), [
+    ("site.timeout", ["number, greater than 0", "``30.0``", "``SGCACHE_SITE_TIMEOUT``",
+                      "Seconds to wait for the site's answer before giving up on a request. A write that times "
+                      'out is reported to the caller as "may or may not have been applied"; it is never sent '
+                      "again."]),
+    ("site.api_key", ["secret text", "None", "``SGCACHE_SITE_API_KEY``",
+                      "That script's key. Prefer the environment variable, to keep the key out of files. "
+                      "Never printed (see `The API key`_)."]),
+    ("site.connect_timeout", ["number, greater than 0", "``5.0``", "``SGCACHE_SITE_CONNECT_TIMEOUT``",
+                              "Seconds to wait for a connection to the site."]),
+    ("database.url", ["``postgresql://`` or ``sqlite:///`` URL", "``sqlite:///var/sgcache.sqlite``",
+                      "``SGCACHE_DATABASE_URL``",
+                      "The cache database (see `Database URLs`_). A relative SQLite path in the file is "
+                      "relative to the file's folder."]),
+    ("web.max_body", ["integer, at least 1", "``67108864`` (64 MiB)", "``SGCACHE_WEB_MAX_BODY``",
+                      "Largest JSON-RPC request body accepted, in bytes; a larger one gets a fault naming this "
+                      "setting. File uploads stream through and are not limited."]),
+    ("scanner.projects", ["list of integers", "empty list", "``SGCACHE_SCANNER_PROJECTS``",
+                          "Project ids to import; empty means every project."]),
+    ("admin.allow", ["list of networks (``10.0.0.0/8``, ``127.0.0.1``)", "empty list", "``SGCACHE_ADMIN_ALLOW``",
+                     "Who may open the status page, ``/_sgcache/status`` and ``/_sgcache/metrics``: callers "
+                     "whose address is in one of these networks. Empty: anyone. ``/_sgcache/health`` is always "
+                     "open, for load balancers. Behind nginx the address is nginx's own: restrict there too "
+                     "(see :doc:`operations`)."]),
+    ("log.level", ["one of ``debug``, ``info``, ``warning``, ``error`` (any case)", "``info``",
+                   "``SGCACHE_LOG_LEVEL``", "How much is logged. ``-v`` and ``-q`` override it for one run."]),
+    ("log.format", ["``text`` or ``json`` (any case)", "``text``", "``SGCACHE_LOG_FORMAT``",
+                    "``text``: key=value lines; ``json``: one JSON object a line."]),
+])
+def test_settings_reference_row_gives_type_default_environment_variable_and_description(key, cells):
+    assert reference_row(key) == [f"``{key}``", *cells]
