@@ -362,3 +362,26 @@ def test_reads_come_from_database_read_url_and_writes_go_to_database_url(make_pr
         assert conn.execute(sa.text("SELECT description FROM shot WHERE id = :id"), {"id": shot["id"]}).scalar() \
             != "written"
     replica.dispose()
+
+
+def test_a_field_stored_otherwise_than_this_schema_says_passes_through(make_proxy, sg, world, tmp_path):
+    """A proxy whose schema file (or version) differs from the last migration: the fields whose
+    storage differs pass through (never read as the wrong type), the others stay cached."""
+    from sgcache.schema import load
+    from sgcache.schema.yamlio import dumps
+
+    migrated = make_proxy()
+    import_all(migrated)
+    schema = load(migrated.config.schema.path)
+    schema["Shot"].fields["description"].data_type = "number"  # as if the site changed it since
+    newer = tmp_path / "newer.yml"
+    newer.write_text(dumps(schema))
+    proxy = make_proxy(schema__path=str(newer), migrated=False)
+    client = proxy.client()
+    expected = sg.find("Shot", [], ["code", "description"], order=[{"field_name": "id", "direction": "asc"}])
+    found, cached = answered_from_cache(proxy, lambda: client.find(
+        "Shot", [], ["code", "description"], order=[{"field_name": "id", "direction": "asc"}]))
+    assert not cached and found == expected
+    assert proxy.service.reasons["schema_mismatch"] == 1
+    _, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert cached

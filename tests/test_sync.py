@@ -402,6 +402,21 @@ def test_full_where_needed_imports_only_types_never_imported_or_flagged(make_syn
     assert s.scanner().full_where_needed().types == []
 
 
+def test_full_where_needed_imports_a_type_with_fields_marked_for_backfill(make_sync):
+    from sgcache.store.state import backfill_marks
+
+    s = make_sync()
+    s.scanner().full()
+    with s.engine.begin() as conn:  # what `sgcache schema migrate` leaves after adding a field
+        f = s.tables.state.fields
+        conn.execute(sa.update(f).where(f.c.entity_type == "Asset", f.c.field_name == "code")
+                     .values(needs_backfill=True, backfill_reason="new field"))
+    assert [t.entity_type for t in s.scanner().full_where_needed().types] == ["Asset"]
+    with s.engine.connect() as conn:
+        assert backfill_marks(conn, s.tables.state) == {}
+    assert s.scanner().full_where_needed().types == []
+
+
 # --- incremental scans and reconcile ---------------------------------------------------------------
 
 

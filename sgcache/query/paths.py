@@ -37,6 +37,9 @@ class ReadState:
     projects: frozenset[int] | None = None
     #: types being rebuilt (sgcache rebuild): not ready, whatever their last import says
     rebuilding: frozenset[str] = frozenset()
+    #: type -> fields whose storage in the database is not what this process's schema expects
+    #: (a schema file or an sgcache version newer or older than the last migration)
+    mismatched: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
@@ -46,16 +49,26 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
     ready = frozenset(conn.execute(sa.select(st.types.c.entity_type)
                                    .where(st.types.c.full_scan_at.is_not(None))).scalars())
     backfill: dict[str, set[str]] = {}
-    for type_name, field_name in conn.execute(sa.select(st.fields.c.entity_type, st.fields.c.field_name)
-                                              .where(st.fields.c.needs_backfill.is_(True))):
-        backfill.setdefault(type_name, set()).add(field_name)
+    stored: dict[tuple[str, str], tuple[str, str]] = {}
+    for type_name, field_name, data_type, storage, needs in conn.execute(sa.select(
+            st.fields.c.entity_type, st.fields.c.field_name, st.fields.c.data_type, st.fields.c.storage,
+            st.fields.c.needs_backfill)):
+        stored[(type_name, field_name)] = (data_type, storage)
+        if needs:
+            backfill.setdefault(type_name, set()).add(field_name)
+    mismatched: dict[str, set[str]] = {}
+    for et in tables:
+        for name, handler in et.fields.items():
+            if handler.cached and stored.get((et.name, name)) != (handler.field.data_type, handler.storage):
+                mismatched.setdefault(et.name, set()).add(name)
     meta = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
                              .where(st.meta.c.key.in_(["projects", "rebuilding"]))).all())
     value = json.loads(meta["projects"]) if meta.get("projects") else None
     projects = frozenset(value) if isinstance(value, list) and value else None
     marked = json.loads(meta["rebuilding"]) if meta.get("rebuilding") else None
     rebuilding = frozenset(marked.get("types", ())) if isinstance(marked, dict) else frozenset()
-    return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding)
+    return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
+                     {k: frozenset(v) for k, v in mismatched.items()})
 
 
 class Context:
@@ -89,6 +102,9 @@ class Context:
             raise Uncertain("uncached_field", f"{et.name}.{name} ({handler.field.data_type})")
         if name in self.state.backfill.get(et.name, ()):
             raise Uncertain("field_backfill", f"{et.name}.{name}")
+        if name in self.state.mismatched.get(et.name, ()):
+            raise Uncertain("schema_mismatch", f"{et.name}.{name} is stored differently in the database "
+                            "(run sgcache schema migrate with this schema file and version)")
         return handler
 
     def link_types(self, handler: FieldType) -> list[EntityTable]:

@@ -202,11 +202,13 @@ class Scanner:
         return report
 
     def full_where_needed(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
-        """A full import of the types never fully imported, or marked for a rescan."""
+        """A full import of the types never fully imported, marked for a rescan, or holding fields
+        a migration marked for a backfill (their reads pass through until it is done)."""
         with self.engine.connect() as conn:
+            marks = state.backfill_marks(conn, self.tables.state)
             needed = [et.name for et in self.cached_types(types)
                       if (s := self._type_state(conn, et.name)) is None or s["full_scan_at"] is None
-                      or s["needs_rescan"]]
+                      or s["needs_rescan"] or et.name in marks]
         if not needed:
             return ScanReport("full")
         log.info("event=full_import_needed types=%s", ",".join(needed))
@@ -343,6 +345,9 @@ class Scanner:
         while not stop.is_set():
             started = time.monotonic()
             try:
+                # Types flagged since the last round (a schema change upstream, a migration's
+                # backfill marks) are imported in full first; the rest incrementally.
+                self.full_where_needed(types)
                 self.incremental(types)
             except Exception:
                 log.exception("event=scan_failed; retrying at the next interval")
