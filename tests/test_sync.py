@@ -1033,6 +1033,36 @@ def test_site_outage_pauses_the_watcher_without_skipping_anything(sync, caplog, 
     assert s.diff(["Shot"]) == []
 
 
+def test_an_event_that_meets_a_database_outage_waits_for_it_and_is_not_dead_lettered(sync, caplog):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "written during the outage"})
+    watcher = s.watcher(max_attempts=2, poll_interval=0.05)
+    real_commit = watcher._commit
+    outage = {"left": 5}
+
+    def commit(event, cursor, *args, **kwargs):
+        if event is not None and outage["left"]:
+            outage["left"] -= 1
+            raise sa.exc.OperationalError("INSERT ...", {}, Exception("server closed the connection unexpectedly"))
+        return real_commit(event, cursor, *args, **kwargs)
+
+    watcher._commit = commit
+    caplog.set_level(logging.WARNING, logger=WATCHER_LOG)
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(lambda: s.row("Shot", shot, "description")["description"] == "written during the outage", 5,
+                 what="the event applied once the database is back")
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+    assert outage["left"] == 0  # five tries met the outage, more than max_attempts
+    assert dead_letters(s.engine, s.tables) == []
+    assert "event=database_unavailable" in caplog.text
+
+
 def test_event_whose_request_the_site_refuses_is_dead_lettered_not_retried_forever(sync):
     s = sync
     sg = s.sg()

@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 LIFECYCLE = {"New", "Change", "Retirement", "Revival"}
 
 
+#: Errors that say the cache database cannot be used right now (down, restarting, locked, or
+#: not migrated for this schema): the event is retried later, never dead-lettered for it.
+DATABASE_TROUBLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
+
+
 def _aware(value: Any) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         return None
@@ -284,8 +289,8 @@ class Watcher:
                 self.applied += outcome not in ("already applied",)
                 log.debug("event=applied id=%s type=%s outcome=%s", event["id"], event.get("event_type"), outcome)
                 return
-            except SiteError:
-                raise
+            except (SiteError, *DATABASE_TROUBLE):
+                raise  # nothing is wrong with the event: wait for the site or the database, skip nothing
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
                 if attempt == self.config.max_attempts:
@@ -380,6 +385,11 @@ class Watcher:
                 read = self.poll_once()
             except SiteError as e:
                 log.warning("event=site_unavailable error=%r retry_in_s=%.1f", str(e), self.config.poll_interval)
+                stop.wait(self.config.poll_interval)
+                continue
+            except DATABASE_TROUBLE as e:
+                log.warning("event=database_unavailable error=%r retry_in_s=%.1f",
+                            str(getattr(e, "orig", e)).strip()[:200], self.config.poll_interval)
                 stop.wait(self.config.poll_interval)
                 continue
             if read >= self.config.batch_size:
