@@ -385,3 +385,59 @@ def test_a_field_stored_otherwise_than_this_schema_says_passes_through(make_prox
     assert proxy.service.reasons["schema_mismatch"] == 1
     _, cached = answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))
     assert cached
+
+
+SQL_SUMMARIES = [
+    ([{"field": "id", "type": "record_count"}], []),
+    ([{"field": "id", "type": "record_count"}, {"field": "description", "type": "count"}],
+     [{"field": "sg_status_list", "type": "exact", "direction": "asc"}]),
+    ([{"field": "sg_cut_in", "type": "sum"}, {"field": "sg_cut_in", "type": "average"},
+      {"field": "sg_cut_in", "type": "maximum"}, {"field": "sg_cut_in", "type": "minimum"}],
+     [{"field": "sg_status_list", "type": "exact", "direction": "desc"},
+      {"field": "sg_cut_in", "type": "exact", "direction": "asc"}]),
+    ([{"field": "code", "type": "count"}], [{"field": "description", "type": "exact", "direction": "asc"}]),
+]
+
+
+@pytest.mark.parametrize("summaries, grouping", SQL_SUMMARIES)
+def test_summaries_totalled_in_sql_equal_the_row_by_row_totals(cached_proxy, sg, world, summaries, grouping):
+    from zoneinfo import ZoneInfo
+
+    from sgcache.query.paths import Context
+    from sgcache.query.summarize import compile_summarize
+
+    for i, shot in enumerate(world["shots"]):  # numbers to add up, some unset
+        sg.update("Shot", shot["id"], {"sg_cut_in": None if i % 4 == 0 else 1000 + 7 * i,
+                                       "sg_status_list": ["ip", "fin", "wtg"][i % 3]})
+    import_all(cached_proxy)
+    service = cached_proxy.service
+    args = {"type": "Shot", "filters": {"logical_operator": "and", "conditions": []}, "summaries": summaries,
+            "grouping": grouping}
+    ctx = Context(service.cache.tables, service.read_state(), service.cache.engine.dialect.name, tz=ZoneInfo("UTC"))
+    plan = compile_summarize(ctx, args)
+    assert plan.aggregate is not None
+    with service.cache.engine.connect() as conn:
+        in_sql = plan.run(conn)
+        plan.aggregate = None
+        row_by_row = plan.run(conn)
+    assert in_sql == row_by_row
+    answer = cached_proxy.client().summarize("Shot", [], summaries, grouping=grouping or None)
+    assert answer == sg.summarize("Shot", [], summaries, grouping=grouping or None)
+
+
+def test_other_summaries_and_groupings_stay_row_by_row(cached_proxy):
+    from zoneinfo import ZoneInfo
+
+    from sgcache.query.paths import Context
+    from sgcache.query.summarize import compile_summarize
+
+    service = cached_proxy.service
+    ctx = Context(service.cache.tables, service.read_state(), service.cache.engine.dialect.name, tz=ZoneInfo("UTC"))
+    for summaries, grouping in (([{"field": "sg_status_list", "type": "status_list"}], []),
+                                ([{"field": "id", "type": "record_count"}],
+                                 [{"field": "sg_sequence", "type": "exact"}]),
+                                ([{"field": "id", "type": "record_count"}],
+                                 [{"field": "created_at", "type": "day"}])):
+        plan = compile_summarize(ctx, {"type": "Shot", "filters": {"logical_operator": "and", "conditions": []},
+                                       "summaries": summaries, "grouping": grouping})
+        assert plan.aggregate is None, (summaries, grouping)
