@@ -372,6 +372,31 @@ def report(line: str) -> None:
     _REPORT.append(line)
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # The fuzz tests log lone surrogates on purpose; pytest-xdist sends reports between
+    # processes as UTF-8, which cannot carry them.
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _encodable(content)) for title, content in report.sections]
+
+
+def pytest_sessionfinish(session):
+    # Under pytest-xdist each worker hands its lines to the controller, which prints them.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["sgcache_report"] = list(_REPORT)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _REPORT.extend(getattr(node, "workeroutput", {}).get("sgcache_report", []))
+
+
 def pytest_terminal_summary(terminalreporter):
     for line in _REPORT:
         terminalreporter.write_line(line)
