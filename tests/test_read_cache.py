@@ -389,6 +389,8 @@ def test_a_field_stored_otherwise_than_this_schema_says_passes_through(make_prox
 
 SQL_SUMMARIES = [
     ([{"field": "id", "type": "record_count"}], []),
+    ([{"field": "id", "type": "count"}, {"field": "id", "type": "sum"}, {"field": "id", "type": "maximum"}],
+     [{"field": "sg_status_list", "type": "exact", "direction": "asc"}]),
     ([{"field": "id", "type": "record_count"}, {"field": "description", "type": "count"}],
      [{"field": "sg_status_list", "type": "exact", "direction": "asc"}]),
     ([{"field": "sg_cut_in", "type": "sum"}, {"field": "sg_cut_in", "type": "average"},

@@ -296,6 +296,21 @@ class Aggregate:
         return out
 
 
+class _IdField:
+    """The entity's id, summarized as the whole number it is (``count`` of ``id`` is common)."""
+
+    family = "number"
+    column = "id"
+
+    @staticmethod
+    def from_db(row: Any) -> int:
+        return row["id"]
+
+    @staticmethod
+    def columns() -> list[sa.Column]:
+        return [sa.Column("id", sa.Integer)]
+
+
 def _whole(value: Any) -> Any:
     """A database sum of whole numbers as a Python int (PostgreSQL gives bigint sums as Decimal)."""
     if value is None or isinstance(value, int):
@@ -313,9 +328,9 @@ def _aggregate(ctx: Context, et: EntityTable, scope: Scope, where: list, summari
         if spec["type"] == "record_count":
             continue
         name = spec["field"]
-        if "." in name or name == "id":
+        if "." in name:
             return None
-        handler = ctx.handler(et, name)
+        handler = _IdField() if name == "id" else ctx.handler(et, name)
         if handler.family not in SQL_FAMILIES:
             return None
         if spec["type"] in ("sum", "average") and not isinstance(handler.columns()[0].type, sa.Integer):
