@@ -55,12 +55,12 @@ def health(service: Service) -> tuple[int, dict[str, Any]]:
     return (503 if body["status"] == "down" else 200), body
 
 
-def _sync_status(service: Service) -> dict[str, Any] | None:
+def _sync_status(service: Service, *, rows: bool = True) -> dict[str, Any] | None:
     if service.cache is None or not service.cache.usable:
         return None
     if "_sgcache_cursor" not in sa.inspect(service.cache.engine).get_table_names():
         return {"cursor": None, "event_lag": None, "dead_letters": [], "projects": None, "types": {}}
-    return report.status(service.cache.engine, service.cache.tables)
+    return report.status(service.cache.engine, service.cache.tables, rows=rows)
 
 
 def latency_series(conn: sa.Connection, service: Service, now: dt.datetime) -> list[dict[str, Any]]:
@@ -143,7 +143,7 @@ def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metr
             return denied
         metrics.health(database_up=service.cache is not None and service.cache.usable,
                        breaker_open=service.upstream.breaker.state != "closed")
-        body, content_type = metrics.exposition(DatabaseCollector(lambda: _sync_status(service)))
+        body, content_type = metrics.exposition(DatabaseCollector(lambda: _sync_status(service, rows=False)))
         return Response(body, content_type=content_type)
 
     def page_route() -> Response:

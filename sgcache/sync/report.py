@@ -18,7 +18,9 @@ def _tables(conn: sa.Connection) -> set[str]:
     return set(sa.inspect(conn).get_table_names())
 
 
-def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
+def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str, Any]:
+    """Everything ``sgcache status`` shows; ``rows=False`` skips counting each table's rows (a
+    scan of every table, which metrics scrapes do not need)."""
     st = tables.state
     with engine.connect() as conn:
         cursor = cursors.load(conn, st)
@@ -30,12 +32,12 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
         projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
         lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
         rebuilding = rebuild.rebuilding(conn, tables)
-        rows = {}
-        for et in tables:
+        counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
+        for et in tables if rows else ():
             t = et.table
             active = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c._active.is_(True))).scalar()
             total = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
-            rows[et.name] = {"active": active, "retired": total - active}
+            counts[et.name] = {"active": active, "retired": total - active}
     return {
         "cursor": None if cursor is None else {
             "max_applied_id": cursor.max_applied_id, "last_complete_id": cursor.last_complete_id,
@@ -46,8 +48,8 @@ def status(engine: sa.Engine, tables: Tables) -> dict[str, Any]:
         "dead_letters": dead,
         "projects": json.loads(projects) if projects else None,
         "rebuilding": rebuilding,
-        "types": {name: {**rows[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
-                         "backfill_fields": len(marks.get(name, {}))} for name in sorted(rows)},
+        "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
+                         "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},
     }
 
 
