@@ -334,8 +334,7 @@ class Demo:
         from sgcache.store.db import sqlite_path
 
         folder = self.options.folder
-        for name in ("site.json",):
-            (folder / name).unlink(missing_ok=True)
+        (folder / "site.json").unlink(missing_ok=True)
         shutil.rmtree(folder / "site.files", ignore_errors=True)
         path = sqlite_path(self.options.database_url)
         if path is not None and path.parent.resolve() == folder.resolve():

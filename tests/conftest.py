@@ -11,7 +11,7 @@ import copy
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,20 +89,29 @@ def pg_database():
     admin.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_database):
-    """A PostgreSQL URL whose search_path is a schema made for this test alone."""
+@contextmanager
+def pg_schema(pg_database, prefix: str = "t") -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a schema of its own, dropped afterwards."""
     if pg_database is None:
         pytest.skip("PostgreSQL is not reachable (see the warning at the end of the run)")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(pg_database)
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = pg_database.update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield pg_database.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database):
+    """A PostgreSQL URL whose search_path is a schema made for this test alone."""
+    with pg_schema(pg_database) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
@@ -333,35 +342,20 @@ def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg
     from sgcache.sync.remote import Remote
     from sgcache.sync.scanner import Scanner
 
-    schema_name = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'cache.sqlite'}"
-    else:
-        if pg_database is None:
-            pytest.skip("PostgreSQL is not reachable")
-        schema_name = f"m_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(pg_database)
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema_name}"'))
-        admin.dispose()
-        url = pg_database.update_query_dict({"options": f"-csearch_path={schema_name}"}).render_as_string(
-            hide_password=False)
-    config = proxy_config(tmp, site_url, url, schema_path)
-    engine = create_engine(url)
-    tables = Tables(load(schema_path))
-    migrate(engine, tables)
-    Scanner(engine, tables, Remote(config.site), config.scanner).full()
-    proxy = ProxyServer(config, engine)
-    try:
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp / 'cache.sqlite'}"
+        else:
+            url = stack.enter_context(pg_schema(pg_database, "m"))
+        config = proxy_config(tmp, site_url, url, schema_path)
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        tables = Tables(load(schema_path))
+        migrate(engine, tables)
+        Scanner(engine, tables, Remote(config.site), config.scanner).full()
+        proxy = ProxyServer(config, engine)
+        stack.callback(proxy.stop)
         yield proxy
-    finally:
-        proxy.stop()
-        engine.dispose()
-        if schema_name:
-            admin = sa.create_engine(pg_database)
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-            admin.dispose()
 
 
 #: Lines a test wants in the run's summary (case counts, seeds), printed at the end.

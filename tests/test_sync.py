@@ -89,6 +89,18 @@ def wait_for(condition, timeout: float = 15.0, interval: float = 0.02, what: str
         time.sleep(interval)
 
 
+def run_watcher_until(watcher: Watcher, condition, timeout: float, what: str) -> None:
+    """Run ``watcher`` in a thread, as ``sgcache watch`` does, until ``condition`` holds."""
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(condition, timeout, what=what)
+    finally:
+        stop.set()
+        runner.join(10)
+
+
 def listening(server: MockServer) -> bool:
     try:
         socket.create_connection((server.host, server.port), timeout=1).close()
@@ -1014,15 +1026,8 @@ def test_site_outage_pauses_the_watcher_without_skipping_anything(sync, caplog, 
     requests.post(s.server.url + "/_mock/failure", json=failure, timeout=5).raise_for_status()
     if failure["mode"] == "down":
         wait_for(lambda: not listening(s.server), 5, what="the site to go down")
-    stop = threading.Event()
-    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     started = time.monotonic()
-    runner.start()
-    try:
-        wait_for(s.caught_up, 20, what="the watcher to catch up after the outage")
-    finally:
-        stop.set()
-        runner.join(10)
+    run_watcher_until(watcher, s.caught_up, 20, "the watcher to catch up after the outage")
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("event=site_unavailable") for m in messages)
     if failure["mode"] == "down":
@@ -1049,15 +1054,8 @@ def test_an_event_that_meets_a_database_outage_waits_for_it_and_is_not_dead_lett
 
     watcher._commit = commit
     caplog.set_level(logging.WARNING, logger=WATCHER_LOG)
-    stop = threading.Event()
-    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
-    runner.start()
-    try:
-        wait_for(lambda: s.row("Shot", shot, "description")["description"] == "written during the outage", 5,
-                 what="the event applied once the database is back")
-    finally:
-        stop.set()
-        runner.join(timeout=10)
+    run_watcher_until(watcher, lambda: s.row("Shot", shot, "description")["description"] == "written during the outage",
+                      5, "the event applied once the database is back")
     assert outage["left"] == 0  # five tries met the outage, more than max_attempts
     assert dead_letters(s.engine, s.tables) == []
     assert "event=database_unavailable" in caplog.text
@@ -1072,15 +1070,8 @@ def test_event_whose_request_the_site_refuses_is_dead_lettered_not_retried_forev
     revival = s.newest_event_id()
     sg.update("Shot", shot, {"description": "after the revival"})
     watcher = s.watcher(max_attempts=2)
-    stop = threading.Event()
-    runner = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
-    runner.start()
-    try:
-        wait_for(lambda: s.row("Shot", shot, "description")["description"] == "after the revival", 1.5,
-                 what="the event after the refused one")
-    finally:
-        stop.set()
-        runner.join(10)
+    run_watcher_until(watcher, lambda: s.row("Shot", shot, "description")["description"] == "after the revival",
+                      1.5, "the event after the refused one")
     assert [d["event_id"] for d in dead_letters(s.engine, s.tables)] == [revival]
     assert s.caught_up()
 

@@ -14,6 +14,7 @@ fields without backfill marks); anything else raises :class:`~sgcache.query.Unce
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -42,6 +43,13 @@ class ReadState:
     mismatched: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=8)
+def _expected_storage(tables: Tables) -> dict[tuple[str, str], tuple[str, str]]:
+    """(type, field) -> (data type, storage) that this process's schema and version store."""
+    return {(et.name, name): (handler.field.data_type, handler.storage)
+            for et in tables for name, handler in et.fields.items() if handler.cached}
+
+
 def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
     import json
 
@@ -57,10 +65,9 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
         if needs:
             backfill.setdefault(type_name, set()).add(field_name)
     mismatched: dict[str, set[str]] = {}
-    for et in tables:
-        for name, handler in et.fields.items():
-            if handler.cached and stored.get((et.name, name)) != (handler.field.data_type, handler.storage):
-                mismatched.setdefault(et.name, set()).add(name)
+    for key, expected in _expected_storage(tables).items():
+        if stored.get(key) != expected:
+            mismatched.setdefault(key[0], set()).add(key[1])
     meta = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
                              .where(st.meta.c.key.in_(["projects", "rebuilding"]))).all())
     value = json.loads(meta["projects"]) if meta.get("projects") else None

@@ -7,6 +7,7 @@ seconds. Anything older than :data:`KEEP` is deleted when a new sample is saved.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import os
@@ -39,8 +40,10 @@ def save(conn: sa.Connection, st: StateTables, kind: str, data: dict[str, Any], 
     conn.execute(sa.delete(st.samples).where(st.samples.c.kind == kind, st.samples.c.at < at - KEEP))
 
 
-def since(conn: sa.Connection, st: StateTables, kind: str, start: dt.datetime) -> Iterator[tuple[dt.datetime, str,
-                                                                                                 dict[str, Any]]]:
+Sample = tuple[dt.datetime, str, dict[str, Any]]
+
+
+def since(conn: sa.Connection, st: StateTables, kind: str, start: dt.datetime) -> Iterator[Sample]:
     """(at, source, data) of the ``kind`` samples saved at or after ``start``, oldest first."""
     rows = conn.execute(sa.select(st.samples.c.at, st.samples.c.source, st.samples.c.data)
                         .where(st.samples.c.kind == kind, st.samples.c.at >= start)
@@ -67,8 +70,8 @@ class LatencyHistogram:
         return sum(self.buckets)
 
     def add(self, ms: float, outcome: str) -> None:
-        index = next((i for i, bound in enumerate(LATENCY_BOUNDS_MS) if ms <= bound), len(LATENCY_BOUNDS_MS))
-        self.buckets[index] += 1
+        # The first bucket whose bound is at least ms (the unbounded last one past them all).
+        self.buckets[bisect.bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
     def merge(self, other: LatencyHistogram) -> None:
