@@ -1,9 +1,10 @@
 """The proxy's own routes under ``/_sgcache/``: health, status (JSON and a page), metrics.
 
 ``GET /_sgcache/health`` is for load balancers and is always open: 200 when this process can
-serve (the cache database is usable, or the site answers), 503 with the reason when it cannot.
-The status JSON, the status page and the Prometheus metrics are open to the networks in
-``admin.allow`` (everyone when empty); anyone else gets 403.
+serve (the cache database is usable, or the site answers), 503 when it cannot, with short words
+only (no error text, URL or host name). The status JSON, the status page and the Prometheus
+metrics, which give the reasons, are open to the networks in ``admin.allow`` (this host only by
+default, nobody when empty); anyone else gets 403.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ from sgcache.api3.service import Service
 from sgcache.config import Config
 from sgcache.metrics import DatabaseCollector, Metrics
 from sgcache.store import samples
+from sgcache.store import state as store_state
 from sgcache.sync import report
 
 log = logging.getLogger(__name__)
@@ -30,37 +33,81 @@ log = logging.getLogger(__name__)
 CHART_WINDOW = dt.timedelta(hours=1)
 
 
-def health(service: Service) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, body): can this process serve requests now?"""
+def health(service: Service) -> tuple[int, dict[str, str]]:
+    """(HTTP status, body): can this process serve requests now? Short words only, for anyone
+    to read: ``status`` ok, degraded or down; ``database`` ok or down; ``site`` ok, down or
+    recovering."""
     database_ok = service.cache is not None and service.cache.usable
     breaker = service.upstream.breaker.state
     site_ok = breaker == "closed"
-    body: dict[str, Any] = {
+    body = {
         "database": "ok" if database_ok else "down",
         "site": "ok" if site_ok else ("down" if breaker == "open" else "recovering"),
+        "status": "ok" if database_ok and site_ok else "degraded" if database_ok or site_ok else "down",
     }
-    if not database_ok and service.cache is not None and service.cache.problem:
-        body["database_error"] = service.cache.problem
-    if not site_ok and service.upstream.breaker.last_error:
-        body["site_error"] = service.upstream.breaker.last_error
-    if database_ok and site_ok:
-        body["status"] = "ok"
-    elif database_ok or site_ok:
-        body["status"] = "degraded"
-        body["reason"] = ("the cache database is down: every request goes to the site" if not database_ok else
-                          "the site is unavailable: cached reads are answered, everything else fails")
-    else:
-        body["status"] = "down"
-        body["reason"] = "both the cache database and the site are unavailable"
     return (503 if body["status"] == "down" else 200), body
 
 
-def _sync_status(service: Service, *, rows: bool = True) -> dict[str, Any] | None:
+def health_detail(service: Service) -> dict[str, Any]:
+    """:func:`health`'s words with the reason and the last errors, for the admin routes only (an
+    error can name the database's host or the site's address)."""
+    _, body = health(service)
+    detail: dict[str, Any] = dict(body)
+    if body["database"] != "ok" and service.cache is not None and service.cache.problem:
+        detail["database_error"] = service.cache.problem
+    if body["site"] != "ok" and service.upstream.breaker.last_error:
+        detail["site_error"] = service.upstream.breaker.last_error
+    if body["status"] == "degraded":
+        detail["reason"] = ("the cache database is down: every request goes to the site" if body["database"] != "ok"
+                            else "the site is unavailable: cached reads are answered, everything else fails")
+    elif body["status"] == "down":
+        detail["reason"] = "both the cache database and the site are unavailable"
+    return detail
+
+
+class RowCounts:
+    """Active and retired rows per cached type, counted at most every ``interval`` seconds.
+
+    Counting reads every cached table, too much for each view of the status page. The counts
+    are saved as a sample (kind ``row_counts``) in the cache database, so every proxy process
+    and host reuses the newest one; one process counts again when it is older than ``interval``.
+    """
+
+    KIND = "row_counts"
+
+    def __init__(self, interval: float):
+        self.interval = dt.timedelta(seconds=interval)
+        self._lock = threading.Lock()  # one count at a time in this process
+
+    def get(self, service: Service) -> tuple[dt.datetime, dict[str, dict[str, int]]]:
+        """(when counted, {type: {"active": n, "retired": n}})."""
+        engine, tables = service.cache.engine, service.cache.tables
+        with self._lock:
+            with engine.connect() as conn:
+                newest = samples.latest(conn, tables.state, self.KIND)
+            now = dt.datetime.now(dt.UTC)
+            if newest is not None and now - newest[0] < self.interval:
+                return newest
+            types = report.status(engine, tables, rows=True)["types"]
+            counts = {name: {"active": t["active"], "retired": t["retired"]} for name, t in types.items()}
+            with engine.begin() as conn:
+                samples.save(conn, tables.state, self.KIND, counts, at=now)
+            return now, counts
+
+
+def _sync_status(service: Service, row_counts: RowCounts | None = None) -> dict[str, Any] | None:
+    """The sync part of the status, with the row counts of ``row_counts`` when given (not for
+    metrics, which have no use for them)."""
     if service.cache is None or not service.cache.usable:
         return None
     if "_sgcache_cursor" not in sa.inspect(service.cache.engine).get_table_names():
         return {"cursor": None, "event_lag": None, "dead_letters": [], "projects": None, "types": {}}
-    return report.status(service.cache.engine, service.cache.tables, rows=rows)
+    data = report.status(service.cache.engine, service.cache.tables, rows=False)
+    if row_counts is not None:
+        data["rows_counted_at"], counts = row_counts.get(service)
+        for name, t in data["types"].items():
+            t.update(counts.get(name, {}))
+    return data
 
 
 def latency_series(conn: sa.Connection, service: Service, now: dt.datetime) -> list[dict[str, Any]]:
@@ -78,14 +125,13 @@ def lag_series(conn: sa.Connection, service: Service, now: dt.datetime) -> list[
             for at, _source, data in samples.since(conn, service.cache.tables.state, "event_lag", now - CHART_WINDOW)]
 
 
-def status(service: Service, metrics: Metrics) -> dict[str, Any]:
+def status(service: Service, metrics: Metrics, row_counts: RowCounts) -> dict[str, Any]:
     """Everything the status JSON and page show."""
     now = dt.datetime.now(dt.UTC)
-    code, healthy = health(service)
-    out: dict[str, Any] = {"version": sgcache.__version__, "now": now, "health": healthy,
+    out: dict[str, Any] = {"version": sgcache.__version__, "now": now, "health": health_detail(service),
                            "site": service.config.site.base_url, "proxy": metrics.counts()}
     try:
-        out["sync"] = _sync_status(service)
+        out["sync"] = _sync_status(service, row_counts)
         out["charts"] = {"latency": [], "event_lag": []}
         if out["sync"] is not None and service.cache is not None:
             with service.cache.engine.connect() as conn:
@@ -95,8 +141,22 @@ def status(service: Service, metrics: Metrics) -> dict[str, Any]:
     except sa.exc.SQLAlchemyError as e:
         service.cache.failed(e)
         out["sync"] = None
-        out["health"] = health(service)[1]
+        out["health"] = health_detail(service)
+    out["auth"] = auth_status(service)
     return out
+
+
+def auth_status(service: Service) -> dict[str, Any]:
+    """The policy, the groups a shadow check switched off (all processes) and this process's checks."""
+    switched_off: dict[str, Any] = {}
+    if service.cache is not None and service.cache.usable:
+        try:
+            with service.cache.engine.connect() as conn:
+                switched_off = store_state.tripped_groups(conn, service.cache.tables.state)
+        except sa.exc.SQLAlchemyError as e:
+            service.cache.failed(e)
+    return {"policy": service.policy.describe(), "switched_off": switched_off,
+            "shadow_checks": service.shadow.stats()}
 
 
 def _json_default(value: Any) -> Any:
@@ -111,17 +171,25 @@ def to_json(data: Any) -> str:
     return json.dumps(data, default=_json_default, indent=2, sort_keys=False)
 
 
+def allowed_address(remote_addr: str | None, allowed: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Is ``remote_addr`` in one of the ``allowed`` networks? An IPv4 client of a dual-stack
+    socket (``::ffff:10.1.2.3``) counts as its IPv4 address."""
+    try:
+        address = ipaddress.ip_address((remote_addr or "").split("%")[0])
+    except ValueError:
+        return False
+    candidates = [address]
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        candidates.append(address.ipv4_mapped)
+    return any(a in network for a in candidates for network in allowed)
+
+
 def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metrics) -> None:
     allowed = [ipaddress.ip_network(n, strict=False) for n in config.admin.allow]
+    row_counts = RowCounts(config.admin.row_count_interval)
 
     def refused() -> Response | None:
-        if not allowed:
-            return None
-        try:
-            address = ipaddress.ip_address((request.remote_addr or "").split("%")[0])
-        except ValueError:
-            address = None
-        if address is not None and any(address in network for network in allowed):
+        if allowed_address(request.remote_addr, allowed):
             return None
         return Response("sgcache: this address may not open the admin pages (admin.allow)\n", status=403,
                         content_type="text/plain; charset=utf-8")
@@ -135,7 +203,7 @@ def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metr
         return json_response(body, code)
 
     def status_route() -> Response:
-        return refused() or json_response(status(service, metrics))
+        return refused() or json_response(status(service, metrics, row_counts))
 
     def metrics_route() -> Response:
         denied = refused()
@@ -143,14 +211,14 @@ def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metr
             return denied
         metrics.health(database_up=service.cache is not None and service.cache.usable,
                        breaker_open=service.upstream.breaker.state != "closed")
-        body, content_type = metrics.exposition(DatabaseCollector(lambda: _sync_status(service, rows=False)))
+        body, content_type = metrics.exposition(DatabaseCollector(lambda: _sync_status(service)))
         return Response(body, content_type=content_type)
 
     def page_route() -> Response:
         denied = refused()
         if denied:
             return denied
-        data = status(service, metrics)
+        data = status(service, metrics, row_counts)
         return Response(render_template("status.html", s=data, charts=charts(data)),
                         content_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 

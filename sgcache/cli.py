@@ -374,24 +374,18 @@ def auto(state: _State, scan_interval: float | None) -> None:
     A type never fully imported is imported first. For small sites and the demo; larger sites
     run `sgcache watch` and `sgcache scan --interval` as separate services.
     """
-    from sgcache.sync.supervise import Supervisor
+    from sgcache.sync.supervise import Supervisor, sync_children
 
     config, engine, tables, remote = _sync_parts(state)
     engine.dispose()
-    base = [sys.executable, "-m", "sgcache"]
-    if state.config_path:
-        base += ["--config", str(state.config_path)]
-    for key, value in state.overrides.items():
-        base += ["--set", f"{key}={value}"]
     interval = scan_interval if scan_interval is not None else config.scanner.interval
-    commands = {"watch": base + ["watch"]}
-    if interval:
-        commands["scan"] = base + ["scan", "--interval", str(interval), "--no-progress"]
-    else:
+    if not interval:
         logging.getLogger("sgcache").warning(
             "event=auto_without_scans reason='scanner.interval is 0' note='run sgcache scan --full for types "
             "never imported'")
-    Supervisor(commands).run(_stop_on_signals())
+    # The settings given here reach the children in their environment, never their arguments.
+    commands, env = sync_children(state.config_path, state.overrides, interval)
+    Supervisor(commands, env=env).run(_stop_on_signals())
 
 
 @cli.command()
@@ -419,6 +413,76 @@ def status(state: _State, as_json: bool) -> None:
         click.echo(jsonlib.dumps(data, indent=2, default=str))
     else:
         click.echo(report.format_status(data))
+
+
+@cli.group()
+def auth() -> None:
+    """Who gets answers from the cache: prove a group's policy, clear switched-off groups."""
+
+
+@auth.command("check")
+@click.option("--login", required=True, metavar="LOGIN", help="The person (HumanUser login) to check as.")
+@click.option("--n", "count", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Random reads to ask.")
+@click.option("--mode", type=click.Choice(["all", "visible_projects"]),
+              help="Check this mode for the person's group (default: what auth.groups gives it).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random reads.")
+@click.pass_obj
+def auth_check(state: _State, login: str, count: int, mode: str | None, seed: int) -> None:
+    """Ask random reads as LOGIN from the cache and from the site, and compare.
+
+    Each read is asked through sgcache's own request handling with the person's permission group
+    in the mode being checked, and straight to the site as the person (sudo_as_login through
+    site.script_name). Exits 1 if any answer from the cache differs from the site's.
+    """
+    from sgcache.api3.audit import check_person
+
+    config = state.config("site.base_url", "site.script_name", "site.api_key")
+    report = check_person(config, login, n=count, mode=mode, seed=seed)
+    if report.mode == "passthrough":
+        click.echo(f"login {login} (group {report.group or '-'}) passes through under auth.groups: nothing to "
+                   "compare; use --mode all or --mode visible_projects to check a mode before turning it on")
+        return
+    click.echo(report.text())
+    if not report.ok:
+        sys.exit(1)
+
+
+@auth.command("clear")
+@click.argument("groups", metavar="[GROUP]...", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Clear every switched-off group.")
+@click.pass_obj
+def auth_clear(state: _State, groups: tuple[str, ...], everything: bool) -> None:
+    """Let permission groups a failed shadow check switched to passthrough have cached answers again.
+
+    Fix auth.groups first (or prove the group with sgcache auth check): a group that still
+    differs from the site is switched off again by the next failed shadow check.
+    """
+    from sgcache.store import state as store_state
+
+    if not groups and not everything:
+        raise click.UsageError("name the groups to clear, or --all")
+    config = state.config()
+    engine, tables = _engine_and_tables(config)
+    with engine.begin() as conn:
+        tripped = store_state.tripped_groups(conn, tables.state)
+        cleared = store_state.clear_tripped(conn, tables.state, None if everything else list(groups))
+    for code in cleared:
+        click.echo(f"cleared {code} (switched off {tripped[code].get('at', '?')} by a {tripped[code].get('method')} "
+                   f"of {tripped[code].get('type')})")
+    unknown = sorted(set(groups) - set(cleared))
+    if unknown:
+        click.echo(f"not switched off: {', '.join(unknown)}")
+    if not cleared and not unknown:
+        click.echo("no group is switched off")
+
+
+def _engine_and_tables(config: Config):
+    from sgcache.schema import load
+    from sgcache.store.db import create_engine
+    from sgcache.store.tables import Tables
+
+    return create_engine(config.database.url), Tables(load(config.schema.path))
 
 
 @cli.group()

@@ -60,6 +60,8 @@ def _setting(default: Any, help: str, *, doc: str | None = None, default_note: s
                 "path": path}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
@@ -213,6 +215,23 @@ class WebConfig:
                              default_note="64 MiB", check=_at_least_one)
 
 
+#: What a permission group may get from the cache (auth.groups).
+GROUP_MODES = ("all", "visible_projects", "passthrough")
+
+
+@_described("mapping of group codes to ``all``, ``visible_projects`` or ``passthrough``")
+def _group_modes(value: dict[str, str]) -> str | None:
+    for code, mode in value.items():
+        if mode not in GROUP_MODES:
+            return f"each group's mode must be all, visible_projects or passthrough (see {code!r})"
+    return None
+
+
+@_described("number from 0 to 1")
+def _share(value: float) -> str | None:
+    return None if 0 <= value <= 1 else "expected a number from 0 to 1"
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     """How the proxy checks callers before it answers from the cache."""
@@ -227,11 +246,41 @@ class AuthConfig:
                                   doc="Seconds credentials the site rejected are answered with the site's own "
                                       "fault without asking it again.",
                                   check=_not_negative)
-    cached_scripts: list[str] = _setting([], "Script (ApiUser) names that get answers from the cache; "
-                                         "everyone else passes through (empty: every authenticated caller)",
+    cached_scripts: list[str] = _setting([], "Script (ApiUser) names that may get answers from the cache, on top of "
+                                         "auth.groups (empty: no further limit)",
                                          doc="Script (ApiUser) names that may get answers from the cache; every "
-                                             "other caller, people included, passes through to the site. Empty: "
-                                             "every authenticated caller.")
+                                             "other caller, people and ``sudo_as_login`` included, passes through "
+                                             "to the site. Empty: no limit beyond ``auth.groups``.")
+    groups: dict[str, str] = _setting({}, "Permission group code -> all, visible_projects or passthrough: who gets "
+                                      "answers from the cache (deny by default)",
+                                      doc="What each permission group (``PermissionRuleSet`` code, as in "
+                                          "``HumanUser.permission_rule_set``) gets from the cache: ``all`` (every "
+                                          "row sgcache caches), ``visible_projects`` (only rows of the projects and "
+                                          "types the site shows that caller, learned by asking the site as the "
+                                          "caller), or ``passthrough``. A group not listed passes through, and so "
+                                          "does a caller whose identity or group sgcache cannot learn. The group of "
+                                          "sgcache's own script (normally ``api_admin``) is ``all`` unless listed. "
+                                          "In YAML a mapping (``{manager: all, artist: visible_projects}``); in an "
+                                          "environment variable or ``--set``, ``manager=all,artist=visible_projects``. "
+                                          "See :doc:`guarantees`.",
+                                      check=_group_modes)
+    visibility_ttl: float = _setting(600.0, "Seconds what a visible_projects caller may see is remembered (events "
+                                     "about people, projects and permission groups drop it sooner)",
+                                     doc="Seconds the projects and types a ``visible_projects`` caller may see are "
+                                         "remembered after sgcache asked the site. The watcher's events about "
+                                         "people, scripts, projects and permission groups drop them at once.",
+                                     check=_not_negative)
+    shadow_rate: float = _setting(0.005, "Share of cached answers also asked of the site as the caller, in the "
+                                  "background, to prove the policy (0: none)",
+                                  doc="Share of answers given from the cache that are also asked of the site, as the "
+                                      "caller and in the background, and compared (``0.005``: 1 in 200). A "
+                                      "difference that holds when asked again switches the caller's group to "
+                                      "passthrough until ``sgcache auth clear`` (see :doc:`guarantees`).",
+                                  check=_share)
+    shadow_per_minute: int = _setting(30, "Most shadow checks one proxy process makes a minute",
+                                      doc="Most shadow checks one proxy process makes a minute, whatever the "
+                                          "traffic (0: none).",
+                                      check=_not_negative)
 
 
 @dataclass(frozen=True)
@@ -293,13 +342,21 @@ def _networks(value: list[str]) -> str | None:
 class AdminConfig:
     """The proxy's own routes under /_sgcache/: status page, status JSON, metrics, health."""
 
-    allow: list[str] = _setting([], "Networks (CIDR or single addresses) that may open the status page, "
-                                "status JSON and metrics (empty: anyone); /_sgcache/health is always open",
+    allow: list[str] = _setting(["127.0.0.1/32", "::1/128"], "Networks (CIDR or single addresses) that may open "
+                                "the status page, status JSON and metrics (empty: nobody); /_sgcache/health is "
+                                "always open",
                                 doc="Who may open the status page, ``/_sgcache/status`` and ``/_sgcache/metrics``: "
-                                    "callers whose address is in one of these networks. Empty: anyone. "
-                                    "``/_sgcache/health`` is always open, for load balancers. Behind nginx the "
-                                    "address is nginx's own: restrict there too (see :doc:`operations`).",
+                                    "callers whose address is in one of these networks; by default this host "
+                                    "only. Empty: nobody; ``[0.0.0.0/0, \"::/0\"]``: anyone. ``/_sgcache/health`` is "
+                                    "always open, for load balancers. Behind nginx the address is nginx's own: "
+                                    "restrict there too (see :doc:`operations`).",
                                 check=_networks)
+    row_count_interval: float = _setting(60.0, "Seconds the status page and status JSON reuse their per-type row "
+                                         "counts before counting again",
+                                         doc="Seconds the status page and ``/_sgcache/status`` reuse the rows "
+                                             "counted in each cached table (counting reads every table), kept "
+                                             "in the cache database for every proxy process and host.",
+                                         check=_positive)
     sample_interval: float = _setting(60.0, "Seconds between two request-latency samples each proxy process "
                                       "saves for the status page's charts (0: none)",
                                       doc="Seconds between two request-latency samples that each proxy process "
@@ -408,6 +465,8 @@ def setting_default_doc(f: dataclasses.Field) -> str:
         text = "None"
     elif isinstance(default, list):
         text = f"``{', '.join(map(str, default))}``" if default else "empty list"
+    elif isinstance(default, dict):
+        text = f"``{default}``" if default else "empty mapping"
     else:
         text = f"``{default}``"
     note = f.metadata.get("default_note")
@@ -435,6 +494,21 @@ def _coerce(value: Any, hint: Any, *, from_text: bool, secret: bool) -> Any:
             return None
         raise ValueError("a value is required")
     origin = typing.get_origin(hint)
+    if origin is dict:
+        key_type, item_type = typing.get_args(hint)
+        if isinstance(value, str):
+            pairs = []
+            for part in (p.strip() for p in value.split(",") if p.strip()):
+                key, sep, item = part.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"expected KEY=VALUE pairs separated by commas, got {part!r}")
+                pairs.append((key.strip(), item.strip()))
+        elif isinstance(value, dict):
+            pairs = list(value.items())
+        else:
+            raise ValueError(f"expected a mapping{_describe(value, secret)}")
+        return {_coerce(k, key_type, from_text=True, secret=secret):
+                _coerce(v, item_type, from_text=True, secret=secret) for k, v in pairs}
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):

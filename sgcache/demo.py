@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from sgcache.config import Config
+from sgcache.config import Config, env_name
 from sgcache.errors import SgcacheError
 
 #: The stand-in's credentials the demo uses and prints (see docs/mocksite.rst).
@@ -115,23 +115,24 @@ class Demo:
 
     # --- the parts ------------------------------------------------------------------------------
 
-    def _settings(self) -> list[str]:
+    def _settings(self) -> dict[str, str]:
         o = self.options
-        settings = {"site.base_url": self.site_url, "site.script_name": SCRIPT_NAME, "database.url": o.database_url,
-                    "schema.path": str(self.config.schema.path), "web.bind": o.proxy_bind}
-        out = []
-        for key, value in settings.items():
-            out += ["--set", f"{key}={value}"]
-        return out
+        return {"site.base_url": self.site_url, "site.script_name": SCRIPT_NAME, "database.url": o.database_url,
+                "schema.path": str(self.config.schema.path), "web.bind": o.proxy_bind}
 
     def _command(self, *args: str) -> list[str]:
         base = [sys.executable, "-m", "sgcache"]
         if self.config_path:
             base += ["--config", self.config_path]
-        return base + self._settings() + list(args)
+        return base + list(args)
 
     def _env(self) -> dict[str, str]:
+        # Settings go to the children in their environment, never on their command lines: a
+        # database URL may hold a password, and anyone on the host can read arguments (ps).
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        for dotted, value in self._settings().items():
+            section, _, key = dotted.partition(".")
+            env[env_name(section, key)] = value
         env["SGCACHE_SITE_API_KEY"] = SCRIPT_KEY
         env["PYTHONUNBUFFERED"] = "1"
         return env

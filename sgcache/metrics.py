@@ -65,6 +65,12 @@ class Metrics:
                                   multiprocess_mode="livemax")
         self.database_up = Gauge("sgcache_database_up", "1 while the cache database is usable, in every live "
                                  "process", registry=self.registry, multiprocess_mode="livemin")
+        self.shadow_checks = Counter("sgcache_shadow_checks", "Cached answers also asked of the site as the "
+                                     "caller, by permission group and result: same, different or failed",
+                                     ["group", "result"], registry=self.registry)
+        self.shadow_mismatches = Counter("sgcache_shadow_mismatches", "Shadow checks whose answers still differed "
+                                         "when asked again (the group is switched to passthrough), by permission "
+                                         "group", ["group"], registry=self.registry)
         self._lock = threading.Lock()
         self._minute = samples.LatencyHistogram()
 
@@ -78,6 +84,11 @@ class Metrics:
 
     def passthrough(self, reason: str) -> None:
         self.passthroughs.labels(reason).inc()
+
+    def shadow(self, group: str, result: str) -> None:
+        self.shadow_checks.labels(group, result).inc()
+        if result == "different":
+            self.shadow_mismatches.labels(group).inc()
 
     def upstream_error(self, error: str) -> None:
         if error.startswith("HTTP "):

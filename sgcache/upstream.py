@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import threading
 import time
 import zlib
@@ -34,9 +35,21 @@ READ_ONLY = frozenset({
     "work_schedule_read", "followers", "following", "entity_types_read",
 })
 
-#: Request headers worth passing on to the site (the rest describe the hop to sgcache).
-FORWARDED_HEADERS = ("user-agent", "locale", "accept-encoding", "content-type", "authorization", "cookie",
-                     "accept", "accept-language", "if-none-match", "if-modified-since", "range")
+#: Request headers of a JSON-RPC call passed on to the site. Credentials travel in the body;
+#: ``Authorization`` and cookies were meant for sgcache's host (or the nginx in front of it), and the
+#: rest describe the hop to sgcache.
+FORWARDED_HEADERS = ("user-agent", "locale", "accept-encoding", "content-type", "accept", "accept-language")
+
+#: Request headers of a file upload or download passed on to the site, besides the session cookie
+#: (see :func:`file_headers`).
+FILE_HEADERS = ("user-agent", "accept", "accept-encoding", "accept-language", "content-type",
+                "content-disposition", "range", "if-range", "if-none-match", "if-modified-since")
+
+#: The one cookie the site reads on file routes: shotgun_api3 sends its session token in it.
+SESSION_COOKIE = "_session_id"
+
+#: What a session token looks like; anything else could smuggle a second cookie into the header.
+_SESSION_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 
 #: Response headers that describe one hop and must not be relayed.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
@@ -239,7 +252,8 @@ class Upstream:
 
     def call(self, method: str, params: list, *, headers: Mapping[str, str] | None = None) -> Reply:
         """Send a JSON-RPC request sgcache builds itself (credential checks, info)."""
-        body = json.dumps({"method_name": method, "params": params}, ensure_ascii=False).encode("utf-8")
+        # ASCII escapes: a caller's credentials may hold a lone surrogate, which UTF-8 cannot encode.
+        body = json.dumps({"method_name": method, "params": params}).encode("ascii")
         sent = {"content-type": "application/json; charset=utf-8", "accept-encoding": "gzip",
                 "user-agent": "sgcache"}
         sent.update(headers or {})
@@ -291,6 +305,16 @@ class _SizedStream:
 
     def read(self, size: int = -1) -> bytes:
         return self.stream.read(size)
+
+
+def file_headers(headers: Mapping[str, str], cookies: Mapping[str, str]) -> dict[str, str]:
+    """The headers to send the site for a file route: :data:`FILE_HEADERS` as the caller sent them,
+    and the ``_session_id`` cookie alone; never ``Authorization``, other cookies or hop-by-hop headers."""
+    sent = {name: headers[name] for name in FILE_HEADERS if headers.get(name) is not None}
+    token = cookies.get(SESSION_COOKIE)
+    if token is not None and _SESSION_TOKEN.fullmatch(token):
+        sent["cookie"] = f"{SESSION_COOKIE}={token}"
+    return sent
 
 
 def relay_headers(headers: Mapping[str, str], *, keep_length: bool = False) -> list[tuple[str, str]]:

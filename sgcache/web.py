@@ -1,21 +1,24 @@
 """The proxy's Flask application factory, and the gunicorn runner behind ``sgcache web``.
 
 Routes: ``POST .../api3/json`` (the JSON-RPC endpoint, under any base path the client uses),
-and the file routes ``/upload/...``, ``/file_serve/...``, ``/thumbnail/...``, streamed to the
-site and back without holding a file in memory. Every request is logged as one line with its
-id, method, entity type, outcome, status, time and caller (never a secret).
+and the file routes shotgun_api3 uses (:data:`UPLOADS`, ``/file_serve/attachment/<id>``,
+``/thumbnail/...``), streamed to the site and back without holding a file in memory. A path
+with dot segments or encoded slashes gets a 400, and a path not listed here a 404, without
+reaching the site. Every request is logged as one line with its id, method, entity type,
+outcome, status, time and caller (never a secret).
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
+import re
 import time
 import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from sgcache.admin import add_admin_routes
 from sgcache.api3.cache import CacheDatabase
@@ -24,15 +27,43 @@ from sgcache.api3.service import Answer, Service, fault_answer
 from sgcache.config import Config
 from sgcache.metrics import Metrics, SampleSaver, multiprocess_dir
 from sgcache.store import samples
-from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream, chunks, relay_headers
+from sgcache.upstream import SiteUnavailable, Upstream, chunks, file_headers, relay_headers
 
 log = logging.getLogger("sgcache.web")
 
 #: Our own answers smaller than this are not worth compressing.
 GZIP_MIN_BYTES = 1024
 
-#: Request headers a file upload or download needs at the site.
-FILE_HEADERS = (*FORWARDED_HEADERS, "content-type", "content-disposition")
+#: ``POST /upload/<name>``: the form posts of shotgun_api3 (uploads, thumbnails, the steps of
+#: an upload to cloud storage). ``GET /upload/get_thumbnail_url`` is the one read.
+UPLOADS = ("upload_file", "publish_thumbnail", "share_thumbnail", "api_get_upload_link_info",
+           "api_get_upload_link_for_part", "api_complete_multipart_upload", "api_link_file")
+
+#: The part of ``/thumbnail/<part>`` relayed: one to four plain names (``full/Shot/12``).
+_THUMBNAIL = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,3}")
+
+#: Percent-encoded ".", "/" and "\", in the path as sent or left after decoding it once.
+_ENCODED_SEPARATORS = re.compile(r"%(2e|2f|5c)", re.I)
+
+
+class RefusedPath(BadRequest):
+    """A request path refused before routing (see :func:`path_problem`)."""
+
+
+def path_problem(raw_path: str, path: str) -> str | None:
+    """Why a request path must be refused before routing, or None.
+
+    Dot segments (``/upload/../api3/json``) and encoded separators (``%2e%2e``, ``%2f``, also
+    encoded twice) could lead a relayed request out of its route once the site, or the HTTP
+    client on the way to it, normalises the path.
+    """
+    if _ENCODED_SEPARATORS.search(raw_path) or _ENCODED_SEPARATORS.search(path):
+        return "an encoded dot, slash or backslash"
+    if "\\" in path:
+        return "a backslash"
+    if any(segment in (".", "..") for segment in path.split("/")):
+        return "a dot segment"
+    return None
 
 
 def _loggable(text: str) -> str:
@@ -91,6 +122,11 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         g.started = time.perf_counter()
         g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16])[:64]
         g.method, g.entity_type, g.outcome, g.caller, g.detail = "-", "-", "-", "-", ""
+        raw_path = (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").split("?", 1)[0]
+        problem = path_problem(raw_path, request.path)
+        if problem:
+            g.detail = f"path with {problem}"
+            raise RefusedPath(f"the path has {problem}")
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -140,13 +176,14 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     app.add_url_rule("/api3/json", "api3", api3, methods=["POST"])
     app.add_url_rule("/<path:prefix>/api3/json", "api3_prefixed", api3, methods=["POST"])
 
-    def files(rest: str) -> Response:
-        g.method, g.outcome = request.path.split("/")[1], "passthrough"
-        headers = {k: v for k, v in ((n, request.headers.get(n)) for n in FILE_HEADERS) if v is not None}
-        body = request.stream if request.method in ("POST", "PUT") else None
+    def relay_file(path: str) -> Response:
+        """Stream a file route to the site at ``path`` (made from the matched route, never the
+        caller's text) with only the headers it needs, and the site's answer back."""
+        g.method, g.outcome = path.split("/")[1], "passthrough"
+        body = request.stream if request.method == "POST" else None
         try:
-            upstream_response = service.upstream.stream(request.method, request.path,
-                                                        request.query_string.decode("latin-1"), headers, body,
+            upstream_response = service.upstream.stream(request.method, path, request.query_string.decode("latin-1"),
+                                                        file_headers(request.headers, request.cookies), body,
                                                         request.content_length)
         except SiteUnavailable as e:
             g.outcome = "fault"
@@ -154,15 +191,34 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         return Response(chunks(upstream_response), status=upstream_response.status_code,
                         headers=relay_headers(upstream_response.headers, keep_length=True), direct_passthrough=True)
 
-    for prefix, methods in (("upload", ["POST", "PUT"]), ("file_serve", ["GET", "HEAD"]),
-                            ("thumbnail", ["GET", "HEAD"])):
-        app.add_url_rule(f"/{prefix}/<path:rest>", f"files_{prefix}", files, methods=methods)
+    def upload(name: str) -> Response:
+        return relay_file(f"/upload/{name}")
+
+    def thumbnail_url() -> Response:
+        return relay_file("/upload/get_thumbnail_url")
+
+    def attachment(attachment_id: int) -> Response:
+        return relay_file(f"/file_serve/attachment/{attachment_id}")
+
+    def thumbnail(rest: str) -> Response:
+        if not _THUMBNAIL.fullmatch(rest):
+            raise NotFound()
+        return relay_file(f"/thumbnail/{rest}")
+
+    app.add_url_rule(f"/upload/<any({', '.join(UPLOADS)}):name>", "upload", upload, methods=["POST"])
+    app.add_url_rule("/upload/get_thumbnail_url", "thumbnail_url", thumbnail_url, methods=["GET", "HEAD"])
+    app.add_url_rule("/file_serve/attachment/<int:attachment_id>", "attachment", attachment, methods=["GET", "HEAD"])
+    app.add_url_rule("/thumbnail/<path:rest>", "thumbnail", thumbnail, methods=["GET", "HEAD"])
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         g.outcome = "fault"
-        text = (f"sgcache: {error.code} {error.name}: {request.method} {request.path} is not served here; "
-                "shotgun_api3 talks to POST <base>/api3/json\n")
+        if isinstance(error, RefusedPath):
+            text = f"sgcache: 400 Bad Request: {error.description}; nothing was sent to the site\n"
+        else:
+            # The path is not echoed: it may hold anything the caller typed.
+            text = (f"sgcache: {error.code} {error.name}: {request.method} of this path is not served here; "
+                    "shotgun_api3 talks to POST <base>/api3/json and the file routes it uses\n")
         return Response(text, status=error.code or 500, content_type="text/plain; charset=utf-8")
 
     @app.errorhandler(Exception)

@@ -335,7 +335,8 @@ def proxy(make_proxy) -> ProxyServer:
 
 
 @contextmanager
-def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg_database) -> Iterator[ProxyServer]:
+def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg_database,
+                   **settings) -> Iterator[ProxyServer]:
     """A proxy on a fresh cache (SQLite file or PostgreSQL schema) filled by a full import of the
     site; for module-scoped fixtures, which cannot use ``db_url``."""
     from sgcache.schema import load
@@ -347,7 +348,7 @@ def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg
             url = f"sqlite:///{tmp / 'cache.sqlite'}"
         else:
             url = stack.enter_context(pg_schema(pg_database, "m"))
-        config = proxy_config(tmp, site_url, url, schema_path)
+        config = proxy_config(tmp, site_url, url, schema_path, **settings)
         engine = create_engine(url)
         stack.callback(engine.dispose)
         tables = Tables(load(schema_path))

@@ -69,10 +69,10 @@ def test_health_is_degraded_but_serving_without_the_database(make_proxy, tmp_pat
     proxy = make_proxy(database_url=f"sqlite:///{tmp_path / 'missing' / 'nowhere.sqlite'}", migrated=False)
     r = get(proxy, "/_sgcache/health")
     assert r.status_code == 200
-    body = r.json()
-    assert (body["status"], body["database"], body["site"]) == ("degraded", "down", "ok")
-    assert body["reason"] == "the cache database is down: every request goes to the site"
-    assert body["database_error"] == "no such table: _sgcache_meta"  # never migrated
+    assert r.json() == {"status": "degraded", "database": "down", "site": "ok"}
+    detail = get(proxy, "/_sgcache/status").json()["health"]  # the reason is for the admin routes only
+    assert detail["reason"] == "the cache database is down: every request goes to the site"
+    assert detail["database_error"] == "no such table: _sgcache_meta"  # never migrated
 
 
 def test_health_is_degraded_but_serving_without_the_site(make_proxy, world):
@@ -80,19 +80,21 @@ def test_health_is_degraded_but_serving_without_the_site(make_proxy, world):
     assert "is unavailable" in read_shots(proxy)["message"] or "could not reach" in read_shots(proxy)["message"]
     r = get(proxy, "/_sgcache/health")
     assert r.status_code == 200
-    body = r.json()
-    assert (body["status"], body["database"], body["site"]) == ("degraded", "ok", "down")
-    assert body["reason"] == "the site is unavailable: cached reads are answered, everything else fails"
-    assert "refused" in body["site_error"].lower()
+    assert r.json() == {"status": "degraded", "database": "ok", "site": "down"}
+    detail = get(proxy, "/_sgcache/status").json()["health"]
+    assert detail["reason"] == "the site is unavailable: cached reads are answered, everything else fails"
+    assert "refused" in detail["site_error"].lower()
 
 
-def test_health_is_503_with_the_reason_when_neither_can_serve(make_proxy, tmp_path):
+def test_health_is_503_when_neither_can_serve_and_the_status_gives_the_reason(make_proxy, tmp_path):
     proxy = make_proxy(site_url="http://127.0.0.1:9", site__breaker_failures=1, site__connect_timeout=0.5,
                        database_url=f"sqlite:///{tmp_path / 'missing' / 'nowhere.sqlite'}", migrated=False)
     assert read_shots(proxy)["exception"] is True
     r = get(proxy, "/_sgcache/health")
     assert r.status_code == 503
-    assert r.json()["reason"] == "both the cache database and the site are unavailable"
+    assert r.json() == {"status": "down", "database": "down", "site": "down"}
+    assert get(proxy, "/_sgcache/status").json()["health"]["reason"] == ("both the cache database and the site "
+                                                                        "are unavailable")
 
 
 def read_shots(proxy) -> dict:

@@ -153,9 +153,9 @@ def _without_none(hint):
     return hint
 
 
-def test_settings_are_strings_integers_numbers_paths_secrets_or_lists_never_booleans():
+def test_settings_are_strings_integers_numbers_paths_secrets_lists_or_mappings_never_booleans():
     kinds = {_without_none(hint) for _, _, _, hint in iter_settings()}
-    assert kinds == {str, int, float, Path, Secret, list[str], list[int]}
+    assert kinds == {str, int, float, Path, Secret, list[str], list[int], dict[str, str]}
     assert bool not in kinds
 
 
@@ -619,11 +619,12 @@ def test_every_setting_has_a_description_and_a_type_description():
                       "setting. File uploads stream through and are not limited."]),
     ("scanner.projects", ["list of integers", "empty list", "``SGCACHE_SCANNER_PROJECTS``",
                           "Project ids to import; empty means every project."]),
-    ("admin.allow", ["list of networks (``10.0.0.0/8``, ``127.0.0.1``)", "empty list", "``SGCACHE_ADMIN_ALLOW``",
+    ("admin.allow", ["list of networks (``10.0.0.0/8``, ``127.0.0.1``)", "``127.0.0.1/32, ::1/128``",
+                     "``SGCACHE_ADMIN_ALLOW``",
                      "Who may open the status page, ``/_sgcache/status`` and ``/_sgcache/metrics``: callers "
-                     "whose address is in one of these networks. Empty: anyone. ``/_sgcache/health`` is always "
-                     "open, for load balancers. Behind nginx the address is nginx's own: restrict there too "
-                     "(see :doc:`operations`)."]),
+                     "whose address is in one of these networks; by default this host only. Empty: nobody; "
+                     "``[0.0.0.0/0, \"::/0\"]``: anyone. ``/_sgcache/health`` is always open, for load balancers. "
+                     "Behind nginx the address is nginx's own: restrict there too (see :doc:`operations`)."]),
     ("log.level", ["one of ``debug``, ``info``, ``warning``, ``error`` (any case)", "``info``",
                    "``SGCACHE_LOG_LEVEL``", "How much is logged. ``-v`` and ``-q`` override it for one run."]),
     ("log.format", ["``text`` or ``json`` (any case)", "``text``", "``SGCACHE_LOG_FORMAT``",

@@ -99,7 +99,8 @@ def ids(sg):
 def world(server):
     """A project, two sequences, a shot in SQ1 and an asset, loaded without events."""
     load = server.site.load_entity
-    project = link("Project", load("Project", {"name": "Alpha"}))
+    artist = {"type": "HumanUser", "id": server.site.humans["artist"].id}
+    project = link("Project", load("Project", {"name": "Alpha", "users": [artist]}))  # the artist works on it
     sq1 = link("Sequence", load("Sequence", {"code": "SQ1", "project": project}))
     sq2 = link("Sequence", load("Sequence", {"code": "SQ2", "project": project}))
     shot = link("Shot", load("Shot", {"code": "SH1", "sg_sequence": sq1, "project": project,

@@ -541,11 +541,11 @@ def test_verification_memory_is_keyed_by_a_salted_hash_never_the_secret(proxy):
 @sqlite_only
 def test_cached_scripts_limits_who_may_use_the_cache(make_proxy):
     proxy = make_proxy(auth__cached_scripts="pipeline")
-    verifier = proxy.service.verifier
-    assert verifier.may_use_cache({"script_name": "pipeline", "script_key": "k"})
-    assert not verifier.may_use_cache({"script_name": "sgcache", "script_key": "k"})
-    assert not verifier.may_use_cache({"user_login": "artist", "user_password": "p"})
-    assert not verifier.may_use_cache({"script_name": "pipeline", "script_key": "k", "sudo_as_login": "artist"})
+    policy = proxy.service.policy
+    for auth in ({"script_name": "sgcache", "script_key": "k"}, {"user_login": "artist", "user_password": "p"},
+                 {"script_name": "pipeline", "script_key": "k", "sudo_as_login": "artist"}):
+        assert policy.decide(auth).reason == "caller_not_in_cached_scripts"
+    assert policy.decide({"script_name": "pipeline", "script_key": "k"}).reason != "caller_not_in_cached_scripts"
 
 
 def test_no_secret_reaches_the_database_the_logs_or_the_answers(proxy, studio, caplog):

@@ -165,12 +165,15 @@ def test_cached_reads_need_credentials_the_site_accepts(cached_proxy):
     assert cached_proxy.service.cache_answers == 0
 
 
-def test_a_caller_is_checked_once_then_remembered(cached_proxy, mock_server):
-    client = shotgun_api3.Shotgun(cached_proxy.url, login="artist", password="artist-password")
+def test_a_caller_is_checked_once_then_remembered(make_proxy, mock_server, world):
+    proxy = make_proxy(auth__groups="artist=all")
+    import_all(proxy)
+    client = shotgun_api3.Shotgun(proxy.url, login="artist", password="artist-password")
     before = calls(mock_server, "read")
     for _ in range(5):
         client.find("Shot", [], ["code"])
-    assert calls(mock_server, "read") - before == 1  # one credential check, five cached answers
+    # one credential check and one read of who the person is, then five cached answers
+    assert calls(mock_server, "read") - before == 2
 
 
 def test_a_recently_verified_caller_keeps_getting_cached_reads_while_the_site_is_down(make_proxy, mock_server,

@@ -106,6 +106,9 @@ class Verifier:
             return False
         fault = reply.fault()
         if fault is None:
+            if not _is_read_answer(reply):
+                # HTTP 200 but not a read's answer (a login page, a proxy's error page): not a yes.
+                return False
             self.remember(auth, True)
             return True
         if fault.get("error_code") == AUTH_FAULT:
@@ -113,22 +116,41 @@ class Verifier:
             raise Fault(str(fault.get("message") or "Authentication failed"), AUTH_FAULT)
         return False
 
-    def learn(self, auth: dict | None, status: int, fault: dict | None) -> None:
-        """Take note of what the site answered to a request passed through with these credentials."""
-        if not auth or status != 200:
+    def forget_all(self) -> None:
+        """Drop every remembered verdict (people or scripts changed on the site)."""
+        with self._lock:
+            self._verdicts.clear()
+
+    def learn(self, auth: dict | None, reply, fault: dict | None) -> None:
+        """Take note of what the site answered to a request passed through with these credentials:
+        only a JSON answer with ``results`` counts as accepting them."""
+        if not auth or reply.status != 200:
             return
         if fault is None:
-            self.remember(auth, True)
+            if _has_results(reply):
+                self.remember(auth, True)
         elif fault.get("error_code") == AUTH_FAULT:
             self.remember(auth, False, fault)
 
-    def may_use_cache(self, auth: dict) -> bool:
-        """Does ``auth.cached_scripts`` let this caller have answers from the cache?"""
-        allowed = self.config.cached_scripts
-        if not allowed:
-            return True
-        return isinstance(auth.get("script_name"), str) and auth["script_name"] in allowed \
-            and not auth.get("sudo_as_login")
+
+def _has_results(reply) -> bool:
+    body = reply.text().lstrip()
+    if body.startswith(b'{"results"'):
+        return True
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and "results" in payload
+
+
+def _is_read_answer(reply) -> bool:
+    try:
+        payload = reply.json()
+    except ValueError:
+        return False
+    results = payload.get("results") if isinstance(payload, dict) else None
+    return isinstance(results, dict) and isinstance(results.get("entities"), list)
 
 
 __all__ = ["Verifier", "Verdict", "SiteUnavailable"]

@@ -1,9 +1,10 @@
 """The JSON-RPC envelope: parsing a request body, and the shapes of results and faults.
 
-A request is ``{"method_name": M, "params": [AUTH, ARGS]}``. Anything sgcache cannot parse is
-answered with a Shotgun fault (HTTP 200, ``exception: true``) naming the problem, which
-shotgun_api3 raises as ``Fault``; a request that parses but that only the site can judge (an
-unknown method, a wrong argument) is the site's to answer.
+A request is ``{"method_name": M, "params": [AUTH, ARGS]}``. Anything sgcache cannot parse, or
+that another parser could read differently (a key given twice in one object), is answered
+with a Shotgun fault (HTTP 200, ``exception: true``) naming the problem, which shotgun_api3
+raises as ``Fault``; a request that parses but that only the site can judge (an unknown
+method, a wrong argument) is the site's to answer.
 """
 
 from __future__ import annotations
@@ -66,10 +67,29 @@ class RpcRequest:
         return who
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object, refused when it names a key twice.
+
+    JSON parsers disagree on which of two equal keys wins (Python keeps the last, others the
+    first or fail), so a body such as ``{"method_name": "read", "method_name": "delete"}`` could
+    mean one thing to sgcache and another to the site it relays the body to.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = json.dumps(key)[:100]  # escapes a lone surrogate or a control character
+                raise Fault(f"sgcache: the request body has the key {shown} more than once in one object; send "
+                            "each key once")
+            seen.add(key)
+    return obj
+
+
 def parse(body: bytes) -> RpcRequest:
     """Parse a request body; raise :class:`Fault` with a clear message when it is not one."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise Fault("sgcache: the request body is not UTF-8 text") from None
     except ValueError as e:

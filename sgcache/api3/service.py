@@ -32,7 +32,10 @@ import sgcache
 from sgcache.api3 import protocol, writes
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.identity import IdentityBook, SessionBook, claim
+from sgcache.api3.policy import Decision, Policy
 from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
+from sgcache.api3.shadow import ShadowChecker
 from sgcache.config import Config
 from sgcache.errors import SgcacheError
 from sgcache.query import Uncertain
@@ -76,6 +79,14 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in ((name, headers.get(name)) for name in FORWARDED_HEADERS) if v is not None}
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """Why a request is passed through instead of answered from the cache."""
+
+    reason: str
+    detail: str = ""
+
+
 class _Relay(Exception):
     """Answer with the site's own reply as it came."""
 
@@ -94,6 +105,16 @@ class Service:
         self.refresher = refresher
         self.verifier = Verifier(config.auth, upstream)
         self.clock = clock
+        site = config.site
+        own_auth = {"script_name": site.script_name, "script_key": site.api_key.reveal() if site.api_key else ""}
+        self.sessions = SessionBook(cache.engine, cache.tables.state) if cache is not None else None
+        self.identities = IdentityBook(upstream, own_auth, self.sessions, config.auth.verify_ttl, clock=clock)
+        self.policy = Policy(config.auth, self.identities, upstream, cache.tables if cache else None,
+                             site.script_name or "", clock=clock)
+        self._auth_epoch: str | None = None
+        log.info("event=auth_policy policy=%r", self.policy.describe())
+        self.shadow = ShadowChecker(config.auth, upstream, recompute=self._recompute, trip=self.trip_group,
+                                    on_result=self._shadow_result)
         self._info_lock = threading.Lock()
         self._info: tuple[float, Any] | None = None  # (fetched at, the site's payload)
         self._info_fetch = threading.Lock()
@@ -115,6 +136,7 @@ class Service:
         for stop in self.on_close:
             stop()
         self._pool.shutdown(wait=False)
+        self.shadow.close()
         self.upstream.close()
 
     # --- entry point -----------------------------------------------------------------------------
@@ -139,6 +161,8 @@ class Service:
             return self.summarize(req, headers), req
         if req.method in SCHEMA_METHODS:
             return self.schema(req, headers), req
+        if req.method == "get_session_token":
+            return self.session_token(req, headers), req
         return self.passthrough(req, headers), req
 
     # --- answers from the cache ------------------------------------------------------------------
@@ -155,6 +179,14 @@ class Service:
             state = load_state(conn, self.cache.tables)
         with self._state_lock:
             self._state = (self.clock(), state)
+            changed = self._auth_epoch is not None and state.auth_epoch != self._auth_epoch
+            self._auth_epoch = state.auth_epoch
+        if changed:
+            # People, scripts, projects or permission groups changed on the site.
+            self.verifier.forget_all()
+            self.identities.forget_all()
+            self.policy.forget_all()
+            log.info("event=auth_memory_dropped why=%r", state.auth_epoch.partition(" ")[2])
         return state
 
     def _passthrough_because(self, req: RpcRequest, headers: Mapping[str, str], reason: str,
@@ -189,8 +221,6 @@ class Service:
         """Why this caller may not have a cached answer now (None: it may)."""
         if self.cache is None or not self.cache.usable:
             return "database_down"
-        if not self.verifier.may_use_cache(req.auth):
-            return "caller_not_in_cached_scripts"
         return None
 
     def _verified(self, req: RpcRequest, entity_type: str) -> Answer | None:
@@ -204,6 +234,14 @@ class Service:
             return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
         return Answer(0, b"", "passthrough", detail="credentials_not_verified")
 
+    def _decided(self, req: RpcRequest, state: ReadState) -> Decision | Answer:
+        """What this (verified) caller may get from the cache, or the answer to give instead."""
+        try:
+            return self.policy.decide(req.auth, state.tripped)
+        except SiteUnavailable as e:
+            return fault_answer(Fault(f"sgcache: cannot learn who you are from the site: {e.message}"),
+                                "site unavailable")
+
     def schema(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         """schema_read / schema_entity_read / schema_field_read from the copy of the site's schema."""
         why = self._cached_answer_allowed(req, headers)
@@ -211,11 +249,22 @@ class Service:
             return self._passthrough_because(req, headers, why)
         if headers.get("locale"):
             return self._passthrough_because(req, headers, "localized")
+        try:
+            state = self.read_state()
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return self._passthrough_because(req, headers, "database_down")
         refused = self._verified(req, "Project")
         if refused is not None:
             if refused.status == 0:
                 return self._passthrough_because(req, headers, refused.detail)
             return refused
+        decision = self._decided(req, state)
+        if isinstance(decision, Answer):
+            return decision
+        if decision.mode == "passthrough":
+            # Schemas are the same for every group on the site, but deny by default all the same.
+            return self._passthrough_because(req, headers, decision.reason)
         try:
             result = self.site_schema.answer(req.method, req.args)
         except Uncertain as u:
@@ -247,38 +296,91 @@ class Service:
         raise AssertionError("unreachable")
 
     def _from_tables(self, req: RpcRequest, headers: Mapping[str, str], compile_request) -> Answer:
-        why = self._cached_answer_allowed(req, headers)
-        if why:
-            return self._passthrough_because(req, headers, why)
-        try:
-            ctx = Context(self.cache.tables, self.read_state(), self.cache.read_engine.dialect.name, tz=self.tz)
-            plan = compile_request(ctx, req.args)
-        except Uncertain as u:
-            return self._passthrough_because(req, headers, u.reason, u.detail)
-        except sa.exc.SQLAlchemyError as e:
-            self.cache.failed(e)
-            return self._passthrough_because(req, headers, "database_down")
-        refused = self._verified(req, plan.et.name)
-        if refused is not None:
-            if refused.status == 0:
-                return self._passthrough_because(req, headers, refused.detail)
-            return refused
-        try:
-            result = self._run_on_cache(plan.run)
-        except Uncertain as u:
-            return self._passthrough_because(req, headers, u.reason, u.detail)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError) as e:
-            self.cache.failed(e)
-            return self._passthrough_because(req, headers, "database_down")
-        except sa.exc.DataError as e:
-            # A value the database cannot hold (a number too large, say): the site judges it.
-            return self._passthrough_because(req, headers, "unsupported_value", str(e.orig)[:120])
-        except sa.exc.SQLAlchemyError:
-            log.exception("event=query_failed method=%s type=%s", req.method, req.entity_type)
-            return self._passthrough_because(req, headers, "query_error")
+        found = self._table_answer(req, compile_request)
+        if isinstance(found, Answer):
+            return found
+        if isinstance(found, _Pass):
+            return self._passthrough_because(req, headers, found.reason, found.detail)
+        result, decision = found
         with self._state_lock:
             self.cache_answers += 1
-        return json_answer({"results": result}, "cache")
+        answer = json_answer({"results": result}, "cache")
+        answer.detail = f"group {decision.group} ({decision.mode})"
+        self.shadow.sample(req, decision, result)
+        return answer
+
+    def _table_answer(self, req: RpcRequest, compile_request) -> tuple[Any, Decision] | _Pass | Answer:
+        """(results, the caller's decision) from the cache tables; else why not (passthrough), or a
+        fault to answer with."""
+        why = self._cached_answer_allowed(req, {})
+        if why:
+            return _Pass(why)
+        entity_type = req.entity_type
+        if entity_type is None or entity_type not in self.cache.tables:
+            return _Pass("uncached_type", str(entity_type)[:80])
+        try:
+            state = self.read_state()
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return _Pass("database_down")
+        if entity_type not in state.ready:  # cheap, and the site need not be asked who is calling
+            return _Pass("type_rebuilding" if entity_type in state.rebuilding else "type_not_imported", entity_type)
+        # Who is asking comes first: nothing is compiled or learned for credentials the site refuses.
+        refused = self._verified(req, entity_type)
+        if refused is not None:
+            return _Pass(refused.detail) if refused.status == 0 else refused
+        decision = self._decided(req, state)
+        if isinstance(decision, Answer):
+            return decision
+        if decision.mode == "passthrough":
+            return _Pass(decision.reason)
+        visibility = None
+        try:
+            if decision.mode == "visible_projects":
+                visibility = self.policy.visibility(req.auth, decision.identity,
+                                                    sorted(state.ready & set(self.cache.tables.entities)))
+            ctx = Context(self.cache.tables, state, self.cache.read_engine.dialect.name, tz=self.tz,
+                          visibility=visibility)
+            plan = compile_request(ctx, req.args)
+        except Uncertain as u:
+            return _Pass(u.reason, u.detail)
+        except SiteUnavailable as e:
+            return fault_answer(Fault(f"sgcache: cannot learn what you may see from the site: {e.message}"),
+                                "site unavailable")
+        except sa.exc.SQLAlchemyError as e:
+            self.cache.failed(e)
+            return _Pass("database_down")
+        try:
+            return self._run_on_cache(plan.run), decision
+        except Uncertain as u:
+            return _Pass(u.reason, u.detail)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError) as e:
+            self.cache.failed(e)
+            return _Pass("database_down")
+        except sa.exc.DataError as e:
+            # A value the database cannot hold (a number too large, say): the site judges it.
+            return _Pass("unsupported_value", str(e.orig)[:120])
+        except sa.exc.SQLAlchemyError:
+            log.exception("event=query_failed method=%s type=%s", req.method, req.entity_type)
+            return _Pass("query_error")
+
+    def _recompute(self, req: RpcRequest) -> Any:
+        """The cached answer's results for this request now (None: it would not come from the cache)."""
+        found = self._table_answer(req, compile_read if req.method == "read" else compile_summarize)
+        return found[0] if isinstance(found, tuple) else None
+
+    def _shadow_result(self, group: str, result: str) -> None:
+        if self.metrics is not None:
+            self.metrics.shadow(group, result)
+
+    def trip_group(self, group: str, detail: dict) -> None:
+        """Switch a permission group to passthrough in every proxy process (a failed shadow check)."""
+        from sgcache.store import state as store_state
+
+        with self.cache.engine.begin() as conn:
+            store_state.trip_group(conn, self.cache.tables.state, group, detail)
+        with self._state_lock:
+            self._state = None  # read the switch at once in this process
 
     # --- passthrough -------------------------------------------------------------------------------
 
@@ -293,7 +395,7 @@ class Service:
                             "sending it again")
             return fault_answer(Fault(message), "site unavailable"), None
         fault = reply.fault()
-        self.verifier.learn(req.auth, reply.status, fault)
+        self.verifier.learn(req.auth, reply, fault)
         outcome = "fault" if fault is not None or reply.status != 200 else "passthrough"
         answer = Answer(reply.status, reply.raw, outcome, reply.headers, relayed=True)
         if fault is not None:
@@ -302,6 +404,26 @@ class Service:
 
     def passthrough(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         return self._relay(req, headers)[0]
+
+    def session_token(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
+        """get_session_token passes through; a token the site mints is remembered as its owner's, so
+        that later calls with it have a known identity."""
+        answer, reply = self._relay(req, headers)
+        if reply is None or answer.outcome != "passthrough" or self.sessions is None:
+            return answer
+        try:
+            token = (reply.json().get("results") or {}).get("session_id")
+        except (ValueError, AttributeError):
+            return answer
+        owner = claim(req.auth)
+        try:
+            if owner is not None and owner.kind == "session":
+                owner = self.sessions.owner(owner.name)
+            if isinstance(token, str) and owner is not None:
+                self.sessions.record(token, owner)
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("event=session_not_recorded error=%r", type(e).__name__)
+        return answer
 
     # --- writes --------------------------------------------------------------------------------------
 
@@ -435,6 +557,4 @@ class Service:
             "database": database,
             "answers": "cache" if database == "ok" else "passthrough",
         }
-        if self.cache is not None and self.cache.problem:
-            out["database_problem"] = self.cache.problem
         return out

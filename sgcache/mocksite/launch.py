@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from sgcache.errors import SgcacheError
+from sgcache.mocksite.permissions import GROUPS
 from sgcache.mocksite.server import MockServer
 from sgcache.mocksite.site import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Human, MockSite, Script
 from sgcache.schema import load
@@ -24,7 +25,10 @@ def load_users(path: str | Path) -> tuple[list[Script], list[Human]]:
         scripts:
           - {name: pipeline, key: pipeline-key, generate_events: false}
         humans:
-          - {login: lead, password: lead-password, name: Lee Lead}
+          - {login: lead, password: lead-password, name: Lee Lead, group: manager}
+
+    ``group`` is a permission group's code (see :mod:`sgcache.mocksite.permissions`); scripts
+    default to api_admin, people to artist.
     """
     path = Path(path)
     try:
@@ -39,12 +43,20 @@ def load_users(path: str | Path) -> tuple[list[Script], list[Human]]:
     for i, item in enumerate(data.get("scripts") or []):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("key"), str):
             raise SgcacheError(f"{path}: scripts[{i}] needs a name and a key")
-        scripts.append(Script(item["name"], item["key"], bool(item.get("generate_events", True))))
+        scripts.append(Script(item["name"], item["key"], bool(item.get("generate_events", True)),
+                              group=_group(path, f"scripts[{i}]", item.get("group", "api_admin"))))
     for i, item in enumerate(data.get("humans") or []):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("login", "password")):
             raise SgcacheError(f"{path}: humans[{i}] needs a login and a password")
-        humans.append(Human(item["login"], item["password"], item.get("name") or item["login"]))
+        humans.append(Human(item["login"], item["password"], item.get("name") or item["login"],
+                            group=_group(path, f"humans[{i}]", item.get("group", "artist"))))
     return scripts, humans
+
+
+def _group(path: Path, where: str, code: object) -> str:
+    if code not in GROUPS:
+        raise SgcacheError(f"{path}: {where}: group must be one of {', '.join(GROUPS)}, got {code!r}")
+    return str(code)
 
 
 def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, seed: int = 0,
@@ -54,8 +66,12 @@ def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, 
     if file_dir is None:
         file_dir = Path(state_file).with_suffix(".files") if state_file else Path("var/mock-site-files")
     if state_file and Path(state_file).exists():
-        site = MockSite.restore(state_file, late_events=late_events, timezone=timezone, seed=seed,
-                                file_dir=file_dir)
+        try:
+            site = MockSite.restore(state_file, late_events=late_events, timezone=timezone, seed=seed,
+                                    file_dir=file_dir)
+        except ValueError as e:
+            raise SgcacheError(f"{e}: it was saved by another version of the stand-in; delete it (sgcache demo "
+                               "--fresh does) to start a new site") from None
         log.info("event=mock_site_restored path=%s entities=%d", state_file,
                  sum(len(rows) for rows in site.emu._db.values()))
         return site
@@ -65,8 +81,8 @@ def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, 
         scripts += more_scripts
         humans += more_humans
     # Fresh copies: a site changes the ids of the users it holds.
-    scripts = [Script(s.name, s.key, s.generate_events) for s in scripts]
-    humans = [Human(h.login, h.password, h.name) for h in humans]
+    scripts = [Script(s.name, s.key, s.generate_events, group=s.group) for s in scripts]
+    humans = [Human(h.login, h.password, h.name, group=h.group) for h in humans]
     site = MockSite(load(schema_path), scripts=scripts, humans=humans, late_events=late_events,
                     timezone=timezone, seed=seed, file_dir=file_dir)
     if data == "demo":
@@ -87,7 +103,7 @@ def credentials_text(site: MockSite, url: str) -> str:
         events = "" if script.generate_events else "  (writes make no events)"
         lines.append(f"  script {script.name!r} key {script.key!r}{events}")
     for human in site.humans.values():
-        lines.append(f"  user {human.login!r} password {human.password!r}")
+        lines.append(f"  user {human.login!r} password {human.password!r}  (group {human.group})")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sgcache.mocksite import events
 from sgcache.mocksite.emulator import Emulator, FilterError
+from sgcache.mocksite.permissions import GROUPS, Group, View, hidden_hop
 from sgcache.mocksite.summarize import summarize
 from sgcache.schema.model import Field, Schema
 from sgcache.schema.site import field_to_site, schema_to_site
@@ -46,6 +47,9 @@ DATE_VALUE_RELATIONS = {"is", "is_not", "less_than", "greater_than", "between", 
 # Fields a write may never set; created_* may be set on create (imports do that).
 SYSTEM_FIELDS = {"id", "type", "updated_at", "updated_by"}
 CREATE_ONLY = {"created_at", "created_by"}
+#: Fields the schema marks read-only that callers who see everything may still set (the site's
+#: admins and admin scripts change people's permission groups).
+ADMIN_WRITABLE = {("HumanUser", "permission_rule_set"), ("ApiUser", "permission_rule_set")}
 
 #: Type.field -> the field on the linked entity that lists it back (the site keeps both in step).
 REVERSE_FIELDS = {
@@ -103,6 +107,7 @@ class Script:
     key: str
     generate_events: bool = True
     id: int = 0
+    group: str = "api_admin"  # the code of its permission group (see permissions.GROUPS)
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Human:
     password: str
     name: str
     id: int = 0
+    group: str = "artist"
 
 
 @dataclass
@@ -122,6 +128,8 @@ class Caller:
     generate_events: bool
     session_uuid: str | None
     name: str
+    #: the effective user's permission group when it limits what it sees (set for each call)
+    group: Group | None = None
 
 
 DEFAULT_SCRIPTS = [Script("sgcache", "sgcache-demo-key"), Script("quiet-script", "quiet-demo-key", False)]
@@ -186,6 +194,14 @@ class MockSite:
         self._undo: _Undo | None = None
         #: (entity type, field) -> the id of its DisplayColumn, for schema events
         self._display_columns: dict[tuple[str, str], int] = {}
+        #: (person, group code) -> (data version, what that person sees)
+        self._views: dict[tuple[str, int, str], tuple[int, View]] = {}
+        self._viewing: tuple | None = None
+        self._current: Caller | None = None  # the caller of the call in progress (under self.lock)
+        if "PermissionRuleSet" in schema:
+            for group in GROUPS.values():
+                self.load_entity("PermissionRuleSet", self._only_known("PermissionRuleSet", {
+                    "code": group.code, "display_name": group.display_name, "entity_type": group.entity_type}))
         for script in scripts if scripts is not None else DEFAULT_SCRIPTS:
             self.add_script(script)
         for human in humans if humans is not None else DEFAULT_HUMANS:
@@ -197,7 +213,8 @@ class MockSite:
         with self.lock:
             if "ApiUser" in self.schema:
                 script.id = self.load_entity("ApiUser", self._only_known("ApiUser", {
-                    "firstname": script.name, "generate_event_log_entries": script.generate_events}))
+                    "firstname": script.name, "generate_event_log_entries": script.generate_events,
+                    "permission_rule_set": self.rule_set(script.group)}))
             self.scripts[script.name] = script
             return script
 
@@ -206,9 +223,93 @@ class MockSite:
             first, _, last = human.name.partition(" ")
             human.id = self.load_entity("HumanUser", self._only_known("HumanUser", {
                 "login": human.login, "name": human.name, "firstname": first, "lastname": last,
-                "email": f"{human.login}@studio.example", "sg_status_list": "act"}))
+                "email": f"{human.login}@studio.example", "sg_status_list": "act",
+                "permission_rule_set": self.rule_set(human.group)}))
             self.humans[human.login] = human
             return human
+
+    def rule_set(self, code: str) -> dict | None:
+        """The link to the permission group with this code (None when the schema has none)."""
+        if code not in GROUPS:
+            raise ValueError(f"unknown permission group {code!r} (known: {', '.join(GROUPS)})")
+        for rid, row in self.emu._db.get("PermissionRuleSet", {}).items():
+            if row.get("code") == code:
+                return {"type": "PermissionRuleSet", "id": rid}
+        return None
+
+    def group_of(self, user: dict) -> Group | None:
+        """The permission group of a HumanUser or ApiUser, read from its row now."""
+        row = self.emu._db.get(user["type"], {}).get(user["id"])
+        link = row.get("permission_rule_set") if row else None
+        if not isinstance(link, dict):
+            return None
+        rule_set = self.emu._db.get("PermissionRuleSet", {}).get(link.get("id"))
+        return GROUPS.get(rule_set.get("code")) if rule_set else None
+
+    def view(self, caller: Caller) -> View:
+        """What a restricted caller sees, made once per person and data version."""
+        key = (caller.user["type"], caller.user["id"], caller.group.code)
+        held = self._views.get(key)
+        if held is not None and held[0] == self.version:
+            return held[1]
+        view = View(self.schema, self.emu._db, caller.group, caller.user)
+        if len(self._views) > 16:
+            self._views.clear()
+        self._views[key] = (self.version, view)
+        return view
+
+    def _refused(self, entity_type: str, group: Group) -> Fault:
+        return Fault(f"Entity of type {entity_type} can not be accessed by this user. Rule: {group.display_name}")
+
+    def check_read(self, caller: Caller, method: str, args: Any) -> None:
+        """Faults for a read a restricted caller may not make: a hidden type, a hidden field in
+        filters, sorts, summaries or groupings."""
+        group = caller.group
+        if not isinstance(args, dict) or not isinstance(args.get("type"), str):
+            return
+        entity_type = args["type"]
+        if entity_type in group.hidden_types:
+            raise self._refused(entity_type, group)
+        paths: list[str] = []
+
+        def walk(filters: Any) -> None:
+            if isinstance(filters, dict):
+                for cond in filters.get("conditions") or ():
+                    if isinstance(cond, dict) and "conditions" in cond:
+                        walk(cond)
+                    elif isinstance(cond, dict) and isinstance(cond.get("path"), str):
+                        paths.append(cond["path"])
+
+        walk(args.get("filters"))
+        for key, name in (("sorts", "field_name"), ("summaries", "field"), ("grouping", "field")):
+            for spec in args.get(key) or ():
+                if isinstance(spec, dict) and isinstance(spec.get(name), str):
+                    paths.append(spec[name])
+        for path in paths:
+            hidden = hidden_hop(self.schema, group, entity_type, path)
+            if hidden is not None:
+                raise Fault(f"API {method}() {hidden[0]}.{hidden[1]} can not be accessed by this user. "
+                            f"Rule: {group.display_name}")
+
+    def check_write(self, caller: Caller, method: str, entity_type: str, entity_id: Any = None,
+                    data: dict | None = None) -> None:
+        """Faults for a write a restricted caller may not make (nothing is written)."""
+        group = caller.group
+        if group is None or not group.restricted:
+            return
+        if entity_type in group.hidden_types:
+            raise self._refused(entity_type, group)
+        view = self.view(caller)
+        if entity_id is not None and entity_id not in view.visible.get(entity_type, ()):
+            raise Fault(f"API {method}() {entity_type} {entity_id} can not be accessed by this user. "
+                        f"Rule: {group.display_name}")
+        for name, value in (data or {}).items():
+            if (entity_type, name) in group.hidden_fields:
+                raise Fault(f"API {method}() {entity_type}.{name} can not be accessed by this user. "
+                            f"Rule: {group.display_name}")
+            if name == "project" and isinstance(value, dict) and value.get("id") not in view.projects:
+                raise Fault(f"API {method}() project {value.get('id')} can not be accessed by this user. "
+                            f"Rule: {group.display_name}")
 
     def _only_known(self, entity_type: str, data: dict) -> dict:
         fields = self.schema[entity_type].fields
@@ -279,10 +380,36 @@ class MockSite:
         args = params[1] if len(params) > 1 else None
         with self.lock:
             caller = self.authenticate(auth, method)
+            group = self.group_of(caller.user)
+            caller.group = group if group is not None and group.restricted else None
+            self._current = caller
             try:
+                if caller.group is not None and method in ("read", "summarize"):
+                    return self._read_as(caller, method, handler, args)
                 return handler(caller, args)
             except FilterError as e:
                 raise Fault(f"API {method}() {e}") from None
+            finally:
+                self._current = None
+
+    def _read_as(self, caller: Caller, method: str, handler, args: Any) -> Any:
+        """A read by a restricted caller, over the rows it may see (see permissions.View)."""
+        self.check_read(caller, method, args)
+        view = self.view(caller)
+        saved = self.emu._db, self.emu._ids
+        self.emu._db, self.emu._ids = view.db, view.ids
+        self._viewing = (caller.user["type"], caller.user["id"], caller.group.code)
+        try:
+            result = handler(caller, args)
+        finally:
+            self.emu._db, self.emu._ids = saved
+            self._viewing = None
+        if method == "read" and caller.group.hidden_fields:
+            for entity in result.get("entities", ()):
+                for name in [n for n in entity if n not in ("type", "id")]:
+                    if hidden_hop(self.schema, caller.group, entity["type"], name) is not None:
+                        del entity[name]
+        return result
 
     def info(self) -> dict:
         return {
@@ -570,7 +697,7 @@ class MockSite:
     def _all_matching(self, entity_type, filters, operator, retired, sorts, include_archived, extra) -> list[dict]:
         """Every matching row in order; kept for the next pages until the data changes."""
         key = (entity_type, json.dumps([filters, operator, retired, sorts, include_archived], default=str,
-                                       sort_keys=True), self.version)
+                                       sort_keys=True), self.version, self._viewing)
         cached = self._read_cache.get(key)
         if cached is not None and extra is None:
             self._read_cache.move_to_end(key)
@@ -669,7 +796,9 @@ class MockSite:
             raise Fault(f"API {method}() {entity_type}.{field_name} doesn't exist")
         if field_name in SYSTEM_FIELDS or (field_name in CREATE_ONLY and not creating):
             raise Fault(f"API {method}() {entity_type}.{field_name} is set by the site and can't be written")
-        if not f.editable and field_name not in CREATE_ONLY:
+        if not f.editable and field_name not in CREATE_ONLY and not (
+                (entity_type, field_name) in ADMIN_WRITABLE and self._current is not None
+                and self._current.group is None):
             raise Fault(f"API {method}() {entity_type}.{field_name} is not editable")
 
     def rpc_create(self, caller: Caller, args: Any) -> dict:
@@ -688,6 +817,7 @@ class MockSite:
         return_fields = args.get("return_fields") or ["id"]
         if not isinstance(return_fields, list) or not all(isinstance(f, str) for f in return_fields):
             raise Fault("API create() return_fields must be a list of field names")
+        self.check_write(caller, "create", entity_type, None, data)
         entity_id = self._insert(entity_type, data, caller, emit=caller.generate_events)
         template = data.get("task_template")
         if isinstance(template, dict) and template.get("type") == "TaskTemplate" and entity_type != "Task":
@@ -880,6 +1010,7 @@ class MockSite:
                 elif mode == "remove":
                     value = [v for v in current if v not in value]
             changes.append((name, value))
+        self.check_write(caller, "update", entity_type, row["id"], dict(changes))
         self._touch(entity_type, row["id"])
         for name, value in changes:
             old = copy.deepcopy(row.get(name))
@@ -914,6 +1045,7 @@ class MockSite:
     def _retire(self, caller: Caller, args: dict) -> bool:
         entity_type = self._type("delete", args)
         row = self._existing("delete", entity_type, args.get("id"), live=False)
+        self.check_write(caller, "delete", entity_type, row["id"])
         if row["__retired"]:
             return False
         self._touch(entity_type, row["id"])
@@ -939,6 +1071,7 @@ class MockSite:
     def _revive(self, caller: Caller, args: dict) -> bool:
         entity_type = self._type("revive", args)
         row = self._existing("revive", entity_type, args.get("id"), live=False)
+        self.check_write(caller, "revive", entity_type, row["id"])
         if not row["__retired"]:
             return False
         self._touch(entity_type, row["id"])
@@ -1155,7 +1288,7 @@ class MockSite:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    STATE_VERSION = 2
+    STATE_VERSION = 3  # 3: permission groups
 
     def save(self, path: str | Path) -> None:
         """Write everything to ``path`` (atomically: a temporary file, then a rename)."""

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sgcache.fields.base import FieldType
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
+from sgcache.store.state import AUTH_EPOCH, AUTH_TRIPPED
 from sgcache.store.tables import EntityTable, Tables
 
 
@@ -41,6 +42,11 @@ class ReadState:
     #: type -> fields whose storage in the database is not what this process's schema expects
     #: (a schema file or an sgcache version newer or older than the last migration)
     mismatched: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: changes whenever the watcher sees people, scripts, projects or permission groups change:
+    #: remembered identities, verdicts and visibilities are then dropped
+    auth_epoch: str = ""
+    #: permission groups a failed shadow check switched to passthrough (see sgcache.api3.shadow)
+    tripped: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=8)
@@ -69,30 +75,73 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
         if stored.get(key) != expected:
             mismatched.setdefault(key[0], set()).add(key[1])
     meta = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
-                             .where(st.meta.c.key.in_(["projects", "rebuilding"]))).all())
+                             .where(st.meta.c.key.in_(["projects", "rebuilding", AUTH_EPOCH, AUTH_TRIPPED]))).all())
     value = json.loads(meta["projects"]) if meta.get("projects") else None
     projects = frozenset(value) if isinstance(value, list) and value else None
     marked = json.loads(meta["rebuilding"]) if meta.get("rebuilding") else None
     rebuilding = frozenset(marked.get("types", ())) if isinstance(marked, dict) else frozenset()
+    tripped = json.loads(meta[AUTH_TRIPPED]) if meta.get(AUTH_TRIPPED) else {}
     return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
-                     {k: frozenset(v) for k, v in mismatched.items()})
+                     {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),
+                     frozenset(tripped) if isinstance(tripped, dict) else frozenset())
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What one caller may see, as the site showed it when asked as that caller.
+
+    Rows of a type with a ``project`` link are visible when their project is None or one of
+    ``projects``; ``Project`` rows when their id is; rows of other types when their type is.
+    """
+
+    projects: frozenset[int]
+    #: visible type -> its fields the caller cannot see (None: unknown, the site showed no row)
+    types: dict[str, frozenset[str] | None]
+
+    def row_filter(self, et: EntityTable, table: sa.FromClause | None = None) -> sa.ColumnElement | None:
+        """The condition on ``et``'s rows (in ``table``, an alias of it) that keeps the visible ones."""
+        t = table if table is not None else et.table
+        ids = sorted(self.projects)
+        if et.name == "Project":
+            return t.c.id.in_(ids)
+        handler = et.fields.get("project")
+        if handler is None or not handler.cached:
+            return None
+        type_col, id_col = t.c[handler.type_column], t.c[handler.id_column]
+        return sa.or_(id_col.is_(None), sa.and_(type_col == "Project", id_col.in_(ids)))
+
+    def sees(self, type_name: str, project_id: int | None) -> bool:
+        """Is an entity of this type, in this project (None: none, or the type has no project), visible?"""
+        if type_name not in self.types:
+            return False
+        return project_id is None or project_id in self.projects
 
 
 class Context:
-    """One read's view of the cache: tables, what is complete, the dialect, the site's clock."""
+    """One read's view of the cache: tables, what is complete, the dialect, the site's clock, and
+    what the caller may see (``visibility``; None: everything)."""
 
     def __init__(self, tables: Tables, state: ReadState, dialect: str, *, tz: ZoneInfo,
-                 now: dt.datetime | None = None):
+                 now: dt.datetime | None = None, visibility: Visibility | None = None):
         self.tables = tables
         self.state = state
         self.dialect = dialect
         self.tz = tz
         self.now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
+        self.visibility = visibility
         self._alias_count = 0
 
     # --- checks ------------------------------------------------------------------------------------
 
     def entity_table(self, type_name: str) -> EntityTable:
+        """A type the read may query: cached completely (and visible to the caller)."""
+        et = self.cached_table(type_name)
+        if self.visibility is not None and type_name not in self.visibility.types:
+            raise Uncertain("restricted_type", f"{type_name} is not visible to the caller")
+        return et
+
+    def cached_table(self, type_name: str) -> EntityTable:
+        """A type cached completely, whether or not the caller may see it (links into it read as None)."""
         if type_name not in self.tables:
             raise Uncertain("uncached_type", type_name)
         if type_name in self.state.rebuilding:
@@ -105,6 +154,13 @@ class Context:
         handler = et.fields.get(name)
         if handler is None:
             raise Uncertain("uncached_field", f"{et.name}.{name}")
+        if self.visibility is not None and et.name in self.visibility.types and name != "id":
+            hidden = self.visibility.types[et.name]
+            if hidden is None:
+                raise Uncertain("restricted_fields_unknown", f"{et.name}: the site showed the caller no row to "
+                                "learn its fields from")
+            if name in hidden:
+                raise Uncertain("restricted_field", f"{et.name}.{name} is hidden from the caller")
         if not handler.cached:
             raise Uncertain("uncached_field", f"{et.name}.{name} ({handler.field.data_type})")
         if name in self.state.backfill.get(et.name, ()):
@@ -119,7 +175,7 @@ class Context:
         types = handler.field.entity_types
         if not types:
             raise Uncertain("unsupported_path", f"{handler.type_name}.{handler.name} lists no entity types")
-        return [self.entity_table(t) for t in types]
+        return [self.cached_table(t) for t in types]
 
     def identifier(self, et: EntityTable) -> sa.ColumnElement | None:
         """The column holding the ``name`` of links to this type (None: links have no name)."""
@@ -247,6 +303,9 @@ class Scope:
         et, source = self.et, self.base
         parts = path.split(".")
         key: tuple = ()
+        if self.ctx.visibility is not None and len(parts) >= 3:
+            # Which hops a restricted caller may follow is not known: a deep filter or sort passes through.
+            raise Uncertain("restricted_path", f"{path}: a deep path for a caller who sees only some projects")
         while len(parts) >= 3:
             name, target_name = parts[0], parts[1]
             handler = self.ctx.handler(et, name)
@@ -264,4 +323,11 @@ class Scope:
             et, parts = target, parts[2:]
         if len(parts) != 1:
             raise Uncertain("unsupported_path", path)
-        return Final(et, source, self.ctx.handler(et, parts[0]))
+        handler = self.ctx.handler(et, parts[0])
+        if self.ctx.visibility is not None and handler.family in ("entity", "multi_entity") \
+                and not (parts[0] == "project" and source is self.base):
+            # A link to an entity the caller cannot see reads as no link on the site; only the
+            # project link is known to point at visible rows (the row filter keeps no other).
+            raise Uncertain("restricted_link", f"{path}: a link filter or sort for a caller who sees only some "
+                            "projects")
+        return Final(et, source, handler)

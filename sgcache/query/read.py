@@ -94,12 +94,18 @@ class Values:
         for type_name, entity_id in links:
             by_type.setdefault(type_name, []).append(entity_id)
         out: dict[tuple[str, int], tuple[bool, Any]] = {}
+        visibility = self.ctx.visibility
         for type_name, ids in by_type.items():
+            if visibility is not None and type_name not in visibility.types:
+                continue  # the caller cannot see the type: its links read as None
             et = self.ctx.entity_table(type_name)
             ident = self.ctx.identifier(et) if type_name in named else None
-            cols = [et.table.c.id, et.table.c._active] + ([ident] if ident is not None else [])
+            cols = [et.table.c.id, et.table.c._active, ident if ident is not None else sa.null()]
+            seen = visibility.row_filter(et) if visibility is not None else None
+            # A link to a row the caller cannot see reads as no link, as on the site.
+            cols.append(seen if seen is not None else sa.true())
             for row in self.conn.execute(sa.select(*cols).where(et.table.c.id.in_(ids))):
-                out[(type_name, row[0])] = (bool(row[1]), row[2] if ident is not None else None)
+                out[(type_name, row[0])] = (bool(row[1]) and bool(row[3]), row[2])
         return out
 
     @staticmethod
@@ -256,6 +262,14 @@ def _archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
                            t.c[handler.id_column].in_(archived_ids)))
 
 
+def visible_rows(ctx: Context, et: EntityTable) -> list[sa.ColumnElement]:
+    """The conditions that keep only the rows the caller may see (none when it sees everything)."""
+    if ctx.visibility is None:
+        return []
+    seen = ctx.visibility.row_filter(et)
+    return [] if seen is None else [seen]
+
+
 @dataclass
 class ReadPlan:
     ctx: Context
@@ -318,6 +332,7 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     fields = plan_fields(ctx, et, return_fields)
     scope = Scope(ctx, et)
     where = [group(scope, args.get("filters")), et.table.c._active.is_(return_only == "active")]
+    where += visible_rows(ctx, et)
     if args.get("include_archived_projects", True) is False:
         hidden = _archived_filter(ctx, et)
         if hidden is not None:

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sgcache.query import Uncertain
 from sgcache.query.filters import group
 from sgcache.query.paths import Context, Scope
-from sgcache.query.read import FieldPlans, Values, _archived_filter, plan_fields
+from sgcache.query.read import FieldPlans, Values, _archived_filter, plan_fields, visible_rows
 from sgcache.store.tables import EntityTable
 
 SUMMARY_FAMILIES = {
@@ -396,9 +396,16 @@ def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
             raise Uncertain("unsupported_grouping", f"{spec.get('type', 'exact')} on {spec['field']} ({family})")
         specs.append({**spec, "_family": family})
         wanted.append(spec["field"])
+    if ctx.visibility is not None:
+        for name in wanted:
+            if "." in name or (name != "project" and _family(ctx, et, name) in ("entity", "multi_entity")):
+                # Links the caller cannot see count as none on the site; only project links are
+                # known to point at visible rows.
+                raise Uncertain("restricted_link", f"{name}: a link summary or grouping for a caller who sees "
+                                "only some projects")
     fields = plan_fields(ctx, et, [w for w in dict.fromkeys(wanted) if w != "id"])
     scope = Scope(ctx, et)
-    where = [group(scope, args.get("filters")), et.table.c._active.is_(True)]
+    where = [group(scope, args.get("filters")), et.table.c._active.is_(True), *visible_rows(ctx, et)]
     if args.get("include_archived_projects", True) is False:
         hidden = _archived_filter(ctx, et)
         if hidden is not None:

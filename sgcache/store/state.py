@@ -10,7 +10,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sgcache.fields.types import UTCDateTime
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 2
+STATE_VERSION = 3
+
+#: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
+#: groups change on the site (proxies then forget who their callers are and what they may see),
+#: and the permission groups a failed shadow check switched to passthrough (JSON {code: why}).
+AUTH_EPOCH = "auth_epoch"
+AUTH_TRIPPED = "auth_tripped"
 
 
 @dataclass
@@ -22,9 +28,11 @@ class StateTables:
     applied: sa.Table
     dead_letters: sa.Table
     samples: sa.Table
+    sessions: sa.Table
 
     def all(self) -> list[sa.Table]:
-        return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples]
+        return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
+                self.sessions]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -96,8 +104,18 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("data", sa.Text, nullable=False),
         sa.Index("ix_sgcache_samples_kind_at", "kind", "at"),
     )
+    sessions = sa.Table(
+        "_sgcache_sessions", metadata,
+        # session tokens minted through the proxy (get_session_token), tied to the person or script
+        # that asked; the token itself is never stored, only its SHA-256
+        sa.Column("token_sha256", sa.Text, primary_key=True),
+        sa.Column("kind", sa.Text, nullable=False),  # person | script
+        sa.Column("name", sa.Text, nullable=False),  # login or script name
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Index("ix_sgcache_sessions_created_at", "created_at"),
+    )
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
-                       dead_letters=dead_letters, samples=samples)
+                       dead_letters=dead_letters, samples=samples, sessions=sessions)
 
 
 @dataclass(frozen=True)
@@ -142,3 +160,39 @@ def set_meta(conn: sa.Connection, st: StateTables, key: str, value: str) -> None
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     stmt = insert(st.meta).values(key=key, value=value)
     conn.execute(stmt.on_conflict_do_update(index_elements=[st.meta.c.key], set_={"value": stmt.excluded.value}))
+
+
+def bump_auth_epoch(conn: sa.Connection, st: StateTables, why: str) -> None:
+    """Tell every proxy to forget remembered identities, verdicts and visibilities."""
+    import uuid
+
+    set_meta(conn, st, AUTH_EPOCH, f"{uuid.uuid4().hex} {why}"[:200])
+
+
+def tripped_groups(conn: sa.Connection, st: StateTables) -> dict[str, dict]:
+    """{group code: what tripped it} for the groups switched to passthrough by a shadow check."""
+    import json
+
+    value = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == AUTH_TRIPPED)).scalar()
+    data = json.loads(value) if value else {}
+    return data if isinstance(data, dict) else {}
+
+
+def trip_group(conn: sa.Connection, st: StateTables, group: str, detail: dict) -> None:
+    import json
+
+    tripped = tripped_groups(conn, st)
+    tripped.setdefault(group, detail)
+    set_meta(conn, st, AUTH_TRIPPED, json.dumps(tripped, sort_keys=True))
+
+
+def clear_tripped(conn: sa.Connection, st: StateTables, groups: list[str] | None = None) -> list[str]:
+    """Let these groups (None: all) have cached answers again; return the codes cleared."""
+    import json
+
+    tripped = tripped_groups(conn, st)
+    cleared = sorted(tripped if groups is None else [g for g in groups if g in tripped])
+    for code in cleared:
+        del tripped[code]
+    set_meta(conn, st, AUTH_TRIPPED, json.dumps(tripped, sort_keys=True))
+    return cleared

@@ -25,6 +25,7 @@ from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.scalar import DateTimeField
 from sgcache.query import schema as site_schema
 from sgcache.store import samples
+from sgcache.store import state as store_state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
@@ -59,6 +60,20 @@ class Parsed:
     entity_type: str
     entity_id: int | None
     field: str | None
+
+
+#: Types whose changes may change who a caller is or what it may see on the site.
+AUTH_TYPES = frozenset({"HumanUser", "ApiUser", "Project", "PermissionRuleSet", "Group"})
+
+
+def _auth_subject(event: dict) -> str | None:
+    """The type an event is about, when it is one of AUTH_TYPES."""
+    parts = str(event.get("event_type") or "").split("_")
+    if len(parts) >= 3 and parts[0] == "Shotgun":
+        type_name = "_".join(parts[1:-1])
+        if type_name in AUTH_TYPES:
+            return type_name
+    return None
 
 
 def parse(event: dict) -> Parsed | None:
@@ -175,6 +190,11 @@ class Watcher:
 
     def apply(self, conn: sa.Connection, event: dict) -> str:
         """Apply one event inside ``conn``'s transaction; return what was done (for logs)."""
+        about = _auth_subject(event)
+        if about is not None:
+            # Who callers are and what they may see may have changed: every proxy forgets what it
+            # remembered of them (cached or not, whatever else the event does).
+            store_state.bump_auth_epoch(conn, self.tables.state, f"event {event.get('id')} {about}")
         meta = event.get("meta")
         if isinstance(meta, dict) and "actual_attribute_changed" in meta and not event.get("entity") \
                 and (event.get("event_type") or "").endswith("_Change"):
