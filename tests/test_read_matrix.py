@@ -88,6 +88,21 @@ EventLogEntry:
   fields:
     id: number
     event_type: text
+# who is calling and its permission group, as on every site (the proxy asks before a cached answer)
+ApiUser:
+  identifier: firstname
+  fields:
+    id: number
+    firstname: text
+    generate_event_log_entries: checkbox
+    permission_rule_set: {{type: entity, entity_types: [PermissionRuleSet]}}
+PermissionRuleSet:
+  identifier: code
+  fields:
+    id: number
+    code: text
+    display_name: text
+    entity_type: text
 """
 MATRIX_FIELDS = sorted(yaml.safe_load(SCHEMA_YAML)["Matrix"]["fields"])
 MATRIX_TYPES = {name: (spec if isinstance(spec, str) else spec["type"])

@@ -320,7 +320,7 @@ def _link_both(site: MockSite, project: dict, person: dict) -> None:
 def assign_demo_people(site: MockSite, rng: random.Random) -> dict[str, int]:
     """Give the studio's people permission groups, add the demo logins and what they work on.
 
-    The generated people are artists, the Production department's leads managers. ``artist`` is
+    The generated people are artists, the Production department's people managers. ``artist`` is
     on two active projects, ``vendor`` on one, with a few tasks assigned, notes addressed to it
     and versions it made; a "Template Project" nobody is assigned to shows the template rule.
     """
