@@ -236,7 +236,9 @@ class Demo:
             f"api_key={SCRIPT_KEY!r})",
             "    sg.find('Shot', [['sg_status_list', 'is', 'ip']], ['code', 'sg_sequence'], limit=5)",
             "",
-            f"Point the same line at {self.site_url} to ask the site directly.",
+            f"Point the same line at {self.site_url} to ask the site directly. As a person, login='artist',",
+            "password='artist-password' sees only the artist's projects, from the cache too; 'vendor' always goes to",
+            "the site (auth.groups in sgcache.yml; people: docs/mocksite.rst).",
             f"Status page: {self.proxy_url}/_sgcache/   (JSON: /_sgcache/status, Prometheus: /_sgcache/metrics)",
             f"Logs: {self.options.folder}/site.log, sync.log, web.log",
         ])

@@ -350,3 +350,67 @@ def test_auth_check_reports_a_wrong_policy_and_proves_a_right_one(make_proxy, sg
     right = check_person(proxy.config, "artist", n=40, mode="visible_projects")
     assert right.cached > 0 and right.ok, right.text()
     assert "verdict: ok" in right.text()
+
+
+# --- sgcache auth check / clear, as an operator runs them ------------------------------------------------
+
+
+def run_sgcache(proxy, *args: str):
+    """``python -m sgcache ARGS`` with the proxy's settings in the environment (the key too)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    config = proxy.config
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGCACHE_")}
+    env.update({"SGCACHE_SITE_BASE_URL": config.site.base_url, "SGCACHE_SITE_SCRIPT_NAME": config.site.script_name,
+                "SGCACHE_SITE_API_KEY": config.site.api_key.reveal(), "SGCACHE_DATABASE_URL": config.database.url,
+                "SGCACHE_SCHEMA_PATH": str(config.schema.path), "PYTHONPATH": str(ROOT)})
+    return subprocess.run([sys.executable, "-m", "sgcache", "--config", os.devnull, *args], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_the_auth_check_command_exits_1_on_a_wrong_policy_and_0_on_a_right_one(make_proxy, sg, vendor_world):
+    proxy = make_proxy()
+    import_all(proxy)
+    wrong = run_sgcache(proxy, "auth", "check", "--login", "vendor", "--n", "30", "--mode", "visible_projects")
+    assert wrong.returncode == 1, wrong.stderr
+    assert "verdict: MISMATCH" in wrong.stdout and "group vendor" in wrong.stdout
+    right = run_sgcache(proxy, "auth", "check", "--login", "artist", "--n", "30", "--mode", "visible_projects")
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "0 differ from the site" in right.stdout and "verdict: ok" in right.stdout
+    assert "sgcache-demo-key" not in right.stdout + right.stderr
+
+
+def test_the_auth_check_command_names_an_unknown_login(make_proxy, sg, world):  # noqa: F811
+    proxy = make_proxy()
+    result = run_sgcache(proxy, "auth", "check", "--login", "nobody")
+    assert result.returncode == 1
+    assert "no active person with login 'nobody'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_auth_clear_lets_a_switched_off_group_have_cached_answers_again(make_proxy, sg, alpha_artist):
+    proxy = make_proxy(auth__groups="artist=visible_projects")
+    import_all(proxy)
+    proxy.service.trip_group("artist", {"method": "read", "type": "Shot", "mode": "visible_projects", "at": "now"})
+    client = proxy.client(**ARTIST)
+    assert outcome(proxy, lambda: client.find("Shot", [], ["code"]))[1] == "group_switched_off"
+    status = requests.get(proxy.url + "/_sgcache/status", timeout=10).json()
+    assert status["auth"]["switched_off"]["artist"]["type"] == "Shot"
+    cleared = run_sgcache(proxy, "auth", "clear", "artist")
+    assert cleared.returncode == 0 and "cleared artist" in cleared.stdout, cleared.stderr
+    time.sleep(proxy.service.STATE_TTL + 0.1)
+    assert outcome(proxy, lambda: client.find("Shot", [], ["code"]))[1] == "cache"
+
+
+def test_info_says_the_database_is_down_without_saying_why(make_proxy):
+    proxy = make_proxy(database_url="postgresql://postgres:hunter2@127.0.0.1:1/nothing", migrated=False)
+    reply = requests.post(proxy.url + "/api3/json", data=json.dumps({"method_name": "info", "params": []}),
+                          timeout=10)
+    payload = reply.json()
+    sgcache_info = payload.get("results", payload)["sgcache"]
+    assert sgcache_info["database"] == "down"
+    assert "database_problem" not in sgcache_info
+    assert "127.0.0.1:1" not in reply.text and "hunter2" not in reply.text and "refused" not in reply.text

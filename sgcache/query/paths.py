@@ -150,11 +150,13 @@ class Context:
             raise Uncertain("type_not_imported", type_name)
         return self.tables[type_name]
 
-    def handler(self, et: EntityTable, name: str) -> FieldType:
+    def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldType:
+        """The handler of a field the read may use (``shown`` False: only to name links, which
+        :meth:`check_named` checks when a link to the type is found)."""
         handler = et.fields.get(name)
         if handler is None:
             raise Uncertain("uncached_field", f"{et.name}.{name}")
-        if self.visibility is not None and et.name in self.visibility.types and name != "id":
+        if shown and self.visibility is not None and et.name in self.visibility.types and name != "id":
             hidden = self.visibility.types[et.name]
             if hidden is None:
                 raise Uncertain("restricted_fields_unknown", f"{et.name}: the site showed the caller no row to "
@@ -182,10 +184,16 @@ class Context:
         ident = et.entity_type.identifier
         if ident is None:
             return None
-        handler = self.handler(et, ident)
+        handler = self.handler(et, ident, shown=False)
         if handler.family != "text":
             raise Uncertain("unsupported_path", f"{et.name}.{ident} ({handler.field.data_type}) names its links")
         return et.table.c[handler.column]
+
+    def check_named(self, et: EntityTable) -> None:
+        """Links into ``et`` were found: may the caller be shown their names?"""
+        ident = et.entity_type.identifier
+        if ident is not None:
+            self.handler(et, ident)
 
     def final_handler(self, et: EntityTable, path: str, *, through_multi: bool = True) -> FieldType:
         """The handler of the field at the end of ``path``, every hop checked on the way."""
@@ -230,6 +238,8 @@ class Context:
         """The ``name`` of the link: the live target's identifier, else NULL."""
         whens = []
         for t in targets:
+            if self.visibility is not None:
+                self.check_named(t)
             ident = self.identifier(t)
             if ident is None:
                 continue

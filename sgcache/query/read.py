@@ -99,6 +99,8 @@ class Values:
             if visibility is not None and type_name not in visibility.types:
                 continue  # the caller cannot see the type: its links read as None
             et = self.ctx.entity_table(type_name)
+            if visibility is not None and type_name in named:
+                self.ctx.check_named(et)  # raises Uncertain: the name may be hidden from the caller
             ident = self.ctx.identifier(et) if type_name in named else None
             cols = [et.table.c.id, et.table.c._active, ident if ident is not None else sa.null()]
             seen = visibility.row_filter(et) if visibility is not None else None
