@@ -128,11 +128,13 @@ class IdentityBook:
         self.clock = clock
         self._lock = threading.Lock()
         self._known: OrderedDict[Claim, tuple[float, Identity | None]] = OrderedDict()
+        self._tokens: OrderedDict[Claim, tuple[float, Claim | None]] = OrderedDict()
         self.lookups = 0  # calls made to the site to learn an identity
 
     def forget_all(self) -> None:
         with self._lock:
             self._known.clear()
+            self._tokens.clear()
 
     def resolve(self, auth: dict | None) -> Identity | None:
         """The caller's identity, or None when it cannot be known.
@@ -144,16 +146,32 @@ class IdentityBook:
         if claimed is None:
             return None
         if claimed.kind == "session":
-            if self.sessions is None:
-                return None
-            try:
-                claimed = self.sessions.owner(claimed.name)
-            except sa.exc.SQLAlchemyError as e:
-                log.warning("event=session_lookup_failed error=%r", type(e).__name__)
-                return None
+            claimed = self._session_owner(claimed.name)
             if claimed is None:
                 return None  # a token sgcache never saw minted: nobody known
         return self.lookup(claimed)
+
+    def _session_owner(self, token: str) -> Claim | None:
+        """Whom a token was minted for, remembered for the TTL (a token's owner never changes, and
+        one minted elsewhere never becomes known)."""
+        if self.sessions is None:
+            return None
+        key = Claim("session", token_digest(token))
+        now = self.clock()
+        with self._lock:
+            held = self._tokens.get(key)
+            if held is not None and held[0] > now:
+                return held[1]
+        try:
+            owner = self.sessions.owner(token)
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("event=session_lookup_failed error=%r", type(e).__name__)
+            return None
+        with self._lock:
+            self._tokens[key] = (now + self.ttl, owner)
+            while len(self._tokens) > MAX_IDENTITIES:
+                self._tokens.popitem(last=False)
+        return owner
 
     def lookup(self, who: Claim) -> Identity | None:
         now = self.clock()

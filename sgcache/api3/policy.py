@@ -27,6 +27,7 @@ from typing import Any
 
 from sgcache.api3.identity import Claim, Identity, IdentityBook
 from sgcache.config import AuthConfig
+from sgcache.query import Uncertain
 from sgcache.query.paths import Visibility
 from sgcache.store.tables import Tables
 from sgcache.upstream import SiteUnavailable, Upstream
@@ -131,6 +132,9 @@ class Policy:
 
     def _learn(self, auth: dict, types: list[str]) -> _Learned:
         projects = self._visible_projects(auth)
+        if projects is None:
+            # Without the caller's projects no row of a project type can be placed: pass through.
+            raise Uncertain("restricted_projects_unknown", "the site refused the caller a read of Project")
         with concurrent.futures.ThreadPoolExecutor(max_workers=PROBE_CONCURRENCY,
                                                    thread_name_prefix="sgcache-probe") as pool:
             probed = dict(zip(types, pool.map(lambda t: self._probe(auth, t), types), strict=True))
@@ -157,7 +161,8 @@ class Policy:
             raise SiteUnavailable("the site's answer to a visibility probe is not a read's results")
         return results
 
-    def _visible_projects(self, auth: dict) -> set[int]:
+    def _visible_projects(self, auth: dict) -> set[int] | None:
+        """The ids of every Project the caller can read (None: the site refused it the type)."""
         out: set[int] = set()
         page = 1
         while True:
@@ -168,7 +173,7 @@ class Policy:
                 "paging": {"entities_per_page": 500, "current_page": page},
                 "return_paging_info_without_counts": True})
             if results is None:
-                return out
+                return None if page == 1 else out
             out.update(e["id"] for e in results["entities"] if isinstance(e, dict) and isinstance(e.get("id"), int))
             if not (results.get("paging_info") or {}).get("has_next_page"):
                 return out
