@@ -181,6 +181,13 @@ class DatabaseConfig:
                                         "write and the sync processes use ``database.url``. Replica lag adds to "
                                         "staleness (see :doc:`operations`).",
                                     check=_database_url)
+    statement_timeout: float = _setting(5.0, "Seconds a PostgreSQL statement of the proxy may run before it is "
+                                        "cancelled (0: no limit)",
+                                        doc="Seconds one statement of ``sgcache web`` may run on PostgreSQL before "
+                                            "the database cancels it; that request then passes through to the "
+                                            "site (reason ``query_error``) and the cache stays on for everyone "
+                                            "else. 0: no limit.",
+                                        check=_not_negative)
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,17 @@ def _pool_args(config: Config) -> dict:
         # No ping before each checkout (a round trip per request): a connection found dead is
         # replaced and the request retried once (Service._run_on_cache). The application name
         # shows the proxy's connections in pg_stat_activity.
+        connect_args = {"application_name": "sgcache-web"}
+        if config.database.statement_timeout > 0:
+            # No single read holds a worker (and a connection) long; the request passes through instead.
+            from sqlalchemy.engine import make_url
+
+            given = make_url(config.database.url).query.get("options") or ""
+            given = " ".join(given) if isinstance(given, tuple) else given
+            timeout = f"-c statement_timeout={int(config.database.statement_timeout * 1000)}"
+            connect_args["options"] = f"{given} {timeout}".strip()
         return {"pool_size": config.web.threads, "max_overflow": config.web.threads, "pool_pre_ping": False,
-                "connect_args": {"application_name": "sgcache-web"}}
+                "connect_args": connect_args}
     return {}
 
 

@@ -31,6 +31,30 @@ def _reason(error: BaseException) -> str:
     return (text.splitlines() or [type(error).__name__])[0][:200]
 
 
+#: PostgreSQL errors that mean the server or the connection went away (besides class 08).
+_GONE = {"57P01", "57P02", "57P03"}
+#: SQLite errors that mean the database file cannot be used at all.
+_SQLITE_GONE = ("unable to open", "disk i/o error", "no such table", "file is not a database", "readonly database")
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Does this database error mean the database is unusable (lost connection, server gone), as
+    opposed to one statement failing (a timeout, a query too large or too deep)? Only the first
+    kind switches the cache off for everyone."""
+    if isinstance(error, (sa.exc.DisconnectionError, sa.exc.InterfaceError)):
+        return True
+    if getattr(error, "connection_invalidated", False):
+        return True
+    orig = getattr(error, "orig", None)
+    code = getattr(orig, "pgcode", None)
+    if code:
+        return code.startswith("08") or code in _GONE
+    if type(orig).__module__.startswith("sqlite3"):
+        return any(text in str(orig).lower() for text in _SQLITE_GONE)
+    # psycopg2 gives no code when the connection itself failed.
+    return isinstance(error, sa.exc.OperationalError)
+
+
 class CacheDatabase:
     """The engine and tables, plus a health flag the request path consults."""
 

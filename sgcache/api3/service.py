@@ -31,7 +31,7 @@ import sqlalchemy as sa
 import sgcache
 from sgcache.api3 import protocol, writes
 from sgcache.api3.auth import Verifier
-from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.cache import CacheDatabase, connection_lost
 from sgcache.api3.identity import IdentityBook, SessionBook, claim
 from sgcache.api3.policy import Decision, Policy
 from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
@@ -77,6 +77,12 @@ def json_answer(payload: Any, outcome: str) -> Answer:
 
 def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in ((name, headers.get(name)) for name in FORWARDED_HEADERS) if v is not None}
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    text = str(orig if orig is not None else error).strip()
+    return (text.splitlines() or [type(error).__name__])[0]
 
 
 @dataclass(frozen=True)
@@ -348,21 +354,36 @@ class Service:
             return fault_answer(Fault(f"sgcache: cannot learn what you may see from the site: {e.message}"),
                                 "site unavailable")
         except sa.exc.SQLAlchemyError as e:
-            self.cache.failed(e)
-            return _Pass("database_down")
+            if connection_lost(e):
+                self.cache.failed(e)
+                return _Pass("database_down")
+            return _Pass("query_error", _first_line(e)[:120])
+        except (OverflowError, RecursionError, ValueError) as e:
+            # A request too large or too deep to compile (a huge number, 200 levels of nesting):
+            # the site judges it.
+            log.warning("event=compile_failed method=%s type=%s error=%r", req.method, req.entity_type,
+                        type(e).__name__)
+            return _Pass("unsupported_value", type(e).__name__)
         try:
             return self._run_on_cache(plan.run), decision
         except Uncertain as u:
             return _Pass(u.reason, u.detail)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError) as e:
-            self.cache.failed(e)
-            return _Pass("database_down")
         except sa.exc.DataError as e:
             # A value the database cannot hold (a number too large, say): the site judges it.
             return _Pass("unsupported_value", str(e.orig)[:120])
-        except sa.exc.SQLAlchemyError:
-            log.exception("event=query_failed method=%s type=%s", req.method, req.entity_type)
-            return _Pass("query_error")
+        except sa.exc.SQLAlchemyError as e:
+            if connection_lost(e):
+                self.cache.failed(e)
+                return _Pass("database_down")
+            # One statement failed (timed out, too large, too deep): this request alone goes to the
+            # site; the cache stays on for everyone else.
+            log.warning("event=query_failed method=%s type=%s error=%r", req.method, req.entity_type,
+                        _first_line(e))
+            return _Pass("query_error", _first_line(e)[:120])
+        except (OverflowError, RecursionError, MemoryError) as e:
+            log.warning("event=query_failed method=%s type=%s error=%r", req.method, req.entity_type,
+                        type(e).__name__)
+            return _Pass("query_error", type(e).__name__)
 
     def _recompute(self, req: RpcRequest) -> Any:
         """The cached answer's results for this request now (None: it would not come from the cache)."""

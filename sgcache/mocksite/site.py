@@ -389,6 +389,10 @@ class MockSite:
                 return handler(caller, args)
             except FilterError as e:
                 raise Fault(f"API {method}() {e}") from None
+            except OverflowError:
+                raise Fault(f"API {method}() a number or date in the request is out of range") from None
+            except RecursionError:
+                raise Fault(f"API {method}() the filters are nested too deeply") from None
             finally:
                 self._current = None
 

@@ -332,10 +332,17 @@ def _values(scope: Scope, path: str, relation: str, values: list) -> Any:
     return out[0]
 
 
-def group(scope: Scope, filters: Any, *, top: bool = True) -> sa.ColumnElement:
+#: Filter groups nested deeper than this pass through: no pipeline needs them, and each level
+#: costs stack in the compiler and the database.
+MAX_DEPTH = 32
+
+
+def group(scope: Scope, filters: Any, *, top: bool = True, depth: int = 0) -> sa.ColumnElement:
     """A filter group ``{logical_operator, conditions}`` as one condition."""
     if filters is None and top:
         return TRUE
+    if depth > MAX_DEPTH:
+        raise Uncertain("unsupported_filter", f"filter groups nested more than {MAX_DEPTH} levels")
     if not isinstance(filters, dict) or not isinstance(filters.get("conditions"), list):
         raise Uncertain("malformed", "filters must be {logical_operator, conditions}")
     operator = filters.get("logical_operator", "and")
@@ -344,7 +351,7 @@ def group(scope: Scope, filters: Any, *, top: bool = True) -> sa.ColumnElement:
     parts = []
     for cond in filters["conditions"]:
         if isinstance(cond, dict) and "conditions" in cond:
-            parts.append(group(scope, cond, top=False))
+            parts.append(group(scope, cond, top=False, depth=depth + 1))
             continue
         if not isinstance(cond, dict) or not isinstance(cond.get("path"), str) \
                 or not isinstance(cond.get("relation"), str) or not isinstance(cond.get("values"), list):

@@ -1,0 +1,113 @@
+"""One request never hurts the others: a failing, huge or strange read passes through alone.
+
+A read the database refuses (too large, too deep, timed out) passes that one request through
+with reason ``query_error``; only a lost connection switches the cache off. Values the compiler
+cannot hold (a huge relative date, a huge page number, a number SQLite cannot store, deep
+nesting) get the site's own answer, never an internal error. The real client talks to a real
+proxy in front of the stand-in.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import requests
+import shotgun_api3
+import sqlalchemy as sa
+from conftest import SCRIPT_AUTH
+from test_read_cache import import_all, world  # noqa: F401 (a fixture)
+
+
+def reasons_after(proxy, call) -> tuple[object, dict]:
+    before = dict(proxy.service.reasons)
+    try:
+        result = call()
+    except shotgun_api3.Fault as e:
+        result = e
+    grown = {r: n - before.get(r, 0) for r, n in proxy.service.reasons.items() if n > before.get(r, 0)}
+    return result, grown
+
+
+@pytest.fixture
+def cached(make_proxy, world):  # noqa: F811
+    proxy = make_proxy()
+    import_all(proxy)
+    return proxy
+
+
+def nested(depth: int) -> list:
+    group = ["code", "is", "SH001"]
+    filters = [group]
+    for _ in range(depth):
+        filters = [{"filter_operator": "any", "filters": filters}]
+    return filters
+
+
+def test_a_query_the_database_refuses_passes_through_alone_and_the_cache_stays_on(cached, sg, caplog):
+    # 1,200 conditions make an expression tree SQLite refuses ("too large"); PostgreSQL plans it.
+    filters = [{"filter_operator": "any", "filters": [["code", "is", f"SH{i:04d}"] for i in range(1200)]}]
+    client = cached.client()
+    with caplog.at_level(logging.WARNING):
+        result, reasons = reasons_after(cached, lambda: client.find("Shot", filters, ["code"]))
+    assert result == sg.find("Shot", filters, ["code"])
+    assert "database_down" not in reasons
+    assert cached.service.cache.state_name == "ok"
+    again, reasons = reasons_after(cached, lambda: client.find("Shot", [], ["code"]))
+    assert reasons == {} and again == sg.find("Shot", [], ["code"])
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("name, filters, kwargs", [
+    ("a relative date in the far future", [["created_at", "in_last", 10**12, "DAY"]], {}),
+    ("a number SQLite cannot hold", [["id", "is", 10**30]], {}),
+    ("a number far beyond the site's", [["id", "greater_than", -(10**30)]], {}),
+    ("200 levels of nesting", nested(200), {}),
+])
+def test_values_too_large_or_too_deep_get_the_site_s_answer(cached, sg, name, filters, kwargs, caplog):
+    client = cached.client()
+    with caplog.at_level(logging.WARNING):
+        ours, reasons = reasons_after(cached, lambda: client.find("Shot", filters, ["code"], **kwargs))
+    try:
+        theirs = sg.find("Shot", filters, ["code"], **kwargs)
+    except shotgun_api3.Fault as e:
+        theirs = e
+    if isinstance(theirs, Exception):
+        assert isinstance(ours, shotgun_api3.Fault) and str(ours) == str(theirs)
+    else:
+        assert ours == theirs
+    assert "internal error" not in str(ours)
+    assert "Traceback" not in caplog.text
+    assert cached.service.cache.state_name == "ok"
+
+
+def test_a_page_number_beyond_any_database_gets_the_site_s_answer(cached, sg):
+    args = {"type": "Shot", "return_fields": ["code"], "filters": {"logical_operator": "and", "conditions": []},
+            "paging": {"entities_per_page": 50, "current_page": 2**62}}
+    body = {"method_name": "read", "params": [{"script_name": SCRIPT_AUTH["script_name"],
+                                               "script_key": SCRIPT_AUTH["api_key"]}, args]}
+    ours = requests.post(cached.url + "/api3/json", json=body, timeout=10)
+    theirs = requests.post(sg.base_url + "/api3/json", json=body, timeout=10)
+    assert ours.status_code == 200 and "internal error" not in ours.text
+    assert ours.json() == theirs.json()
+    assert cached.service.cache.state_name == "ok"
+
+
+def test_sqlite_and_postgresql_errors_that_are_one_statement_s_problem_are_not_lost_connections():
+    import sqlite3
+
+    from sgcache.api3.cache import connection_lost
+
+    class PgError(Exception):
+        def __init__(self, code):
+            super().__init__(code)
+            self.pgcode = code
+
+    too_large = sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("Expression tree is too large"))
+    locked_out = sa.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("unable to open database file"))
+    timeout = sa.exc.OperationalError("SELECT", {}, PgError("57014"))
+    stack = sa.exc.OperationalError("SELECT", {}, PgError("54001"))
+    admin_shutdown = sa.exc.OperationalError("SELECT", {}, PgError("57P01"))
+    link_failure = sa.exc.OperationalError("SELECT", {}, PgError("08006"))
+    assert [connection_lost(e) for e in (too_large, timeout, stack)] == [False, False, False]
+    assert [connection_lost(e) for e in (locked_out, admin_shutdown, link_failure)] == [True, True, True]
