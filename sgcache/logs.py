@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import threading
 
@@ -27,6 +28,19 @@ def scrub(text: str) -> str:
     return text
 
 
+_PLAIN = re.compile(r"[\w.:@/+\-]{1,100}")
+
+
+def loggable(value: object) -> str:
+    """A value that came from outside (a request's method, type, caller, path) as one safe token
+    of a key=value line: as it is when plain, else quoted with every control character, quote
+    and backslash escaped, so it can neither break the line nor forge another key."""
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    return json.dumps(text[:100], ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     return dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
@@ -43,10 +57,12 @@ class TextFormatter(logging.Formatter):
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # Scrubbed before encoding: a secret holding a quote or a backslash is escaped in JSON and
+        # would no longer be found in the encoded line.
         out = {"ts": _timestamp(record), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
+               "msg": scrub(record.getMessage())}
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = scrub(self.formatException(record.exc_info))
         return scrub(json.dumps(out, ensure_ascii=False))
 
 

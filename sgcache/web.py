@@ -25,6 +25,7 @@ from sgcache.api3.cache import CacheDatabase
 from sgcache.api3.protocol import Fault
 from sgcache.api3.service import Answer, Service, fault_answer
 from sgcache.config import Config
+from sgcache.logs import loggable
 from sgcache.metrics import Metrics, SampleSaver, multiprocess_dir
 from sgcache.store import samples
 from sgcache.upstream import SiteUnavailable, Upstream, chunks, file_headers, relay_headers
@@ -67,8 +68,8 @@ def path_problem(raw_path: str, path: str) -> str | None:
 
 
 def _loggable(text: str) -> str:
-    """A caller-supplied name, short and encodable, for the request log line."""
-    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+    """A caller-supplied name for the request log line: one escaped token (see logs.loggable)."""
+    return loggable(text)
 
 
 def build_service(config: Config, engine: Any = None) -> Service:
@@ -146,7 +147,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         if g.get("outcome", "-") != "-":
             metrics.request(g.method if g.method != "-" else "bad_request", g.outcome, ms / 1000)
         log.info("event=request id=%s path=%s method=%s type=%s outcome=%s status=%d ms=%.1f caller=%s%s",
-                 g.get("request_id", "-"), request.path, g.get("method", "-"), g.get("entity_type", "-"),
+                 g.get("request_id", "-"), loggable(request.path), g.get("method", "-"), g.get("entity_type", "-"),
                  g.get("outcome", "-"), response.status_code, ms, g.get("caller", "-"),
                  f" detail={g.detail!r}" if g.get("detail") else "")
         return response

@@ -38,6 +38,7 @@ from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
 from sgcache.api3.shadow import ShadowChecker
 from sgcache.config import Config
 from sgcache.errors import SgcacheError
+from sgcache.logs import loggable
 from sgcache.query import Uncertain
 from sgcache.query.paths import Context, ReadState, load_state
 from sgcache.query.read import compile_read
@@ -201,8 +202,8 @@ class Service:
             self.reasons[reason] += 1
         if self.metrics is not None:
             self.metrics.passthrough(reason)
-        log.debug("event=passthrough method=%s type=%s reason=%s detail=%r", req.method, req.entity_type, reason,
-                  detail)
+        log.debug("event=passthrough method=%s type=%s reason=%s detail=%r", loggable(req.method),
+                  loggable(req.entity_type), reason, detail)
         answer = self.passthrough(req, headers)
         answer.detail = f"passthrough: {reason}" + (f" ({detail})" if detail else "")
         return answer
@@ -361,8 +362,8 @@ class Service:
         except (OverflowError, RecursionError, ValueError) as e:
             # A request too large or too deep to compile (a huge number, 200 levels of nesting):
             # the site judges it.
-            log.warning("event=compile_failed method=%s type=%s error=%r", req.method, req.entity_type,
-                        type(e).__name__)
+            log.warning("event=compile_failed method=%s type=%s error=%r", loggable(req.method),
+                        loggable(req.entity_type), type(e).__name__)
             return _Pass("unsupported_value", type(e).__name__)
         try:
             return self._run_on_cache(plan.run), decision
@@ -377,12 +378,12 @@ class Service:
                 return _Pass("database_down")
             # One statement failed (timed out, too large, too deep): this request alone goes to the
             # site; the cache stays on for everyone else.
-            log.warning("event=query_failed method=%s type=%s error=%r", req.method, req.entity_type,
-                        _first_line(e))
+            log.warning("event=query_failed method=%s type=%s error=%r", loggable(req.method),
+                        loggable(req.entity_type), _first_line(e))
             return _Pass("query_error", _first_line(e)[:120])
         except (OverflowError, RecursionError, MemoryError) as e:
-            log.warning("event=query_failed method=%s type=%s error=%r", req.method, req.entity_type,
-                        type(e).__name__)
+            log.warning("event=query_failed method=%s type=%s error=%r", loggable(req.method),
+                        loggable(req.entity_type), type(e).__name__)
             return _Pass("query_error", type(e).__name__)
 
     def _recompute(self, req: RpcRequest) -> Any:
@@ -478,7 +479,7 @@ class Service:
         try:
             newest = as_of.result(timeout=self.config.site.timeout)
         except Exception as e:  # the write stands; the rows just go in without an event stamp
-            log.warning("event=write_as_of_failed method=%s error=%r", req.method, f"{type(e).__name__}: {e}")
+            log.warning("event=write_as_of_failed method=%s error=%r", loggable(req.method), f"{type(e).__name__}: {e}")
             newest = None
         try:
             written = self.refresher.refresh(targets, newest)
@@ -491,7 +492,7 @@ class Service:
             answer.detail = "written on the site; not cached (site read failed)"
         except Exception:
             # The site applied the write: whatever went wrong here, the caller gets the site's answer.
-            log.exception("event=write_not_cached method=%s hint='the watcher will bring it'", req.method)
+            log.exception("event=write_not_cached method=%s hint='the watcher will bring it'", loggable(req.method))
             answer.detail = "written on the site; not cached (internal error)"
         else:
             answer.detail = f"cached {written}"

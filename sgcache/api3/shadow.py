@@ -25,6 +25,7 @@ from typing import Any
 from sgcache.api3.policy import Decision
 from sgcache.api3.protocol import RpcRequest
 from sgcache.config import AuthConfig
+from sgcache.logs import loggable
 from sgcache.upstream import SiteUnavailable, Upstream
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class ShadowChecker:
         try:
             return self.check(req, decision, result)
         except Exception:  # a check must never take anything else down
-            log.exception("event=shadow_check_failed method=%s type=%s", req.method, req.entity_type)
+            log.exception("event=shadow_check_failed method=%s type=%s", loggable(req.method),
+                          loggable(req.entity_type))
             return "failed"
         finally:
             with self._lock:
@@ -139,8 +141,8 @@ class ShadowChecker:
         if result == "different":
             who = decision.identity.label if decision.identity is not None else "-"
             log.error("event=shadow_mismatch group=%s mode=%s method=%s type=%s caller=%s action='group switched "
-                      "to passthrough; fix auth.groups, then sgcache auth clear %s'", group, decision.mode,
-                      req.method, req.entity_type, who, group)
+                      "to passthrough; fix auth.groups, then sgcache auth clear %s'", loggable(group), decision.mode,
+                      loggable(req.method), loggable(req.entity_type), loggable(who), loggable(group))
             self.trip(group, {"method": req.method, "type": req.entity_type, "mode": decision.mode,
                               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         return result
