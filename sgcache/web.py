@@ -15,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+import zlib
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -70,6 +71,42 @@ def path_problem(raw_path: str, path: str) -> str | None:
 def _loggable(text: str) -> str:
     """A caller-supplied name for the request log line: one escaped token (see logs.loggable)."""
     return loggable(text)
+
+
+def _accepts(accept_encoding: str, coding: str) -> bool:
+    """Does an Accept-Encoding header accept ``coding`` (a q of 0 refuses it)?"""
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in (coding, "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return True
+    return False
+
+
+def decoded_for_caller(body: bytes, headers: list[tuple[str, str]],
+                       accept_encoding: str) -> tuple[bytes, list[tuple[str, str]]]:
+    """A body the site compressed, decompressed when the caller did not ask for that encoding (the
+    proxy's own connection to the site always accepts gzip)."""
+    coding = next((v.strip().lower() for k, v in headers if k.lower() == "content-encoding"), None)
+    if coding in (None, "identity") or _accepts(accept_encoding, coding):
+        return body, headers
+    try:
+        if coding == "gzip":
+            body = gzip.decompress(body)
+        elif coding == "deflate":
+            try:
+                body = zlib.decompress(body)
+            except zlib.error:
+                body = zlib.decompress(body, -zlib.MAX_WBITS)
+        else:
+            return body, headers  # an encoding sgcache cannot undo: relayed as it came
+    except (OSError, zlib.error, EOFError):
+        return body, headers
+    kept = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
+    return body, kept
 
 
 def build_service(config: Config, engine: Any = None) -> Service:
@@ -155,8 +192,9 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     def to_response(answer: Answer) -> Response:
         g.outcome, g.detail = answer.outcome, answer.detail
         body, headers = answer.body, list(answer.headers)
-        if not answer.relayed and len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding",
-                                                                                                ""):
+        if answer.relayed:
+            body, headers = decoded_for_caller(body, headers, request.headers.get("Accept-Encoding", ""))
+        elif len(body) >= GZIP_MIN_BYTES and _accepts(request.headers.get("Accept-Encoding", ""), "gzip"):
             body = gzip.compress(body, compresslevel=5)
             headers.append(("Content-Encoding", "gzip"))
             headers.append(("Vary", "Accept-Encoding"))

@@ -111,3 +111,46 @@ def test_sqlite_and_postgresql_errors_that_are_one_statement_s_problem_are_not_l
     link_failure = sa.exc.OperationalError("SELECT", {}, PgError("08006"))
     assert [connection_lost(e) for e in (too_large, timeout, stack)] == [False, False, False]
     assert [connection_lost(e) for e in (locked_out, admin_shutdown, link_failure)] == [True, True, True]
+
+
+# --- compression follows what the caller accepts ----------------------------------------------------------
+
+
+def raw_post(url: str, body: dict, accept_encoding: str | None) -> tuple[int, dict, bytes]:
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    if accept_encoding is not None:
+        headers["Accept-Encoding"] = accept_encoding
+    conn.putrequest("POST", "/api3/json", skip_accept_encoding=True)
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    data = json.dumps(body).encode()
+    conn.putheader("Content-Length", str(len(data)))
+    conn.endheaders(data)
+    reply = conn.getresponse()
+    out = reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    conn.close()
+    return out
+
+
+@pytest.mark.parametrize("accept, compressed", [(None, False), ("identity", False), ("gzip", True),
+                                                ("gzip;q=0", False)])
+def test_a_relayed_answer_is_compressed_only_for_a_caller_that_accepts_it(cached, sg, accept, compressed):
+    import gzip
+    import json
+
+    for i in range(60):
+        sg.create("Note", {"subject": f"note {i}", "content": "x" * 100})
+    auth = {"script_name": SCRIPT_AUTH["script_name"], "script_key": SCRIPT_AUTH["api_key"]}
+    body = {"method_name": "read", "params": [auth, {"type": "Note", "return_fields": ["subject", "content"],
+                                                     "filters": {"logical_operator": "and", "conditions": []}}]}
+    status, headers, data = raw_post(cached.url, body, accept)
+    assert status == 200
+    assert (headers.get("content-encoding") == "gzip") is compressed
+    text = gzip.decompress(data) if compressed else data
+    assert len(json.loads(text)["results"]["entities"]) == 60
