@@ -154,3 +154,46 @@ def test_a_relayed_answer_is_compressed_only_for_a_caller_that_accepts_it(cached
     assert (headers.get("content-encoding") == "gzip") is compressed
     text = gzip.decompress(data) if compressed else data
     assert len(json.loads(text)["results"]["entities"]) == 60
+
+
+# --- a huge request costs by its size, and leaves nothing behind ----------------------------------------------
+
+
+def test_a_huge_entity_in_with_a_bogus_key_is_refused_before_it_is_compiled(cached, world):  # noqa: F811
+    from sgcache.query import paths
+
+    links = [{"type": "Sequence", "id": i} for i in range(1, 20_001)]
+    aliases = len(paths._ALIASES)
+    stranger = shotgun_api3.Shotgun(cached.url, script_name="sgcache", api_key="not-the-key")
+    with pytest.raises(shotgun_api3.AuthenticationFault):
+        stranger.find("Shot", [["sg_sequence", "in", links]], ["code"])
+    assert len(paths._ALIASES) == aliases
+
+
+@pytest.mark.parametrize("count", [3, 2_000, 20_000])
+def test_an_entity_in_of_any_size_gets_the_site_s_answer_with_one_alias_per_type(cached, sg, world, count):  # noqa: F811
+    from sgcache.query import paths
+
+    links = [world["sequence"], *({"type": "Sequence", "id": 10_000 + i} for i in range(count - 1))]
+    client = cached.client()
+    client.find("Shot", [["sg_sequence", "in", links[:2]]], ["code"])  # the aliases a small request needs
+    aliases = len(paths._ALIASES)
+    result, reasons = reasons_after(cached, lambda: client.find("Shot", [["sg_sequence", "in", links]], ["code"]))
+    assert result == sg.find("Shot", [["sg_sequence", "in", links]], ["code"])
+    assert len(paths._ALIASES) <= aliases + 2
+    if count <= 5_000:
+        assert reasons == {}  # from the cache
+    after, reasons = reasons_after(cached, lambda: client.find("Shot", [], ["code"]))
+    assert reasons == {}
+
+
+def test_a_request_needing_too_many_joins_passes_through(cached, sg, world):  # noqa: F811
+    from sgcache.query import paths
+
+    filters = [{"filter_operator": "any", "filters": [["sg_sequence", "is", {"type": "Sequence", "id": i}]
+                                                      for i in range(1, 1_001)]}]
+    aliases = len(paths._ALIASES)
+    result, reasons = reasons_after(cached, lambda: cached.client().find("Shot", filters, ["code"]))
+    assert reasons == {"unsupported_filter": 1}
+    assert result == sg.find("Shot", filters, ["code"])
+    assert len(paths._ALIASES) <= aliases + paths.MAX_ALIASES

@@ -1,20 +1,25 @@
 """The stand-in's permission groups: which projects, rows, types and fields each caller sees.
 
-What is certain (the site's documentation and measurements of a live site, see docs/mocksite.rst):
-every person and script has one permission group (``permission_rule_set``, a
-``PermissionRuleSet`` with a ``code``); the default groups are Admin, Manager, Artist, Vendor and,
-for scripts, API Admin; an Artist sees only the projects it is assigned to, yet a measured Artist
-with no assignment still read the template projects; a Vendor sees, in its projects, only the
-Tasks assigned to it, the Shots and Assets of those Tasks, the Notes addressed to it or written
-by it and the Versions it created; a refused type is answered with a message naming the rule;
-``sudo_as_login`` applies the impersonated person's permissions; schemas are the same for every
-group ("rows collapse, fields do not").
+What is certain (the site's documentation and measurements of a live site; SITE-FACTS section 2,
+docs/mocksite.rst): every person and script has one permission group (``permission_rule_set``,
+a link to a ``PermissionRuleSet`` with a ``code``); the default groups are Admin, Manager,
+Artist, Vendor and, for scripts, API Admin; an Artist sees only the projects it is assigned to,
+yet a measured Artist with no assignment still read the template projects; a Vendor sees, in
+its projects, only the Tasks assigned to it, the Shots and Assets of those Tasks, the Notes
+addressed to it (To or CC) or written by it and the Versions it created; a refused type is
+answered with a message naming the rule; ``sudo_as_login`` applies the impersonated person's
+permissions; schemas are the same for every group ("rows collapse, fields do not").
 
-Our reading, where the sources are silent: a row whose ``project`` is None is visible to
-project-limited groups; a link to a row the caller cannot see reads as no link everywhere
-(returned values, filters, deep paths: the caller's reads run over a view of the data with
-those rows and links removed); a hidden field is left out of returned entities and is a fault
-in filters, sorts and summaries; a template project is one whose name starts with "Template".
+Our reading, where the sources are silent: assignment is ``Project.users`` (not
+``HumanUser.projects``); a template project is one whose name starts with "Template" (the demo
+schema has no template flag); for an Artist a row whose ``project`` is None is visible, for a
+Vendor such a row follows the Vendor's conditional rule like any other; a Vendor's Task counts
+when the person itself (not one of its groups) is an assignee; which types and fields are
+hidden (ApiUser and PermissionRuleSet; VENDOR_HIDDEN_FIELDS); a link to a row the caller cannot
+see reads as no link everywhere (returned values, filters, deep paths: the caller's reads run
+over a view of the data with those rows and links removed); a hidden field is left out of
+returned entities and is a fault in filters, sorts and summaries; a person or script whose
+``permission_rule_set`` is empty has its type's default group (DEFAULT_GROUPS).
 """
 
 from __future__ import annotations
@@ -59,16 +64,19 @@ GROUPS: dict[str, Group] = {g.code: g for g in (
     Group("api_admin", "API Admin", "ApiUser"),
 )}
 
-#: Types a Vendor sees in its projects, and how: the rest of the project types show nothing.
-_VENDOR_TYPES = ("Task", "Shot", "Asset", "Note", "Version", "Project")
+#: The group of a person or script whose permission_rule_set is empty.
+DEFAULT_GROUPS = {"HumanUser": "artist", "ApiUser": "api_admin"}
 
 
 def is_template(project: dict) -> bool:
     return str(project.get("name") or "").startswith("Template")
 
 
-def _ids(links: Any) -> set[int]:
-    return {v["id"] for v in links or () if isinstance(v, dict) and isinstance(v.get("id"), int)}
+def _names(links: Any, person: dict) -> bool:
+    """Whether a link or a list of links points at ``person`` (type and id: a Group may share its id)."""
+    links = links if isinstance(links, list) else [links]
+    return any(isinstance(v, dict) and v.get("type") == person["type"] and v.get("id") == person["id"]
+               for v in links)
 
 
 def _has(schema: Schema, entity_type: str, field: str) -> bool:
@@ -118,8 +126,7 @@ class View:
         projects = db.get("Project", {})
         if self.group.projects == "all":
             return set(projects)
-        me = self.person["id"]
-        return {i for i, p in projects.items() if me in _ids(p.get("users")) or is_template(p)}
+        return {i for i, p in projects.items() if _names(p.get("users"), self.person) or is_template(p)}
 
     def _sees(self, schema: Schema, db: dict, entity_type: str, row: dict) -> bool:
         group = self.group
@@ -137,30 +144,56 @@ class View:
         return self._assigned(db, entity_type, row)
 
     def _assigned(self, db: dict, entity_type: str, row: dict) -> bool:
-        me = self.person["id"]
+        """The Vendor's conditional rule, for a row whose project it sees (or that has none)."""
+        me = self.person
         if entity_type == "Task":
-            return me in _ids(row.get("task_assignees"))
+            return _names(row.get("task_assignees"), me)
         if entity_type in ("Shot", "Asset"):
             return row["id"] in self._assigned_entities(db).get(entity_type, set())
         if entity_type == "Note":
-            created_by = row.get("created_by") or {}
-            return me in _ids(row.get("addressings_to")) | _ids(row.get("addressings_cc")) or \
-                (created_by.get("type") == "HumanUser" and created_by.get("id") == me)
+            return _names(row.get("addressings_to"), me) or _names(row.get("addressings_cc"), me) or \
+                _names(row.get("created_by"), me)
         if entity_type == "Version":
-            created_by = row.get("created_by") or {}
-            return created_by.get("type") == "HumanUser" and created_by.get("id") == me
+            return _names(row.get("created_by"), me)
         return False
 
     def _assigned_entities(self, db: dict) -> dict[str, set[int]]:
+        """type -> ids of the entities of the live Tasks the person sees (assigned, in its projects)."""
         if not hasattr(self, "_entities"):
-            me = self.person["id"]
             out: dict[str, set[int]] = {}
             for task in db.get("Task", {}).values():
-                entity = task.get("entity")
-                if me in _ids(task.get("task_assignees")) and isinstance(entity, dict):
+                entity, project = task.get("entity"), task.get("project")
+                if task.get("__retired") or not isinstance(entity, dict) or not _names(task.get("task_assignees"),
+                                                                                       self.person):
+                    continue
+                if project is None or (isinstance(project, dict) and project.get("id") in self.projects):
                     out.setdefault(entity.get("type"), set()).add(entity.get("id"))
             self._entities = out
         return self._entities
+
+    def scrub(self, schema: Schema, entity: dict) -> dict:
+        """A returned entity as this caller may see it: hidden fields left out, links to rows it
+        cannot see None (entity) or left out (multi-entity). Reads need only the first (they run
+        over the view); a write's answer is built from the full data and needs both."""
+        for name in [n for n in entity if n not in ("type", "id")]:
+            value = entity[name]
+            if hidden_hop(schema, self.group, entity["type"], name) is not None:
+                del entity[name]
+            elif _link_path(schema, entity["type"], name):
+                if isinstance(value, dict) and not self.sees_link(value):
+                    entity[name] = None
+                elif isinstance(value, list):
+                    entity[name] = [v for v in value if not isinstance(v, dict) or self.sees_link(v)]
+        return entity
+
+
+def _link_path(schema: Schema, entity_type: str, path: str) -> bool:
+    """Whether ``path`` (``a`` or ``a.T.b``...) ends on an entity or multi-entity field."""
+    parts = path.split(".")
+    while len(parts) >= 3 and parts[1] in schema:
+        entity_type, parts = parts[1], parts[2:]
+    f = schema[entity_type].fields.get(parts[0]) if entity_type in schema and len(parts) == 1 else None
+    return f is not None and f.data_type in ("entity", "multi_entity")
 
 
 def hidden_hop(schema: Schema, group: Group, entity_type: str, path: str) -> tuple[str, str] | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sgcache.mocksite import events
 from sgcache.mocksite.emulator import Emulator, FilterError
-from sgcache.mocksite.permissions import GROUPS, Group, View, hidden_hop
+from sgcache.mocksite.permissions import DEFAULT_GROUPS, GROUPS, Group, View, hidden_hop
 from sgcache.mocksite.summarize import summarize
 from sgcache.schema.model import Field, Schema
 from sgcache.schema.site import field_to_site, schema_to_site
@@ -238,12 +238,16 @@ class MockSite:
         return None
 
     def group_of(self, user: dict) -> Group | None:
-        """The permission group of a HumanUser or ApiUser, read from its row now."""
-        row = self.emu._db.get(user["type"], {}).get(user["id"])
-        link = row.get("permission_rule_set") if row else None
-        if not isinstance(link, dict):
+        """The permission group of a HumanUser or ApiUser, read from its row now (its type's
+        default when the field is empty); None when the schema has no permission groups."""
+        if "PermissionRuleSet" not in self.schema or user["type"] not in self.schema \
+                or "permission_rule_set" not in self.schema[user["type"]].fields:
             return None
-        rule_set = self.emu._db.get("PermissionRuleSet", {}).get(link.get("id"))
+        row = self.emu._db[user["type"]].get(user["id"]) or {}
+        link = row.get("permission_rule_set")
+        if not isinstance(link, dict):
+            return GROUPS.get(DEFAULT_GROUPS.get(user["type"], ""))
+        rule_set = self.emu._db["PermissionRuleSet"].get(link.get("id"))
         return GROUPS.get(rule_set.get("code")) if rule_set else None
 
     def view(self, caller: Caller) -> View:
@@ -258,8 +262,12 @@ class MockSite:
         self._views[key] = (self.version, view)
         return view
 
-    def _refused(self, entity_type: str, group: Group) -> Fault:
-        return Fault(f"Entity of type {entity_type} can not be accessed by this user. Rule: {group.display_name}")
+    def check_type(self, caller: Caller, entity_type: str) -> None:
+        """The fault for a type hidden from the caller's group (before any other check of the call)."""
+        group = caller.group
+        if group is not None and entity_type in group.hidden_types:
+            raise Fault(f"Entity of type {entity_type} can not be accessed by this user. "
+                        f"Rule: {group.display_name}")
 
     def check_read(self, caller: Caller, method: str, args: Any) -> None:
         """Faults for a read a restricted caller may not make: a hidden type, a hidden field in
@@ -268,8 +276,7 @@ class MockSite:
         if not isinstance(args, dict) or not isinstance(args.get("type"), str):
             return
         entity_type = args["type"]
-        if entity_type in group.hidden_types:
-            raise self._refused(entity_type, group)
+        self.check_type(caller, entity_type)
         paths: list[str] = []
 
         def walk(filters: Any) -> None:
@@ -295,10 +302,9 @@ class MockSite:
                     data: dict | None = None) -> None:
         """Faults for a write a restricted caller may not make (nothing is written)."""
         group = caller.group
-        if group is None or not group.restricted:
+        if group is None:
             return
-        if entity_type in group.hidden_types:
-            raise self._refused(entity_type, group)
+        self.check_type(caller, entity_type)
         view = self.view(caller)
         if entity_id is not None and entity_id not in view.visible.get(entity_type, ()):
             raise Fault(f"API {method}() {entity_type} {entity_id} can not be accessed by this user. "
@@ -360,6 +366,8 @@ class MockSite:
                 raise Fault(f"Can't sudo as '{sudo}': no such user", AUTH_FAULT)
             caller = Caller(self._link("HumanUser", human.id), caller.user, caller.generate_events, session_uuid,
                             f"{caller.name} as user:{sudo}")
+        group = self.group_of(caller.user)
+        caller.group = group if group is not None and group.restricted else None
         return caller
 
     # --- dispatch -----------------------------------------------------------------------------
@@ -380,13 +388,18 @@ class MockSite:
         args = params[1] if len(params) > 1 else None
         with self.lock:
             caller = self.authenticate(auth, method)
-            group = self.group_of(caller.user)
-            caller.group = group if group is not None and group.restricted else None
             self._current = caller
             try:
                 if caller.group is not None and method in ("read", "summarize"):
                     return self._read_as(caller, method, handler, args)
-                return handler(caller, args)
+                result = handler(caller, args)
+                if caller.group is not None and method in ("create", "update", "batch"):
+                    # A write's answer is built from all the data: show it as the caller sees it.
+                    view = self.view(caller)
+                    for entity in result if isinstance(result, list) else [result]:
+                        if isinstance(entity, dict):
+                            view.scrub(self.schema, entity)
+                return result
             except FilterError as e:
                 raise Fault(f"API {method}() {e}") from None
             except OverflowError:
@@ -410,9 +423,7 @@ class MockSite:
             self._viewing = None
         if method == "read" and caller.group.hidden_fields:
             for entity in result.get("entities", ()):
-                for name in [n for n in entity if n not in ("type", "id")]:
-                    if hidden_hop(self.schema, caller.group, entity["type"], name) is not None:
-                        del entity[name]
+                view.scrub(self.schema, entity)
         return result
 
     def info(self) -> dict:
@@ -742,6 +753,8 @@ class MockSite:
 
     def _touch(self, entity_type: str, entity_id: int) -> None:
         """Remember a row's state before a change, so a failed batch can be undone."""
+        # Every change passes here: what was made of the data before it (a caller's view) is stale.
+        self.version += 1
         undo = self._undo
         if undo is None or (entity_type, entity_id) in undo.seen:
             return
@@ -812,6 +825,7 @@ class MockSite:
 
     def _create(self, caller: Caller, args: dict) -> dict:
         entity_type = self._type("create", args)
+        self.check_type(caller, entity_type)
         items = self._fields_arg("create", args)
         data = {}
         for item in items:
@@ -996,6 +1010,7 @@ class MockSite:
 
     def _update(self, caller: Caller, args: dict) -> dict:
         entity_type = self._type("update", args)
+        self.check_type(caller, entity_type)
         row = self._existing("update", entity_type, args.get("id"))
         items = self._fields_arg("update", args)
         fields = self.schema[entity_type].fields
@@ -1048,6 +1063,7 @@ class MockSite:
 
     def _retire(self, caller: Caller, args: dict) -> bool:
         entity_type = self._type("delete", args)
+        self.check_type(caller, entity_type)
         row = self._existing("delete", entity_type, args.get("id"), live=False)
         self.check_write(caller, "delete", entity_type, row["id"])
         if row["__retired"]:
@@ -1074,6 +1090,7 @@ class MockSite:
 
     def _revive(self, caller: Caller, args: dict) -> bool:
         entity_type = self._type("revive", args)
+        self.check_type(caller, entity_type)
         row = self._existing("revive", entity_type, args.get("id"), live=False)
         self.check_write(caller, "revive", entity_type, row["id"])
         if not row["__retired"]:
@@ -1246,6 +1263,7 @@ class MockSite:
             if entity_type not in self.schema:
                 raise Fault(f"upload: entity type {entity_type!r} doesn't exist")
             self._existing("upload", entity_type, entity_id)
+            self.check_write(caller, "upload", entity_type, entity_id)
             if self.file_dir is None:
                 raise Fault("upload: this site has no folder for files (start it with a state file or file dir)")
             self.file_dir.mkdir(parents=True, exist_ok=True)

@@ -213,10 +213,29 @@ def _link_value(value: Any, relation: str) -> tuple[str, int] | None:
     return value["type"], value["id"]
 
 
+#: Values of one ``in`` condition answered from the cache at most (more pass through).
+MAX_IN_VALUES = 5_000
+
+
 def _same_link(ctx: Context, type_col, id_col, link: tuple[str, int]) -> sa.ColumnElement:
-    target = ctx.alias(ctx.entity_table(link[0]))
-    return sa.and_(type_col.is_not(None), id_col.is_not(None), type_col == link[0], id_col == link[1],
-                   sa.exists().where(target.c.id == link[1], target.c._active.is_(True)))
+    return _same_links(ctx, type_col, id_col, [link])
+
+
+def _same_links(ctx: Context, type_col, id_col, links: list[tuple[str, int]]) -> sa.ColumnElement:
+    """The link (type_col, id_col) is one of ``links``, to a live entity: one ``id IN (...)`` and
+    one EXISTS per linked type, however many links."""
+    if len(links) > MAX_IN_VALUES:
+        raise Uncertain("unsupported_value", f"more than {MAX_IN_VALUES} links in one condition")
+    by_type: dict[str, list[int]] = {}
+    for type_name, entity_id in links:
+        by_type.setdefault(type_name, []).append(entity_id)
+    parts = []
+    for type_name, ids in sorted(by_type.items()):
+        target = ctx.alias(ctx.entity_table(type_name))
+        same_id = id_col == ids[0] if len(ids) == 1 else id_col.in_(sorted(set(ids)))
+        parts.append(sa.and_(type_col.is_not(None), id_col.is_not(None), type_col == type_name, same_id,
+                             sa.exists().where(target.c.id == id_col, target.c._active.is_(True))))
+    return sa.or_(*parts) if parts else FALSE
 
 
 _NAME_RELATIONS = {"name_is": "is", "name_contains": "contains", "name_not_contains": "not_contains",
@@ -234,11 +253,11 @@ def entity_condition(ctx: Context, final: Final, relation: str, value: Any) -> s
         return match if relation == "is" else _not(match)
     if relation in ("in", "not_in"):
         values = value if isinstance(value, list) else [value]
-        parts = []
-        for v in values:
-            link = _link_value(v, relation)
-            parts.append(_not(live) if link is None else _same_link(ctx, type_col, id_col, link))
-        match = sa.or_(*parts) if parts else FALSE
+        links = [_link_value(v, relation) for v in values]
+        parts = [_same_links(ctx, type_col, id_col, [link for link in links if link is not None])]
+        if any(link is None for link in links):
+            parts.append(_not(live))
+        match = sa.or_(*parts)
         return match if relation == "in" else _not(match)
     if relation in ("type_is", "type_is_not"):
         _need(isinstance(value, str), relation, value)
@@ -270,9 +289,8 @@ def multi_condition(ctx: Context, final: Final, relation: str, value: Any) -> sa
         return any_child(_same_link(ctx, child_type, child_id, link))
     if relation == "in":
         values = value if isinstance(value, list) else [value]
-        links = [_link_value(v, relation) for v in values]
-        parts = [_same_link(ctx, child_type, child_id, link) for link in links if link is not None]
-        return any_child(sa.or_(*parts)) if parts else FALSE
+        links = [_link_value(v, relation) for v in values if v is not None]
+        return any_child(_same_links(ctx, child_type, child_id, links)) if links else FALSE
     if relation == "type_is":
         _need(isinstance(value, str), relation, value)
         return any_child(child_type == value)

@@ -221,6 +221,9 @@ class Context:
 
     def alias(self, et: EntityTable) -> sa.Alias:
         self._alias_count += 1
+        if self._alias_count > MAX_ALIASES:
+            # Aliases are made once per process (see _alias): a request may not grow that for ever.
+            raise Uncertain("unsupported_filter", f"more than {MAX_ALIASES} joins and subqueries")
         return _alias(et.table, f"j{self._alias_count}")
 
     def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
@@ -251,6 +254,10 @@ class Context:
             return sa.null()
         return sa.case(*whens, else_=sa.null())
 
+
+#: Table aliases one read may use at most (more pass through): the process keeps at most this
+#: many per table.
+MAX_ALIASES = 500
 
 _ALIASES: dict[tuple[int, str], sa.Alias] = {}
 
