@@ -614,7 +614,7 @@ def test_every_setting_has_a_description_and_a_type_description():
                       "``SGCACHE_DATABASE_URL``",
                       "The cache database (see `Database URLs`_). A relative SQLite path in the file is "
                       "relative to the file's folder."]),
-    ("web.max_body", ["integer, at least 1", "``67108864`` (64 MiB)", "``SGCACHE_WEB_MAX_BODY``",
+    ("web.max_body", ["integer, at least 1", "``8388608`` (8 MiB)", "``SGCACHE_WEB_MAX_BODY``",
                       "Largest JSON-RPC request body accepted, in bytes; a larger one gets a fault naming this "
                       "setting. File uploads stream through and are not limited."]),
     ("scanner.projects", ["list of integers", "empty list", "``SGCACHE_SCANNER_PROJECTS``",

@@ -197,3 +197,21 @@ def test_a_request_needing_too_many_joins_passes_through(cached, sg, world):  # 
     assert reasons == {"unsupported_filter": 1}
     assert result == sg.find("Shot", filters, ["code"])
     assert len(paths._ALIASES) <= aliases + paths.MAX_ALIASES
+
+
+def test_a_return_field_asked_ten_thousand_times_is_fetched_once(cached, sg, world):  # noqa: F811
+    fields = ["code", *["sg_sequence.Sequence.code"] * 10_000]
+    queries = []
+
+    def count(*_args):
+        queries.append(1)
+
+    engine = cached.service.cache.read_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        result, reasons = reasons_after(cached, lambda: cached.client().find("Shot", [], fields))
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert reasons == {}
+    assert result == sg.find("Shot", [], fields)
+    assert len(queries) < 10

@@ -318,11 +318,11 @@ def _link_both(site: MockSite, project: dict, person: dict) -> None:
 
 
 def assign_demo_people(site: MockSite, rng: random.Random) -> dict[str, int]:
-    """Give the studio's people permission groups, add the demo logins and what they work on.
+    """Add the demo logins (one per permission group) and what they work on.
 
-    The generated people are artists, the Production department's people managers. ``artist`` is
-    on two active projects, ``vendor`` on one, with a few tasks assigned, notes addressed to it
-    and versions it made; a "Template Project" nobody is assigned to shows the template rule.
+    ``artist`` is on two of the active projects, ``vendor`` on one, with six tasks assigned
+    (shot and asset tasks), notes addressed to it and versions it made; a "Template Project"
+    nobody is assigned to shows the template rule.
     """
     added: dict[str, int] = {}
     if "PermissionRuleSet" not in site.schema or "Project" not in site.emu._db:
@@ -340,14 +340,6 @@ def assign_demo_people(site: MockSite, rng: random.Random) -> dict[str, int]:
             row["created_at"] = row["updated_at"] = ANCHOR - dt.timedelta(minutes=30 - k)
             added["HumanUser"] = added.get("HumanUser", 0) + 1
         people[login] = {"type": "HumanUser", "id": site.humans[login].id}
-    demo_ids = {p["id"] for p in people.values()}
-    production = db.get("Department", {})
-    production_ids = {i for i, d in production.items() if d.get("name") == "Production"}
-    for pid, row in db["HumanUser"].items():
-        if pid in demo_ids or "permission_rule_set" not in site.schema["HumanUser"].fields:
-            continue
-        department = row.get("department") or {}
-        row["permission_rule_set"] = site.rule_set("manager" if department.get("id") in production_ids else "artist")
     template = site.load_entity("Project", {"name": "Template Project"}, created_at=ANCHOR - dt.timedelta(minutes=20))
     added["Project"] = 1
     active = sorted(i for i, p in db["Project"].items() if not p.get("archived") and i != template
@@ -365,7 +357,10 @@ def assign_demo_people(site: MockSite, rng: random.Random) -> dict[str, int]:
 
     vendor = {"type": "HumanUser", "id": people["vendor"]["id"]}
     tasks = in_project("Task")
-    for task in rng.sample(tasks, min(6, len(tasks))):
+    on_assets = [t for t in tasks if (t.get("entity") or {}).get("type") == "Asset"]
+    on_shots = [t for t in tasks if (t.get("entity") or {}).get("type") == "Shot"]
+    picked = rng.sample(on_assets, min(2, len(on_assets)))
+    for task in picked + rng.sample(on_shots, min(6 - len(picked), len(on_shots))):
         task["task_assignees"] = [*(task.get("task_assignees") or []), vendor]
     notes = in_project("Note")
     for note in rng.sample(notes, min(3, len(notes))):
@@ -480,6 +475,7 @@ class _Studio:
         self.plan_import_script()
         self.plan_departments()
         self.plan_people()
+        self.plan_permission_groups()
         self.plan_groups()
         self.plan_steps()
         self.plan_file_types()
@@ -491,7 +487,8 @@ class _Studio:
         # Shots and sequences come in from editorial through a script, as at most studios.
         self.import_script = self.add("ApiUser", {
             "firstname": "editorial-import", "lastname": "2.3", "description": "EDL / XML turnover importer",
-            "email": "pipeline@studio.example", "generate_event_log_entries": True}, HISTORY_START)
+            "email": "pipeline@studio.example", "generate_event_log_entries": True,
+            **self.permission_group("ApiUser", "api_admin")}, HISTORY_START)
 
     def plan_departments(self) -> None:
         for i, spec in enumerate(DEPARTMENTS):
@@ -533,6 +530,33 @@ class _Studio:
             "sg_status_list": self.status("HumanUser", "sg_status_list", "act" if active else "dis"),
         }, joined)
         return _Person(ref, name, department, active, lead, joined)
+
+    def permission_group(self, entity_type: str, code: str) -> dict:
+        """``{"permission_rule_set": link}`` when the schema has permission groups, else nothing."""
+        if "permission_rule_set" not in self.site.schema[entity_type].fields:
+            return {}
+        link = self.site.rule_set(code)
+        return {"permission_rule_set": link} if link else {}
+
+    def plan_permission_groups(self) -> None:
+        """Production and the Animation and Compositing leads are managers; the last FX and
+        Compositing hires are vendors (freelancers); everyone else is an artist."""
+        vendors = []
+        for department in ("FX", "Compositing"):
+            hires = [p for p in self.people if p.department == department and not p.lead]
+            if hires:
+                vendors.append(max(hires, key=lambda p: p.joined))
+        for person in self.people:
+            if person.ref is None:
+                continue
+            if person.department == "Production" or (person.lead and person.department in ("Animation",
+                                                                                              "Compositing")):
+                code = "manager"
+            elif any(person is v for v in vendors):
+                code = "vendor"
+            else:
+                code = "artist"
+            person.ref.data.update(self.permission_group("HumanUser", code))
 
     def plan_groups(self) -> None:
         at = HISTORY_START + dt.timedelta(days=21)
@@ -1132,7 +1156,8 @@ class _Studio:
         out = {}
         for name, value in data.items():
             f = fields.get(name)
-            if f is None or value is None or not f.editable:
+            # permission_rule_set is read-only in the schema, yet the site's admins set it.
+            if f is None or value is None or (not f.editable and name != "permission_rule_set"):
                 continue
             kind = f.data_type
             if kind == "entity":

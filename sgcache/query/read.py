@@ -23,6 +23,8 @@ from sgcache.query.paths import Context, Final, MultiHop, Scope
 from sgcache.store.tables import EntityTable
 
 PAGE_SIZE = 500
+#: Distinct return fields one read answered from the cache may ask for (more pass through).
+MAX_RETURN_FIELDS = 1_000
 UNSORTABLE = frozenset({"multi_entity", "none"})
 
 
@@ -313,6 +315,10 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     return_fields = args.get("return_fields") or ["id"]
     if not isinstance(return_fields, list) or not all(isinstance(f, str) for f in return_fields):
         raise Uncertain("malformed", "return_fields must be a list of field names")
+    # A field asked for twice is one key of each entity: fetched once.
+    return_fields = list(dict.fromkeys(return_fields))
+    if len(return_fields) > MAX_RETURN_FIELDS:
+        raise Uncertain("unsupported_value", f"more than {MAX_RETURN_FIELDS} return fields")
     return_only = args.get("return_only", "active")
     if return_only not in ("active", "retired"):
         raise Uncertain("malformed", f"return_only {return_only!r}")
