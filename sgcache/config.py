@@ -219,8 +219,8 @@ class WebConfig:
                              "uploads stream through and are not limited)",
                              doc="Largest JSON-RPC request body accepted, in bytes; a larger one gets a fault "
                                  "naming this setting and its value. Decoding a body costs many times its size "
-                                 "in memory (a 15 MiB body of empty objects took 330 MB), so keep it near what "
-                                 "your largest batch needs. File uploads stream through and are not limited.",
+                                 "in memory, so keep it near what your largest batch needs. File uploads stream "
+                                 "through and are not limited.",
                              default_note="8 MiB", check=_at_least_one)
 
 

@@ -616,7 +616,8 @@ def test_every_setting_has_a_description_and_a_type_description():
                       "relative to the file's folder."]),
     ("web.max_body", ["integer, at least 1", "``8388608`` (8 MiB)", "``SGCACHE_WEB_MAX_BODY``",
                       "Largest JSON-RPC request body accepted, in bytes; a larger one gets a fault naming this "
-                      "setting. File uploads stream through and are not limited."]),
+                      "setting and its value. Decoding a body costs many times its size in memory, so keep it "
+                      "near what your largest batch needs. File uploads stream through and are not limited."]),
     ("scanner.projects", ["list of integers", "empty list", "``SGCACHE_SCANNER_PROJECTS``",
                           "Project ids to import; empty means every project."]),
     ("admin.allow", ["list of networks (``10.0.0.0/8``, ``127.0.0.1``)", "``127.0.0.1/32, ::1/128``",

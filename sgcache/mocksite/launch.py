@@ -100,8 +100,8 @@ def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, 
 def credentials_text(site: MockSite, url: str) -> str:
     lines = [f"Stand-in Shotgun site at {url}", "Credentials (for tests and the demo only):"]
     for script in site.scripts.values():
-        events = "" if script.generate_events else "  (writes make no events)"
-        lines.append(f"  script {script.name!r} key {script.key!r}{events}")
+        events = "" if script.generate_events else ", writes make no events"
+        lines.append(f"  script {script.name!r} key {script.key!r}  (group {script.group}{events})")
     for human in site.humans.values():
         lines.append(f"  user {human.login!r} password {human.password!r}  (group {human.group})")
     return "\n".join(lines)
