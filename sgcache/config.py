@@ -142,6 +142,18 @@ class SiteConfig:
     pool_size: int = _setting(32, "Connections the proxy keeps open to the site, per process",
                               doc="Connections to the site each proxy process keeps open and reuses (keep-alive).",
                               check=_at_least_one)
+    max_concurrent: int = _setting(0, "Requests one proxy process may have waiting on the site at once (0: "
+                                   "web.threads less a quarter, at least 2 less)",
+                                   doc="Requests one proxy process may have waiting on the site at once, so that "
+                                       "a stalled site never takes every thread: cached reads keep a few. 0 (the "
+                                       "default) means ``web.threads`` less a quarter of them, and at least 2 "
+                                       "less (6 of 8). A request past the cap waits up to ``site.busy_wait`` "
+                                       "seconds for a turn, then gets HTTP 503, as from a busy site "
+                                       "(``shotgun_api3`` reports it as the site being too busy).",
+                                   check=_not_negative)
+    busy_wait: float = _setting(1.0, "Seconds a request waits for a turn at the site when site.max_concurrent "
+                                "are already waiting, before HTTP 503",
+                                check=_not_negative)
     info_ttl: float = _setting(30.0, "Seconds the proxy reuses the site's answer to info",
                                doc="Seconds the proxy reuses the site's answer to ``info``. While the site is "
                                    "down the last answer is served, however old.",

@@ -76,6 +76,10 @@ class SiteUnavailable(Exception):
         self.maybe_applied = maybe_applied
 
 
+class SiteBusy(SiteUnavailable):
+    """Too many requests of this process are already waiting on the site (site.max_concurrent)."""
+
+
 class Breaker:
     """A circuit breaker: closed (calls go through), open (calls fail at once), half-open (one try)."""
 
@@ -185,10 +189,13 @@ class Reply:
 class Upstream:
     """The site, as the proxy sees it: one pooled session shared by every thread of a process."""
 
-    def __init__(self, site: SiteConfig):
+    def __init__(self, site: SiteConfig, *, max_concurrent: int | None = None):
         if not site.base_url:
             raise ValueError("site.base_url is not set")
         self.site = site
+        limit = max_concurrent if max_concurrent is not None else site.max_concurrent
+        #: a bulkhead: requests waiting on the site at once (None: no limit)
+        self._turns = threading.BoundedSemaphore(limit) if limit else None
         parts = urlsplit(site.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.rpc_url = self.origin + api_path(site.base_url)
@@ -214,7 +221,22 @@ class Upstream:
                 f"it again in {self.breaker.retry_in():.0f} s")
 
     def rpc(self, body: bytes, headers: Mapping[str, str], *, method: str) -> Reply:
-        """Send one JSON-RPC body as it is; resend only a read-only one whose connection failed."""
+        """Send one JSON-RPC body as it is; resend only a read-only one whose connection failed.
+
+        Raises :class:`SiteBusy` when this process already has its most requests waiting on the
+        site and no turn comes within ``site.busy_wait`` seconds (nothing was sent).
+        """
+        if self._turns is None:
+            return self._rpc(body, headers, method=method)
+        if not self._turns.acquire(timeout=self.site.busy_wait):
+            raise SiteBusy(f"the Shotgun site {self.origin} is busy: this sgcache process already has "
+                           "site.max_concurrent requests waiting on it")
+        try:
+            return self._rpc(body, headers, method=method)
+        finally:
+            self._turns.release()
+
+    def _rpc(self, body: bytes, headers: Mapping[str, str], *, method: str) -> Reply:
         attempts = 2 if method in READ_ONLY else 1
         for attempt in range(1, attempts + 1):
             self._refuse_if_open()

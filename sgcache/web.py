@@ -109,6 +109,14 @@ def decoded_for_caller(body: bytes, headers: list[tuple[str, str]],
     return body, kept
 
 
+def site_turns(config: Config) -> int:
+    """site.max_concurrent, or when 0 the web threads less a quarter (at least 2 less, at least 1)."""
+    if config.site.max_concurrent:
+        return config.site.max_concurrent
+    threads = config.web.threads
+    return max(1, threads - max(2, threads // 4))
+
+
 def build_service(config: Config, engine: Any = None) -> Service:
     """The proxy's parts for one process: the upstream client, the cache database, the refresher."""
     from sgcache.schema import load
@@ -117,7 +125,7 @@ def build_service(config: Config, engine: Any = None) -> Service:
     from sgcache.sync.refresh import Refresher
 
     config.require("site.base_url", "site.script_name", "site.api_key")
-    upstream = Upstream(config.site)
+    upstream = Upstream(config.site, max_concurrent=site_turns(config))
     tables = Tables(load(config.schema.path))
     if engine is None:
         engine = create_engine(config.database.url, **_pool_args(config))

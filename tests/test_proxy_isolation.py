@@ -31,7 +31,7 @@ def reasons_after(proxy, call) -> tuple[object, dict]:
 
 @pytest.fixture
 def cached(make_proxy, world):  # noqa: F811
-    proxy = make_proxy()
+    proxy = make_proxy(site__max_concurrent="2", site__busy_wait="0.3")
     import_all(proxy)
     return proxy
 
@@ -215,3 +215,32 @@ def test_a_return_field_asked_ten_thousand_times_is_fetched_once(cached, sg, wor
     assert reasons == {}
     assert result == sg.find("Shot", [], fields)
     assert len(queries) < 10
+
+
+# --- a stalled site never takes every thread --------------------------------------------------------------
+
+
+def test_past_site_max_concurrent_a_passthrough_gets_503_and_cached_reads_go_on(cached, sg, mock_server):
+    import threading
+    import time
+
+    proxy = cached
+    client = proxy.client()
+    expected = client.find("Shot", [], ["code"])  # verified and cached before the site stalls
+    assert proxy.service.upstream._turns is not None
+    limit = proxy.service.upstream._turns._initial_value
+    requests.post(mock_server.url + "/_mock/failure", json={"mode": "stall", "count": limit, "stall_seconds": 3},
+                  timeout=5).raise_for_status()
+    stalled = [threading.Thread(target=lambda: proxy.client().find("Note", [], ["subject"])) for _ in range(limit)]
+    for t in stalled:
+        t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    with pytest.raises(shotgun_api3.ProtocolError) as e:
+        shotgun_api3.Shotgun(proxy.url, connect=False, **SCRIPT_AUTH).find("Note", [], ["subject"])
+    assert e.value.errcode == 503
+    assert time.monotonic() - started < 2.5  # the busy wait, not the stall
+    result, reasons = reasons_after(proxy, lambda: client.find("Shot", [], ["code"]))
+    assert result == expected and reasons == {}
+    for t in stalled:
+        t.join(10)

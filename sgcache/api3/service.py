@@ -46,7 +46,7 @@ from sgcache.query.schema import METHODS as SCHEMA_METHODS
 from sgcache.query.schema import SiteSchema
 from sgcache.query.summarize import compile_summarize
 from sgcache.sync.refresh import Refresher
-from sgcache.upstream import FORWARDED_HEADERS, SiteUnavailable, Upstream
+from sgcache.upstream import FORWARDED_HEADERS, SiteBusy, SiteUnavailable, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +410,11 @@ class Service:
         """Send the request as it came; return the answer to relay and the site's decoded fault."""
         try:
             reply = self.upstream.rpc(req.body, forwarded(headers), method=req.method)
+        except SiteBusy as e:
+            # As a busy site answers: shotgun_api3 reports a 503 as the site being too busy.
+            return Answer(503, f"sgcache: {e.message}; try again shortly\n".encode(), "fault",
+                          [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")],
+                          detail="site busy"), None
         except SiteUnavailable as e:
             message = f"sgcache: {e.message}"
             if e.maybe_applied and req.method not in ("read",):
