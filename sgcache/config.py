@@ -148,8 +148,9 @@ class SiteConfig:
                                        "a stalled site never takes every thread: cached reads keep a few. 0 (the "
                                        "default) means ``web.threads`` less a quarter of them, and at least 2 "
                                        "less (6 of 8). A request past the cap waits up to ``site.busy_wait`` "
-                                       "seconds for a turn, then gets HTTP 503, as from a busy site "
-                                       "(``shotgun_api3`` reports it as the site being too busy).",
+                                       "seconds for a turn (while the threads left over allow it, one thread "
+                                       "always kept for cached reads), else gets HTTP 503 at once, as from a "
+                                       "busy site (``shotgun_api3`` reports it as the site being too busy).",
                                    check=_not_negative)
     busy_wait: float = _setting(1.0, "Seconds a request waits for a turn at the site when site.max_concurrent "
                                 "are already waiting, before HTTP 503",

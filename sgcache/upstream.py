@@ -189,13 +189,17 @@ class Reply:
 class Upstream:
     """The site, as the proxy sees it: one pooled session shared by every thread of a process."""
 
-    def __init__(self, site: SiteConfig, *, max_concurrent: int | None = None):
+    def __init__(self, site: SiteConfig, *, max_concurrent: int | None = None, max_queued: int = 1):
         if not site.base_url:
             raise ValueError("site.base_url is not set")
         self.site = site
         limit = max_concurrent if max_concurrent is not None else site.max_concurrent
-        #: a bulkhead: requests waiting on the site at once (None: no limit)
+        #: a bulkhead: requests waiting on the site at once (None: no limit) ...
         self._turns = threading.BoundedSemaphore(limit) if limit else None
+        #: ... and requests waiting for a turn (each holds a thread too)
+        self.max_queued = max_queued
+        self._queued = 0
+        self._queue_lock = threading.Lock()
         parts = urlsplit(site.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.rpc_url = self.origin + api_path(site.base_url)
@@ -228,9 +232,20 @@ class Upstream:
         """
         if self._turns is None:
             return self._rpc(body, headers, method=method)
-        if not self._turns.acquire(timeout=self.site.busy_wait):
-            raise SiteBusy(f"the Shotgun site {self.origin} is busy: this sgcache process already has "
-                           "site.max_concurrent requests waiting on it")
+        if not self._turns.acquire(blocking=False):
+            with self._queue_lock:
+                queue = self._queued < self.max_queued
+                if queue:
+                    self._queued += 1
+            try:
+                got = queue and self._turns.acquire(timeout=self.site.busy_wait)
+            finally:
+                if queue:
+                    with self._queue_lock:
+                        self._queued -= 1
+            if not got:
+                raise SiteBusy(f"the Shotgun site {self.origin} is busy: this sgcache process already has "
+                               "site.max_concurrent requests waiting on it")
         try:
             return self._rpc(body, headers, method=method)
         finally:

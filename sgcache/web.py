@@ -125,7 +125,9 @@ def build_service(config: Config, engine: Any = None) -> Service:
     from sgcache.sync.refresh import Refresher
 
     config.require("site.base_url", "site.script_name", "site.api_key")
-    upstream = Upstream(config.site, max_concurrent=site_turns(config))
+    turns = site_turns(config)
+    # Requests waiting for a turn hold threads too: leave at least one thread for cached reads.
+    upstream = Upstream(config.site, max_concurrent=turns, max_queued=max(0, config.web.threads - turns - 1))
     tables = Tables(load(config.schema.path))
     if engine is None:
         engine = create_engine(config.database.url, **_pool_args(config))
