@@ -533,7 +533,7 @@ class _Studio:
 
     def permission_group(self, entity_type: str, code: str) -> dict:
         """``{"permission_rule_set": link}`` when the schema has permission groups, else nothing."""
-        if "permission_rule_set" not in self.site.schema[entity_type].fields:
+        if entity_type not in self.site.schema or "permission_rule_set" not in self.site.schema[entity_type].fields:
             return {}
         link = self.site.rule_set(code)
         return {"permission_rule_set": link} if link else {}
