@@ -768,6 +768,19 @@ def test_watcher_applies_a_change_to_text_that_looks_like_a_timestamp(sync):
     assert s.row("Shot", shot, "description")["description"] == "2024-01-01T00:00:00Z"
 
 
+def test_a_retirement_refused_for_a_newer_stamp_reads_the_entity_from_the_site(sync):
+    # The row carries a later event's stamp (a write read back, say) but is still active: the
+    # retirement event must not be dropped; the site says what the entity is now.
+    s = sync
+    shot = s.world["shots"][0]
+    t = s.tables["Shot"].table
+    with s.engine.begin() as conn:
+        conn.execute(sa.update(t).where(t.c.id == shot).values(_last_event_id=10**12))
+    s.sg().delete("Shot", shot)
+    s.drain(s.watcher(max_attempts=1))
+    assert s.row("Shot", shot, "code")["_active"] is False
+
+
 def test_watcher_skips_noise_events_and_reads_the_entity_of_an_event_without_meta(sync, caplog):
     """Entries a hosted site logs besides lifecycle events (loaded straight into the stand-in's
     log), and a Change whose meta is null."""

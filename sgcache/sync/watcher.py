@@ -223,7 +223,9 @@ class Watcher:
                 if stamp:
                     self.writer.upsert(parsed.entity_type, [{"id": parsed.entity_id, **stamp}], event_id=event_id,
                                        conn=conn)
-            elif not self._exists(conn, parsed.entity_type, parsed.entity_id):
+            else:
+                # Never held, or the row carries a later event's stamp while still active: do not
+                # drop the retirement, read what the entity is on the site now (as a Change does).
                 self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
             return "retired"
         # Change
