@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -37,6 +38,8 @@ from sgcache.config import load_config
 from sgcache.mocksite import MockSite
 from sgcache.mocksite.server import MockServer
 from sgcache.mocksite.studio import build_studio
+from sgcache.query import Uncertain
+from sgcache.query.paths import Context, load_state
 from sgcache.schema import load
 from sgcache.store import state
 from sgcache.store.migrate import migrate
@@ -1022,6 +1025,39 @@ def test_failing_event_is_retried_then_dead_lettered_and_the_watcher_moves_on(sy
     assert s.row("Shot", shot, "description")["description"] == "after the poison"
     assert s.cursor() == cursors.Cursor(bad_id + 1, {})
     assert s.applied_ids()[-2:] == [bad_id, bad_id + 1]
+
+
+def test_a_dead_letter_makes_reads_of_its_type_pass_through_until_the_type_is_imported_again(sync):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=1)
+    real_apply = watcher.apply
+
+    def apply(conn, event):
+        if event["id"] == bad_id:
+            raise RuntimeError("cannot apply this one")
+        return real_apply(conn, event)
+
+    watcher.apply = apply
+    s.drain(watcher)
+
+    def uncertain_for(type_name: str) -> str | None:
+        with s.engine.connect() as conn:
+            state = load_state(conn, s.tables)
+        try:
+            Context(s.tables, state, s.engine.dialect.name, tz=ZoneInfo("UTC")).entity_table(type_name)
+        except Uncertain as u:
+            return u.reason
+        return None
+
+    assert uncertain_for("Shot") == "dead_letter"
+    assert uncertain_for("Sequence") is None
+    assert s.type_state("Shot")["needs_rescan"] is True
+    s.scanner().full_where_needed()
+    assert uncertain_for("Shot") is None
+    assert s.row("Shot", shot, "description")["description"] == "poison"
 
 
 @pytest.mark.parametrize("failure", [{"mode": "down", "seconds": 1}, {"mode": "503", "count": 6}],

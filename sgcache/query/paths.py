@@ -47,6 +47,8 @@ class ReadState:
     auth_epoch: str = ""
     #: permission groups a failed shadow check switched to passthrough (see sgcache.api3.shadow)
     tripped: frozenset[str] = frozenset()
+    #: types with an event dead-lettered since their last full import: rows may be stale
+    suspect: frozenset[str] = frozenset()
 
 
 @functools.lru_cache(maxsize=8)
@@ -81,9 +83,14 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
     marked = json.loads(meta["rebuilding"]) if meta.get("rebuilding") else None
     rebuilding = frozenset(marked.get("types", ())) if isinstance(marked, dict) else frozenset()
     tripped = json.loads(meta[AUTH_TRIPPED]) if meta.get(AUTH_TRIPPED) else {}
+    dead, types = st.dead_letters, st.types
+    suspect = frozenset(conn.execute(
+        sa.select(dead.c.entity_type).distinct()
+        .select_from(dead.join(types, types.c.entity_type == dead.c.entity_type))
+        .where(sa.or_(types.c.full_scan_at.is_(None), dead.c.failed_at > types.c.full_scan_at))).scalars())
     return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
                      {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),
-                     frozenset(tripped) if isinstance(tripped, dict) else frozenset())
+                     frozenset(tripped) if isinstance(tripped, dict) else frozenset(), suspect)
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,9 @@ class Context:
             raise Uncertain("type_rebuilding", type_name)
         if type_name not in self.state.ready:
             raise Uncertain("type_not_imported", type_name)
+        if type_name in self.state.suspect:
+            raise Uncertain("dead_letter", f"{type_name}: an event about it failed to apply; reads pass through "
+                            "until its next full import")
         return self.tables[type_name]
 
     def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldType:

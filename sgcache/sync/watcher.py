@@ -297,10 +297,25 @@ class Watcher:
                                 event.get("meta"), dict) else None,
                             error=dead, attempts=attempts, failed_at=_now(),
                             event=json.dumps(event, default=str)))
+                        self._suspect(conn, event)
                         outcome = "dead letter"
                     conn.execute(sa.insert(st.applied).values(event_id=event["id"], applied_at=_now()))
             cursors.save(conn, st, cursor)
         return outcome
+
+    def _suspect(self, conn: sa.Connection, event: dict) -> None:
+        """A dead-lettered event left its entity as it was: reads of its type pass through (see
+        ReadState.suspect) until the next full import of the type, which the periodic scan makes
+        at once (needs_rescan)."""
+        parsed = parse(event)
+        meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
+        entity_type = parsed.entity_type if parsed is not None else meta.get("entity_type")
+        if entity_type in self.tables:
+            t = self.tables.state.types
+            conn.execute(sa.update(t).where(t.c.entity_type == entity_type).values(needs_rescan=True))
+            log.warning("event=type_suspect entity_type=%s hint='reads of it pass through until its next full "
+                        "import (sgcache scan --interval makes it; or sgcache scan --full --types %s)'",
+                        entity_type, entity_type)
 
     def _handle(self, event: dict, cursor: cursors.Cursor) -> None:
         """Apply one event with retries; a site outage propagates (nothing is skipped)."""
