@@ -228,7 +228,8 @@ def mock_site(state: _State, bind: str, schema_path: Path, data: str, scale: int
 
 
 def _stop_on_signals():
-    """An Event set by SIGINT or SIGTERM (so daemons finish the event at hand and exit cleanly)."""
+    """An Event set by SIGINT, SIGTERM or SIGHUP (the terminal closed), so daemons finish the event
+    at hand, stop their children and exit cleanly."""
     import signal
     import threading
 
@@ -237,8 +238,9 @@ def _stop_on_signals():
     def handle(signum, _frame):
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handle)
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, handle)
     return stop
 
 

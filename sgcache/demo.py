@@ -12,6 +12,7 @@ stops the others in order), with its log in the demo folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import statistics
@@ -28,6 +29,8 @@ import requests
 
 from sgcache.config import Config, env_name
 from sgcache.errors import SgcacheError
+
+log = logging.getLogger(__name__)
 
 #: The stand-in's credentials the demo uses and prints (see docs/mocksite.rst).
 SCRIPT_NAME, SCRIPT_KEY = "sgcache", "sgcache-demo-key"
@@ -321,14 +324,28 @@ class Demo:
         finally:
             self.shutdown()
 
+    def _say(self, text: str) -> None:
+        """Echo, unless whoever reads our output has gone (``make demo | tee``, then Ctrl-C): the
+        children must be stopped whatever happens to the terminal."""
+        try:
+            self.echo(text)
+        except (BrokenPipeError, OSError):
+            pass
+
     def shutdown(self) -> None:
         if not self.children:
             return
-        self.echo("\nstopping: " + ", ".join(c.name for c in reversed(self.children)))
-        for child in reversed(self.children):  # the proxy first, the site last
-            child.stop()
-        self.children.clear()
-        self.echo("stopped")
+        self._say("\nstopping: " + ", ".join(c.name for c in reversed(self.children)))
+        try:
+            for child in reversed(self.children):  # the proxy first, the site last
+                try:
+                    child.stop()
+                except Exception:  # one child refusing to stop must not leave the others running
+                    log.exception("event=child_stop_failed name=%s", child.name)
+                    child.process.kill()
+        finally:
+            self.children.clear()
+        self._say("stopped")
 
     def clear(self) -> None:
         """--fresh: forget the stand-in's saved data and the demo's own SQLite cache."""

@@ -133,3 +133,35 @@ def test_the_demo_refuses_a_port_in_use(tmp_path):
     assert result.returncode == 1
     assert f"127.0.0.1:{port} is already in use (another demo or proxy?): stop it, or choose another address " \
            "with --bind" in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_no_child_outlives_the_demo_when_its_output_pipe_is_gone(tmp_path, signum):
+    # make demo | tee demo.log, then Ctrl-C: tee dies first, and the demo's next line hits a
+    # closed pipe; its children (in sessions of their own) must still be stopped.
+    proxy_port, site_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGCACHE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sgcache", "--config", str(ROOT / "sgcache.yml"), "demo", "--dir",
+         str(tmp_path / "demo"), "--bind", f"127.0.0.1:{proxy_port}", "--site-bind", f"127.0.0.1:{site_port}",
+         "--latency-ms", "0", "--no-compare", "--no-progress"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 120
+        while b"sgcache demo ready" not in seen:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, seen.decode(errors="replace")
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            seen += line
+        assert listening(proxy_port) and listening(site_port)
+        process.stdout.close()  # the reader of the demo's output is gone
+        process.send_signal(signum)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 10
+        while (listening(proxy_port) or listening(site_port)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not listening(proxy_port) and not listening(site_port)
+    finally:
+        if process.poll() is None:
+            process.kill()
