@@ -411,8 +411,16 @@ class Watcher:
         following = cursor.copy()
         for event_id in expired:
             del following.gaps[event_id]
-        log.warning("event=gave_up_on_event_ids ids=%s waited_s=%s", expired, self.config.gap_timeout)
-        self._commit(None, following)
+        # What the lost events changed was written before the gap was first seen, and maybe long
+        # before: take every scan watermark back before it (less the wait again, for the
+        # transaction's own length), so the next incremental scan reads it whatever it did since.
+        back_to = min(cursor.gaps[i] for i in expired) - dt.timedelta(seconds=self.config.gap_timeout)
+        types = self.tables.state.types
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(types).where(types.c.watermark > back_to).values(watermark=back_to))
+            cursors.save(conn, self.tables.state, following)
+        log.warning("event=gave_up_on_event_ids ids=%s waited_s=%s scan_watermarks_back_to=%s", expired,
+                    self.config.gap_timeout, back_to.isoformat())
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set: at once after a full batch, slower and slower when idle."""
