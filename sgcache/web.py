@@ -22,6 +22,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from sgcache.admin import add_admin_routes
+from sgcache.api3 import uploads
 from sgcache.api3.cache import CacheDatabase
 from sgcache.api3.protocol import Fault
 from sgcache.api3.service import Answer, Service, fault_answer
@@ -250,7 +251,46 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
                         headers=relay_headers(upstream_response.headers, keep_length=True), direct_passthrough=True)
 
     def upload(name: str) -> Response:
-        return relay_file(f"/upload/{name}")
+        if name not in uploads.READ_BACK_ROUTES:
+            return relay_file(f"/upload/{name}")
+        return upload_and_read_back(name)
+
+    def upload_and_read_back(name: str) -> Response:
+        """An upload that changes one entity: sent on as it came, and once the site confirms it,
+        that entity is read back into the cache before the answer goes back (as for writes)."""
+        g.method, g.outcome = "upload", "passthrough"
+        prefix = b""
+        while len(prefix) < uploads.SNIFF_BYTES:
+            block = request.stream.read(uploads.SNIFF_BYTES - len(prefix))
+            if not block:
+                break
+            prefix += block
+            if b"filename=" in prefix:
+                break
+        target = uploads.upload_target(name, uploads.text_fields(prefix, request.headers.get("Content-Type")))
+        g.entity_type = loggable(next(iter(target))) if target else "-"
+        as_of = service.before_write() if target else None
+        try:
+            upstream_response = service.upstream.stream(
+                "POST", f"/upload/{name}", request.query_string.decode("latin-1"),
+                file_headers(request.headers, request.cookies), uploads.PrefixedStream(prefix, request.stream),
+                request.content_length)
+        except SiteUnavailable as e:
+            g.outcome = "fault"
+            if as_of is not None:
+                as_of.cancel()
+            return Response(f"sgcache: {e.message}\n", status=502, content_type="text/plain; charset=utf-8")
+        try:
+            body = upstream_response.raw.read(uploads.SNIFF_BYTES, decode_content=True)
+        finally:
+            upstream_response.close()
+        if target and uploads.confirmed(upstream_response.status_code, body):
+            g.detail = service.read_back("upload", target, as_of)
+        elif as_of is not None:
+            as_of.cancel()
+        headers = [(k, v) for k, v in relay_headers(upstream_response.headers)
+                   if k.lower() not in ("content-encoding", "content-length")]
+        return Response(body, status=upstream_response.status_code, headers=headers)
 
     def thumbnail_url() -> Response:
         return relay_file("/upload/get_thumbnail_url")

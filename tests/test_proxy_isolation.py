@@ -244,3 +244,29 @@ def test_past_site_max_concurrent_a_passthrough_gets_503_and_cached_reads_go_on(
     assert result == expected and reasons == {}
     for t in stalled:
         t.join(10)
+
+
+# --- an upload is read back before its answer, as a write is ---------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["upload_thumbnail", "upload"])
+def test_a_read_after_an_upload_through_the_proxy_sees_it(cached, sg, world, tmp_path, how):  # noqa: F811
+    import time
+
+    client = cached.client()
+    # Made through the proxy, so the cache holds it at once.
+    version = client.create("Version", {"code": "v001", "project": world["projects"][0]})
+    fields = ["updated_at", "image", "code"]
+    path = tmp_path / "thumb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 4096)
+    before = sg.find_one("Version", [["id", "is", version["id"]]], ["updated_at"])["updated_at"]
+    time.sleep(1.1)  # the upload's updated_at differs from the row's by at least a second
+    if how == "upload_thumbnail":
+        client.upload_thumbnail("Version", version["id"], str(path))
+    else:
+        client.upload("Version", version["id"], str(path), field_name="sg_uploaded_movie", display_name="cut.mov")
+    expected = sg.find_one("Version", [["id", "is", version["id"]]], fields)
+    assert expected["updated_at"] != before
+    seen, reasons = reasons_after(cached, lambda: client.find_one("Version", [["id", "is", version["id"]]], fields))
+    assert reasons == {}  # from the cache
+    assert seen == expected

@@ -480,28 +480,42 @@ class Service:
             result = reply.json().get("results")
         except (ValueError, AttributeError):
             return answer
-        targets = writes.touched(req.method, req.args, result)
+        answer.detail = self.read_back(req.method, writes.touched(req.method, req.args, result), as_of)
+        return answer
+
+    def before_write(self) -> concurrent.futures.Future | None:
+        """Start asking the newest event id before a write is sent (None: nothing will be read back).
+
+        Every event up to it is older than what the read-back will hold, so the watcher must
+        not apply it over the fresh rows."""
+        if not self._cache_ready():
+            return None
+        return self._pool.submit(self.refresher.newest_event_id)
+
+    def read_back(self, what: str, targets: dict[str, set[int]], as_of: concurrent.futures.Future | None) -> str:
+        """After the site confirmed a write (or an upload), read what it touched into the cache
+        before the caller's answer goes back; say what happened (for the request log)."""
+        if as_of is None or not any(t in self.cache.tables for t in targets):
+            return "not cached (type not held)"
         try:
             newest = as_of.result(timeout=self.config.site.timeout)
         except Exception as e:  # the write stands; the rows just go in without an event stamp
-            log.warning("event=write_as_of_failed method=%s error=%r", loggable(req.method), f"{type(e).__name__}: {e}")
+            log.warning("event=write_as_of_failed method=%s error=%r", loggable(what), f"{type(e).__name__}: {e}")
             newest = None
         try:
             written = self.refresher.refresh(targets, newest)
         except sa.exc.SQLAlchemyError as e:
             self.cache.failed(e)
-            answer.detail = "written on the site; not cached (database down)"
+            return "written on the site; not cached (database down)"
         except SgcacheError as e:
             log.warning("event=write_not_cached method=%s error=%r hint='the watcher will bring it'",
-                        req.method, str(e))
-            answer.detail = "written on the site; not cached (site read failed)"
+                        loggable(what), str(e))
+            return "written on the site; not cached (site read failed)"
         except Exception:
             # The site applied the write: whatever went wrong here, the caller gets the site's answer.
-            log.exception("event=write_not_cached method=%s hint='the watcher will bring it'", loggable(req.method))
-            answer.detail = "written on the site; not cached (internal error)"
-        else:
-            answer.detail = f"cached {written}"
-        return answer
+            log.exception("event=write_not_cached method=%s hint='the watcher will bring it'", loggable(what))
+            return "written on the site; not cached (internal error)"
+        return f"cached {written}"
 
     # --- info --------------------------------------------------------------------------------------
 
