@@ -298,7 +298,9 @@ def proxy_config(tmp_path: Path, site_url: str, db_url: str, schema_path: Path, 
     empty = tmp_path / "empty.yml"
     empty.write_text("")
     overrides = {"site.base_url": site_url, "site.script_name": SCRIPT_AUTH["script_name"],
-                 "site.api_key": SCRIPT_AUTH["api_key"], "database.url": db_url, "schema.path": str(schema_path)}
+                 "site.api_key": SCRIPT_AUTH["api_key"], "database.url": db_url, "schema.path": str(schema_path),
+                 # No random shadow checks (extra requests to the site) unless a test asks for them.
+                 "auth.shadow_rate": "0"}
     overrides.update({k.replace("__", "."): v for k, v in settings.items()})
     return load_config(empty, env={}, overrides=overrides)
 
