@@ -134,10 +134,6 @@ class ShadowChecker:
             result = "same"
         else:
             result = "different"
-        with self._lock:
-            self.counts[(group, result)] += 1
-        if self.on_result is not None:
-            self.on_result(group, result)
         if result == "different":
             who = decision.identity.label if decision.identity is not None else "-"
             log.error("event=shadow_mismatch group=%s mode=%s method=%s type=%s caller=%s action='group switched "
@@ -145,6 +141,11 @@ class ShadowChecker:
                       loggable(req.method), loggable(req.entity_type), loggable(who), loggable(group))
             self.trip(group, {"method": req.method, "type": req.entity_type, "mode": decision.mode,
                               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        # Counted once the group is switched off, so whoever sees the count sees the switch too.
+        with self._lock:
+            self.counts[(group, result)] += 1
+        if self.on_result is not None:
+            self.on_result(group, result)
         return result
 
     def stats(self) -> dict:
