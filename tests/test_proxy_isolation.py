@@ -234,7 +234,7 @@ def test_past_site_max_concurrent_a_passthrough_gets_503_and_cached_reads_go_on(
     stalled = [threading.Thread(target=lambda: proxy.client().find("Note", [], ["subject"])) for _ in range(limit)]
     for t in stalled:
         t.start()
-    time.sleep(0.5)
+    time.sleep(1.0)  # both stalled clients hold their turns
     started = time.monotonic()
     with pytest.raises(shotgun_api3.ProtocolError) as e:
         shotgun_api3.Shotgun(proxy.url, connect=False, **SCRIPT_AUTH).find("Note", [], ["subject"])
