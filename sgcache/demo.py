@@ -329,7 +329,7 @@ class Demo:
         children must be stopped whatever happens to the terminal."""
         try:
             self.echo(text)
-        except (BrokenPipeError, OSError):
+        except OSError:  # BrokenPipeError among them
             pass
 
     def shutdown(self) -> None:

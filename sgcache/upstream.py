@@ -170,6 +170,24 @@ class Reply:
         """The decoded JSON body; ValueError when it is not JSON."""
         return json.loads(self.text())
 
+    def results(self) -> Any:
+        """The ``results`` of an answer; ValueError when the answer is not HTTP 200 JSON with
+        ``results`` (a fault, an HTML page, an error status)."""
+        if self.status != 200:
+            raise ValueError(f"HTTP {self.status}")
+        payload = self.json()
+        if not isinstance(payload, dict) or "results" not in payload or payload.get("exception"):
+            raise ValueError("not an answer with results")
+        return payload["results"]
+
+    def read_results(self) -> dict:
+        """The results of a ``read`` answer (``entities`` a list of objects); ValueError otherwise."""
+        results = self.results()
+        entities = results.get("entities") if isinstance(results, dict) else None
+        if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
+            raise ValueError("not a read's results")
+        return results
+
     def fault(self) -> dict | None:
         """The fault envelope when the site answered with one (HTTP 200 and ``exception``)."""
         if self.status != 200:

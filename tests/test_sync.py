@@ -964,8 +964,9 @@ def test_late_event_is_applied_when_it_appears(sync):
     assert late_id in s.applied_ids()
 
 
-def test_gap_older_than_gap_timeout_is_given_up(sync, caplog):
-    s = sync
+def late_change_and_gap(s: Sync) -> tuple[int, int, Watcher]:
+    """A change whose event commits late, one after it on time, and a watcher that gives up on a
+    gap after 0.3 s: (the late shot, the late event id, the watcher)."""
     sg = s.sg()
     late_shot, shot = s.world["shots"][0], s.world["shots"][1]
     s.site.late_events = 1.0
@@ -973,7 +974,12 @@ def test_gap_older_than_gap_timeout_is_given_up(sync, caplog):
     late_id = s.newest_event_id()
     s.site.late_events = 0.0
     sg.update("Shot", shot, {"description": "on time"})
-    watcher = s.watcher(gap_timeout=0.3)
+    return late_shot, late_id, s.watcher(gap_timeout=0.3)
+
+
+def test_gap_older_than_gap_timeout_is_given_up(sync, caplog):
+    s = sync
+    late_shot, late_id, watcher = late_change_and_gap(s)
     caplog.set_level(logging.WARNING, logger=WATCHER_LOG)
     s.drain(watcher)
     assert list(s.cursor().gaps) == [late_id]
@@ -1032,14 +1038,7 @@ def test_a_gap_given_up_moves_the_scan_watermarks_back_before_it(sync):
     # up on the id, a scan may have moved its watermark past the change. The give-up must take
     # the watermarks back, so the next scan reads what the lost event changed.
     s = sync
-    sg = s.sg()
-    late_shot, shot = s.world["shots"][0], s.world["shots"][1]
-    s.site.late_events = 1.0
-    sg.update("Shot", late_shot, {"description": "too late"})
-    late_id = s.newest_event_id()
-    s.site.late_events = 0.0
-    sg.update("Shot", shot, {"description": "on time"})
-    watcher = s.watcher(gap_timeout=0.3)
+    late_shot, late_id, watcher = late_change_and_gap(s)
     s.drain(watcher)
     assert list(s.cursor().gaps) == [late_id]
     # A scan ran meanwhile and its watermarks went far past the change.

@@ -106,7 +106,9 @@ class Verifier:
             return False
         fault = reply.fault()
         if fault is None:
-            if not _is_read_answer(reply):
+            try:
+                reply.read_results()
+            except ValueError:
                 # HTTP 200 but not a read's answer (a login page, a proxy's error page): not a yes.
                 return False
             self.remember(auth, True)
@@ -142,15 +144,6 @@ def _has_results(reply) -> bool:
     except ValueError:
         return False
     return isinstance(payload, dict) and "results" in payload
-
-
-def _is_read_answer(reply) -> bool:
-    try:
-        payload = reply.json()
-    except ValueError:
-        return False
-    results = payload.get("results") if isinstance(payload, dict) else None
-    return isinstance(results, dict) and isinstance(results.get("entities"), list)
 
 
 __all__ = ["Verifier", "Verdict", "SiteUnavailable"]

@@ -27,7 +27,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -200,8 +199,9 @@ class IdentityBook:
                         "conditions": [{"path": key_field, "relation": "is", "values": [who.name]}]},
             "return_only": "active", "paging": {"entities_per_page": 2, "current_page": 1},
             "return_paging_info_without_counts": True}])
-        entities = _entities(reply)
-        if entities is None:
+        try:
+            entities = reply.read_results()["entities"]
+        except ValueError:
             log.warning("event=identity_lookup_failed kind=%s status=%d hint='check that site.script_name may read "
                         "%s and PermissionRuleSet'", who.kind, reply.status, entity_type)
             return None
@@ -215,18 +215,3 @@ class IdentityBook:
             return None  # a group whose code cannot be read: unknown, so no cached answers
         return Identity(who.kind, who.name, group if isinstance(group, str) else None,
                         {"type": entity_type, "id": found.get("id")})
-
-
-def _entities(reply: Any) -> list[dict] | None:
-    """The entities of a well-formed read answer, else None."""
-    if reply.status != 200 or reply.fault() is not None:
-        return None
-    try:
-        payload = reply.json()
-    except ValueError:
-        return None
-    results = payload.get("results") if isinstance(payload, dict) else None
-    entities = results.get("entities") if isinstance(results, dict) else None
-    if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
-        return None
-    return entities

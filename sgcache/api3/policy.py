@@ -23,7 +23,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from sgcache.api3.identity import Claim, Identity, IdentityBook
 from sgcache.config import AuthConfig
@@ -119,8 +118,7 @@ class Policy:
         now = self.clock()
         with self._lock:
             held = self._visibility.get(key)
-            if held is not None and held[0] > now and all(t in held[1].types or t in held[1].checked
-                                                          for t in types):
+            if held is not None and held[0] > now and held[1].checked.issuperset(types):
                 return held[1].visibility
         learned = self._learn(auth, types)
         with self._lock:
@@ -149,17 +147,12 @@ class Policy:
         reply = self.upstream.call("read", [auth, args])
         if reply.status != 200:
             raise SiteUnavailable(f"the site answered a visibility probe with HTTP {reply.status}")
-        fault = reply.fault()
-        if fault is not None:
+        if reply.fault() is not None:
             return None
         try:
-            payload = reply.json()
+            return reply.read_results()
         except ValueError:
-            raise SiteUnavailable("the site's answer to a visibility probe is not JSON") from None
-        results = payload.get("results") if isinstance(payload, dict) else None
-        if not isinstance(results, dict) or not isinstance(results.get("entities"), list):
-            raise SiteUnavailable("the site's answer to a visibility probe is not a read's results")
-        return results
+            raise SiteUnavailable("the site's answer to a visibility probe is not a read's results") from None
 
     def _visible_projects(self, auth: dict) -> set[int] | None:
         """The ids of every Project the caller can read (None: the site refused it the type)."""
@@ -202,7 +195,3 @@ class _Learned:
     visibility: Visibility
     #: the types asked about (visible or not)
     checked: frozenset[str]
-
-    @property
-    def types(self) -> dict[str, Any]:
-        return self.visibility.types
