@@ -1,7 +1,9 @@
 """``summarize`` answered from the cache: the matching rows come from SQL, the totals are counted here.
 
 The filters compile exactly as for ``read``; the values of the summarized and grouped fields are
-fetched in batches, and the summaries and groups are computed with the site's rules:
+read ``BATCH_ROWS`` at a time and folded into running totals, one per summary per group, so that
+memory grows with the number of groups, never with the number of rows. The totals follow the
+site's rules:
 
 * ``record_count`` counts rows; ``count`` counts rows whose value is set (not null, not empty);
 * ``sum``, ``maximum``, ``minimum``, ``average`` take set numbers (the sum of none is 0, the others
@@ -55,7 +57,8 @@ GROUP_FAMILIES = {
 }
 BUCKETS = {"tens": 10, "hundreds": 100, "thousands": 1000, "tensofthousands": 10_000,
            "hundredsofthousands": 100_000, "millions": 1_000_000}
-CHUNK = 5000
+#: matching rows read, and held, at a time by a summarize not totalled in SQL
+BATCH_ROWS = 5000
 
 
 def _is_set(value: Any) -> bool:
@@ -68,6 +71,160 @@ def _percent(part: int, whole: int) -> int:
 
 def _family(ctx: Context, et: EntityTable, path: str) -> str:
     return ctx.final_handler(et, path, through_multi=False).family
+
+
+class _Rows:
+    """``record_count``: the rows."""
+
+    def __init__(self, spec: dict):
+        self.rows = 0
+
+    def add(self, value: Any) -> None:
+        self.rows += 1
+
+    def result(self) -> int:
+        return self.rows
+
+
+class _Count:
+    """``count``: the rows whose value is set."""
+
+    def __init__(self, spec: dict):
+        self.present = 0
+
+    def add(self, value: Any) -> None:
+        if _is_set(value):
+            self.present += 1
+
+    def result(self) -> int:
+        return self.present
+
+
+class _Sum:
+    """``sum`` of the set values; ``average`` divides it by their number. Added one by one in row
+    (id) order, as ``sum()`` of Python 3.11 adds a list of them (and the stand-in site does): the
+    same float result, bit for bit. (Python 3.12's ``sum()`` compensates float rounding errors.)"""
+
+    def __init__(self, spec: dict):
+        self.average = spec["type"] == "average"
+        self.total: Any = 0
+        self.present = 0
+
+    def add(self, value: Any) -> None:
+        if _is_set(value):
+            self.total = self.total + value
+            self.present += 1
+
+    def result(self) -> Any:
+        if not self.average:
+            return self.total
+        return self.total / self.present if self.present else None
+
+
+class _Extreme:
+    """``maximum`` / ``latest`` and ``minimum`` / ``earliest`` of the set values (wire dates and
+    date-times order as text exactly as they do in time). Of equal values the first is kept, as
+    ``max()`` / ``min()`` keep it."""
+
+    def __init__(self, spec: dict):
+        self.highest = spec["type"] in ("maximum", "latest")
+        self.best: Any = None
+
+    def add(self, value: Any) -> None:
+        if _is_set(value) and (self.best is None or (value > self.best if self.highest else value < self.best)):
+            self.best = value
+
+    def result(self) -> Any:
+        return self.best
+
+
+class _Share:
+    """``checked`` / ``unchecked``: rows whose checkbox is / is not true; ``percentage`` and
+    ``status_percentage``: the rounded share of rows equal to ``value``."""
+
+    def __init__(self, spec: dict):
+        self.kind = spec["type"]
+        self.checkbox = self.kind in ("checked", "unchecked")
+        self.target = spec.get("value", True) if self.kind == "percentage" else spec.get("value")
+        self.matching = 0
+        self.rows = 0
+
+    def add(self, value: Any) -> None:
+        self.rows += 1
+        if (value is True) if self.checkbox else (value == self.target):
+            self.matching += 1
+
+    def result(self) -> int:
+        if self.kind == "checked":
+            return self.matching
+        if self.kind == "unchecked":
+            return self.rows - self.matching
+        return _percent(self.matching, self.rows)
+
+
+class _StatusList:
+    """``status_list``: rows per set value, in the order the values first appear."""
+
+    def __init__(self, spec: dict):
+        self.counts: dict[Any, int] = {}
+
+    def add(self, value: Any) -> None:
+        if _is_set(value):
+            self.counts[value] = self.counts.get(value, 0) + 1
+
+    def result(self) -> dict:
+        return self.counts
+
+
+#: summary type -> its running total (``add`` one row's value, then ``result``)
+TALLIES = {"record_count": _Rows, "count": _Count, "sum": _Sum, "average": _Sum,
+           "maximum": _Extreme, "minimum": _Extreme, "earliest": _Extreme, "latest": _Extreme,
+           "checked": _Share, "unchecked": _Share, "percentage": _Share, "status_percentage": _Share,
+           "status_list": _StatusList}
+
+
+class _Group:
+    """The rows of one group folded in so far: a running total per summary and, when a grouping
+    level remains below it, its subgroups in the order they first appear. Its size depends on the
+    number of groups (and of statuses for ``status_list``), never on the number of rows."""
+
+    def __init__(self, plan: SummarizePlan, depth: int, key: Any = None, value: Any = None, name: str = ""):
+        self.plan = plan
+        self.depth = depth  # grouping levels above this group (0: all the matching rows)
+        self.key, self.value, self.name = key, value, name
+        self.tallies = [(spec["field"], TALLIES[spec["type"]](spec)) for spec in plan.summaries]
+        self.subgroups: dict[str, _Group] = {}
+
+    def add(self, row: dict) -> None:
+        plan = self.plan
+        for field, tally in self.tallies:
+            tally.add(plan._value(row, field))
+        if self.depth < len(plan.grouping):
+            spec = plan.grouping[self.depth]
+            key, value, name = plan._key(row, spec, spec["_family"])
+            marker = repr(key)
+            sub = self.subgroups.get(marker)
+            if sub is None:
+                sub = self.subgroups[marker] = _Group(plan, self.depth + 1, key, value, name)
+            sub.add(row)
+
+    def summaries(self) -> dict:
+        # The answer is keyed by field: of a field summarized twice, the last summary stays.
+        return {field: tally.result() for field, tally in self.tallies}
+
+    def groups(self) -> list[dict]:
+        """The subgroups by value (reversed for ``direction: desc``), the empty group last."""
+        spec = self.plan.grouping[self.depth]
+        present = sorted((g for g in self.subgroups.values() if g.key is not None), key=lambda g: g.key,
+                         reverse=spec.get("direction", "asc") == "desc")
+        empty = [g for g in self.subgroups.values() if g.key is None]
+        out = []
+        for sub in present + empty:
+            entry: dict[str, Any] = {"group_name": sub.name, "group_value": sub.value, "summaries": sub.summaries()}
+            if sub.depth < len(self.plan.grouping):
+                entry["groups"] = sub.groups()
+            out.append(entry)
+        return out
 
 
 @dataclass
@@ -83,57 +240,21 @@ class SummarizePlan:
     def run(self, conn: sa.Connection) -> dict:
         if self.aggregate is not None:
             return self.aggregate.run(conn, self)
-        # One query reads the matching rows' own columns; links and lists follow per chunk.
-        found = conn.execute(self.select_ids).mappings().all()
+        whole = _Group(self, 0)
         values = Values(self.ctx, conn)
-        rows: list[dict] = []
-        for start in range(0, len(found), CHUNK):
-            chunk = {r["id"]: r for r in found[start:start + CHUNK]}
-            fetched = values.fetch(self.fields, list(chunk), chunk)
-            rows.extend({"id": i, **fetched[i]} for i in chunk)
-        result: dict[str, Any] = {"summaries": self._summaries(rows)}
-        result["groups"] = self._groups(rows, self.grouping) if self.grouping else []
-        return result
+        # One query reads the matching rows' own columns, BATCH_ROWS at a time (a server-side
+        # cursor on PostgreSQL; SQLite steps through its result anyway); each batch's links and
+        # lists follow, then its rows are folded into the running totals and dropped.
+        with conn.execute(self.select_ids, execution_options={"stream_results": True}) as found:
+            for batch in found.yield_per(BATCH_ROWS).mappings().partitions():
+                columns = {r["id"]: r for r in batch}
+                fetched = values.fetch(self.fields, list(columns), columns)
+                for i in columns:
+                    whole.add({"id": i, **fetched[i]})
+        return {"summaries": whole.summaries(), "groups": whole.groups() if self.grouping else []}
 
     def _value(self, row: dict, path: str) -> Any:
         return row["id"] if path == "id" else row.get(path)
-
-    def _summaries(self, rows: list[dict]) -> dict:
-        return {spec["field"]: self._summary(rows, spec) for spec in self.summaries}
-
-    def _summary(self, rows: list[dict], spec: dict) -> Any:
-        kind, path = spec["type"], spec["field"]
-        if kind == "record_count":
-            return len(rows)
-        values = [self._value(r, path) for r in rows]
-        present = [v for v in values if _is_set(v)]
-        if kind == "count":
-            return len(present)
-        if kind == "sum":
-            return sum(present)
-        if kind in ("maximum", "minimum", "average"):
-            if not present:
-                return None
-            if kind == "maximum":
-                return max(present)
-            if kind == "minimum":
-                return min(present)
-            return sum(present) / len(present)
-        if kind in ("earliest", "latest"):
-            # Wire dates and date-times order as text exactly as they do in time.
-            return (min(present) if kind == "earliest" else max(present)) if present else None
-        if kind in ("checked", "unchecked"):
-            checked = sum(1 for v in values if v is True)
-            return checked if kind == "checked" else len(values) - checked
-        if kind == "percentage":
-            target = spec.get("value", True)
-            return _percent(sum(1 for v in values if v == target), len(values))
-        if kind == "status_percentage":
-            return _percent(sum(1 for v in values if v == spec.get("value")), len(values))
-        counts: dict[str, int] = {}
-        for v in present:
-            counts[v] = counts.get(v, 0) + 1
-        return counts
 
     def _key(self, row: dict, spec: dict, family: str) -> tuple[Any, Any, str]:
         """(sort key, group_value, group_name) of a row under one grouping."""
@@ -177,27 +298,6 @@ class SummarizePlan:
         text = value.get("name") if isinstance(value, dict) else value
         letter = (text if isinstance(text, str) else str(text))[:1].upper()
         return letter, letter, letter
-
-    def _groups(self, rows: list[dict], grouping: list[dict]) -> list[dict]:
-        spec = grouping[0]
-        family = spec["_family"]
-        buckets: dict[str, tuple[Any, Any, str, list]] = {}
-        for row in rows:
-            key, value, name = self._key(row, spec, family)
-            marker = repr(key)
-            if marker not in buckets:
-                buckets[marker] = (key, value, name, [])
-            buckets[marker][3].append(row)
-        present = sorted((b for b in buckets.values() if b[0] is not None), key=lambda b: b[0],
-                         reverse=spec.get("direction", "asc") == "desc")
-        empty = [b for b in buckets.values() if b[0] is None]
-        out = []
-        for _, value, name, members in present + empty:
-            entry: dict[str, Any] = {"group_name": name, "group_value": value, "summaries": self._summaries(members)}
-            if len(grouping) > 1:
-                entry["groups"] = self._groups(members, grouping[1:])
-            out.append(entry)
-        return out
 
 
 SQL_SUMMARIES = {"record_count", "count", "sum", "maximum", "minimum", "average"}
