@@ -63,6 +63,9 @@ def cli(ctx: click.Context, config_path, database, schema_path, settings, verbos
     Settings come from built-in defaults, then the YAML file, then SGCACHE_<SECTION>_<KEY>
     environment variables, then these flags. See docs/configuration.rst.
     """
+    from sgcache.sync.supervise import exit_with_parent
+
+    exit_with_parent()  # a child of `sgcache auto` or the demo stops when its parent is gone
     overrides: dict[str, Any] = _parse_set(settings)
     if database:
         overrides["database.url"] = database

@@ -7,7 +7,8 @@ what to paste to try it, the status page's address, and the same few calls timed
 site and through sgcache; then it waits for Ctrl-C and stops everything, proxy first.
 
 Each part runs as its own process, in its own session (so Ctrl-C reaches only the demo, which
-stops the others in order), with its log in the demo folder.
+stops the others in order), with its log in the demo folder. A part also stops when the demo
+dies without stopping it (SIGKILL, a crash): see :func:`sgcache.sync.supervise.start_child`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import requests
 
 from sgcache.config import Config, env_name
 from sgcache.errors import SgcacheError
+from sgcache.sync.supervise import start_child
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ class Child:
         self.name = name
         self.log_path = folder / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = start_child(command, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -1,18 +1,102 @@
-"""Run several sgcache processes as one group; restart any that dies, with growing pauses."""
+"""Run several sgcache processes as one group; restart any that dies, with growing pauses. Every
+child is started so that it does not outlive its parent, however the parent ends."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sgcache.config import env_name
 
 log = logging.getLogger(__name__)
+
+#: In the environment of every child started by :func:`start_child`: the pid of its parent.
+PARENT_PID_VARIABLE = "SGCACHE_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """Linux's prctl(2), or None where there is none (macOS, the BSDs)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def start_child(command: list[str], *, env: Mapping[str, str] | None = None, **popen: Any) -> subprocess.Popen:
+    """``subprocess.Popen(command, env=env, **popen)`` for a child that must not outlive this process.
+
+    Stopping the children on the way out (Ctrl-C, SIGTERM, SIGHUP, an exception) is the caller's
+    job; this covers the ends that run no code at all: SIGKILL, the OOM killer, a crash. On Linux
+    the kernel sends the child SIGTERM when this process dies (``PR_SET_PDEATHSIG``, set between
+    fork and exec); elsewhere the child, an sgcache command, sends itself SIGTERM when it sees its
+    parent gone (:func:`exit_with_parent`). Either way the child stops as on any SIGTERM: cleanly,
+    stopping its own children in turn.
+
+    The kernel sends the signal when the *thread* that started the child ends: call this from a
+    thread that lives as long as the child (sgcache calls it from the main thread).
+    """
+    env = dict(os.environ if env is None else env)
+    env[PARENT_PID_VARIABLE] = str(os.getpid())
+    prctl = _prctl()
+    preexec = _die_with(os.getpid(), prctl) if prctl is not None else None
+    return subprocess.Popen(command, env=env, preexec_fn=preexec, **popen)
+
+
+def _die_with(parent: int, prctl: Callable[..., int]) -> Callable[[], None]:
+    """What the child runs between fork and exec: ask for SIGTERM when ``parent`` dies. Only a
+    system call and ``os._exit``: nothing that takes a lock another thread of the parent may have
+    held at the fork."""
+    sigterm = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0)  # cannot fail with a valid signal
+        if os.getppid() != parent:  # the parent died before the line above: no signal will come
+            os._exit(1)
+
+    return preexec
+
+
+def exit_with_parent(environ: Mapping[str, str] = os.environ) -> None:
+    """In a child started by :func:`start_child` on a system without Linux's death signal: send
+    this process SIGTERM once its parent is gone. Does nothing in any other process."""
+    try:
+        parent = int(environ.get(PARENT_PID_VARIABLE, ""))
+    except ValueError:
+        return
+    if _prctl() is None:
+        follow_parent(parent)
+
+
+def follow_parent(parent: int, interval: float = 0.5) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM as soon as ``parent`` is no longer its
+    parent (it died: orphans are adopted by init or a subreaper), checking every ``interval`` s."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.warning("event=parent_gone parent_pid=%d", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="follow-parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def sync_children(config_path: str | None, overrides: Mapping[str, str], scan_interval: float, *,
@@ -51,7 +135,7 @@ class Supervisor:
         self.next_start: dict[str, float] = {name: 0.0 for name in commands}
 
     def _start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(self.commands[name], env=self.env)
+        self.procs[name] = start_child(self.commands[name], env=self.env)
         log.info("event=child_started name=%s pid=%d", name, self.procs[name].pid)
 
     def run(self, stop: threading.Event) -> None:
