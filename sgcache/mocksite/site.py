@@ -166,6 +166,9 @@ class StoredFile:
 class _Undo:
     rows: list[tuple[str, int, dict | None]] = field(default_factory=list)
     seen: set[tuple[str, int]] = field(default_factory=set)
+    # the transaction's time: every row and event one write stamps carries it, as the site's own
+    # database gives one now() to a whole transaction
+    now: dt.datetime | None = None
 
 
 class MockSite:
@@ -749,6 +752,10 @@ class MockSite:
     # --- writes ------------------------------------------------------------------------------------
 
     def _now(self) -> dt.datetime:
+        if self._undo is not None:
+            if self._undo.now is None:
+                self._undo.now = self.clock().replace(microsecond=0)
+            return self._undo.now
         return self.clock().replace(microsecond=0)
 
     def _touch(self, entity_type: str, entity_id: int) -> None:
