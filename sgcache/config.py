@@ -324,6 +324,13 @@ class WatcherConfig:
     max_attempts: int = _setting(5, "Tries of a failing event before it goes to the dead-letter table",
                                  doc="Tries of a failing event before it is recorded in the dead-letter table.",
                                  check=_at_least_one)
+    dead_letter_retry: float = _setting(120.0, "Seconds before a dead-lettered event is tried again",
+                                        doc="Seconds before a dead-lettered event is tried again; each further "
+                                            "try waits twice as long, up to ``dead_letter_retry_max``. While a "
+                                            "dead letter is unresolved, reads of its type pass through.",
+                                        check=_positive)
+    dead_letter_retry_max: float = _setting(3600.0, "Longest wait, in seconds, between two tries of a dead letter",
+                                            check=_positive)
 
 
 @dataclass(frozen=True)

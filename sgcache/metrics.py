@@ -197,7 +197,8 @@ class DatabaseCollector:
                                     value=cursor["max_applied_id"])
             yield GaugeMetricFamily("sgcache_event_gaps", "Event ids still awaited below the highest applied",
                                     value=len(cursor["gaps"]))
-        yield GaugeMetricFamily("sgcache_dead_letters", "Events that failed every attempt",
+        yield GaugeMetricFamily("sgcache_dead_letters", "Events that failed every attempt, not resolved by a "
+                                "later try yet (reads of their types pass through)",
                                 value=len(data.get("dead_letters", [])))
         now = dt.datetime.now(dt.UTC)
         full = GaugeMetricFamily("sgcache_full_scan_seconds", "Duration of the last full import, by type",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 
 import sqlalchemy as sa
 
@@ -303,3 +304,30 @@ def test_very_long_field_names_get_columns_that_fit(engine, small_schema):
     # and removing them again finds the shortened columns
     migrate(engine, Tables(small_schema))
     assert not {handler.type_column, handler.id_column} & columns(engine, "shot")
+
+
+def test_a_bookkeeping_table_of_an_older_sgcache_gets_its_new_columns_and_keeps_its_rows(engine, small_schema):
+    tables = Tables(small_schema)
+    migrate(engine, tables)
+    failed = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        # The dead-letter table as sgcache made it before later tries existed.
+        conn.execute(sa.text("DROP TABLE _sgcache_dead_letters"))
+        conn.execute(sa.text("CREATE TABLE _sgcache_dead_letters (event_id BIGINT PRIMARY KEY, event_type TEXT, "
+                             "entity_type TEXT, entity_id BIGINT, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
+                             "failed_at TIMESTAMP NOT NULL, event TEXT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO _sgcache_dead_letters VALUES (7, 'Shotgun_Shot_Change', 'Shot', 3, "
+                             "'RuntimeError: no', 5, :failed, '{}')"), {"failed": failed.replace(tzinfo=None)})
+    report = migrate(engine, tables, dry_run=True)
+    assert "add column _sgcache_dead_letters.next_retry_at" in report.actions
+    assert "next_retry_at" not in columns(engine, "_sgcache_dead_letters")
+    report = migrate(engine, tables)
+    assert {"add column _sgcache_dead_letters.retries", "add column _sgcache_dead_letters.next_retry_at",
+            "add column _sgcache_dead_letters.resolved_at", "add column _sgcache_dead_letters.resolution"} \
+        <= set(report.actions)
+    dl = tables.state.dead_letters
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(dl)).mappings()]
+    assert [(r["event_id"], r["error"], r["retries"], r["next_retry_at"], r["resolved_at"]) for r in rows] == \
+        [(7, "RuntimeError: no", 0, None, None)]
+    assert migrate(engine, tables).actions == []

@@ -47,7 +47,7 @@ class ReadState:
     auth_epoch: str = ""
     #: permission groups a failed shadow check switched to passthrough (see sgcache.api3.shadow)
     tripped: frozenset[str] = frozenset()
-    #: types with an event dead-lettered since their last full import: rows may be stale
+    #: types with an unresolved dead letter since their last full import: rows may be stale
     suspect: frozenset[str] = frozenset()
 
 
@@ -87,6 +87,7 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
     suspect = frozenset(conn.execute(
         sa.select(dead.c.entity_type).distinct()
         .select_from(dead.join(types, types.c.entity_type == dead.c.entity_type))
+        .where(dead.c.resolved_at.is_(None))
         .where(sa.or_(types.c.full_scan_at.is_(None), dead.c.failed_at > types.c.full_scan_at))).scalars())
     return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
                      {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),

@@ -113,6 +113,18 @@ class _Migration:
             self.existing_tables.discard(table_name)
             self.planned.discard(table_name)
 
+    def add_missing_columns(self, table: sa.Table) -> None:
+        """Bring a bookkeeping table made by an older sgcache up to date (its new columns are
+        nullable or have a default, so the rows it holds stay valid)."""
+        present = self.columns_of(table.name)
+        for column in table.columns:
+            if column.name in present:
+                continue
+            spec = CreateColumn(column).compile(dialect=self.conn.dialect)
+            self.ddl(f"add column {table.name}.{column.name}", f"ALTER TABLE {self.q(table.name)} ADD COLUMN {spec}")
+            if self.dry_run:
+                self.added_columns.add((table.name, column.name))
+
     # --- one field ----------------------------------------------------------------------------
 
     def drop_field_storage(self, et: EntityTable, field_name: str, data_types: list[str]) -> None:
@@ -189,6 +201,8 @@ class _Migration:
         for t in st.all():
             if not self.exists(t.name):
                 self.create_table(t)
+            else:
+                self.add_missing_columns(t)
         now = _now()
         upserts: list[dict] = []
 

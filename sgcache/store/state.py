@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sgcache.fields.types import UTCDateTime
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 #: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
 #: groups change on the site (proxies then forget who their callers are and what they may see),
@@ -93,6 +93,13 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("failed_at", UTCDateTime, nullable=False),
         sa.Column("event", sa.Text, nullable=False),
+        # later tries, minutes apart (watcher.dead_letter_retry), until one applies the event or
+        # reads its entity again; a resolved dead letter stays as a record and no longer makes
+        # its type suspect
+        sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_retry_at", UTCDateTime),
+        sa.Column("resolved_at", UTCDateTime),
+        sa.Column("resolution", sa.Text),
     )
     samples = sa.Table(
         "_sgcache_samples", metadata,

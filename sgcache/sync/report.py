@@ -24,9 +24,13 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
     st = tables.state
     with engine.connect() as conn:
         cursor = cursors.load(conn, st)
-        dead = [dict(r) for r in conn.execute(sa.select(st.dead_letters.c.event_id, st.dead_letters.c.event_type,
-                                                        st.dead_letters.c.error, st.dead_letters.c.failed_at)
-                                              .order_by(st.dead_letters.c.event_id)).mappings()]
+        dl = st.dead_letters
+        dead = [dict(r) for r in conn.execute(sa.select(dl.c.event_id, dl.c.event_type, dl.c.entity_type,
+                                                        dl.c.entity_id, dl.c.error, dl.c.failed_at, dl.c.retries,
+                                                        dl.c.next_retry_at)
+                                              .where(dl.c.resolved_at.is_(None))
+                                              .order_by(dl.c.event_id)).mappings()]
+        resolved = conn.execute(sa.select(sa.func.count()).select_from(dl).where(dl.c.resolved_at.isnot(None))).scalar()
         scans = {r["entity_type"]: dict(r) for r in conn.execute(sa.select(st.types)).mappings()}
         marks = state.backfill_marks(conn, st)
         projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
@@ -45,7 +49,8 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "event_lag": None if lag is None else {
             **lag[1], "sampled_at": lag[0],
             "age_seconds": round((dt.datetime.now(dt.UTC) - lag[0]).total_seconds(), 1)},
-        "dead_letters": dead,
+        "dead_letters": dead,  # unresolved: their types' reads pass through
+        "dead_letters_resolved": resolved,
         "projects": json.loads(projects) if projects else None,
         "rebuilding": rebuilding,
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
@@ -69,12 +74,17 @@ def format_status(data: dict[str, Any]) -> str:
                   else "up to date")
         lines.append(f"event lag: {behind} (site newest event {lag['site_newest_id']}, watcher reported "
                      f"{lag['age_seconds']:.0f} s ago)")
-    lines.append(f"dead letters: {len(data['dead_letters'])}")
+    resolved = data.get("dead_letters_resolved") or 0
+    lines.append(f"dead letters: {len(data['dead_letters'])}" + (f" ({resolved} resolved by later tries)"
+                                                                  if resolved else ""))
     if data.get("rebuilding"):
         lines.append(f"rebuilding since {data['rebuilding']['started_at']}: {', '.join(data['rebuilding']['types'])} "
                      "(reads of them pass through)")
     for d in data["dead_letters"][-10:]:
-        lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']}")
+        retry = d.get("next_retry_at")
+        when = f", next try {retry.isoformat(timespec='seconds')}" if retry else ""
+        lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']} (tried again {d.get('retries') or 0} "
+                     f"times{when})")
     lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
     lines.append(f"{'TYPE':<26}{'ACTIVE':>8}{'RETIRED':>9}  {'FULL IMPORT':<22}{'LAST SCAN':<22}BACKFILL")
     for name, t in data["types"].items():

@@ -100,6 +100,59 @@ def parse(event: dict) -> Parsed | None:
     return Parsed(action, entity_type, entity_id, event.get("attribute_name") if action == "Change" else None)
 
 
+class NeedSite(Exception):
+    """Raised inside an event's transaction when applying it needs answers the site has not given
+    yet: the transaction rolls back, the questions are asked with no transaction open, and the
+    event is applied again with the answers."""
+
+
+class SiteAnswers:
+    """The site's answers for one event, asked outside any database transaction.
+
+    Applying an event runs against this object instead of the site: a question it already has the
+    answer to is answered from memory; a new one is noted and answered "nothing yet" (no entity,
+    no pages), and the application is rolled back (``NeedSite``) and made again once every noted
+    question has been asked. So the watcher never holds a transaction, its locks or its
+    connection while it waits for the site, and the transaction that applies an event with its
+    cursor move and ledger row stays short.
+    """
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+        self._known: dict[tuple, Any] = {}
+        self._asked: dict[tuple, Any] = {}  # key -> call, in the order noted
+
+    def _answer(self, key: tuple, call, unknown: Any) -> Any:
+        if key in self._known:
+            return self._known[key]
+        self._asked.setdefault(key, call)
+        return unknown
+
+    def fetch(self, entity_type: str, entity_id: int, fields: list[str]) -> tuple[dict | None, bool]:
+        key = ("fetch", entity_type, entity_id, tuple(fields))
+        return self._answer(key, lambda: self.remote.fetch(entity_type, entity_id, fields), (None, False))
+
+    def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False) -> list[list[dict]]:
+        key = ("pages", entity_type, tuple(fields), json.dumps(filters, sort_keys=True, default=str), retired)
+        return self._answer(key, lambda: list(self.remote.pages(entity_type, fields, filters, retired=retired)), [])
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._asked)
+
+    def ask(self) -> int:
+        """Ask the site every question noted since the last call; return how many."""
+        asked, self._asked = self._asked, {}
+        for key, call in asked.items():
+            self._known[key] = call()
+        return len(asked)
+
+
+#: Most rounds of questions to the site one event may need (an event needs at most three: the
+#: entity, then the rows that link to it, then those rows).
+MAX_SITE_ROUNDS = 6
+
+
 class Watcher:
     def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, config: WatcherConfig, *,
                  on_schema_change=None):
@@ -132,21 +185,32 @@ class Watcher:
         project = entity.get("project")
         return not (isinstance(project, dict) and project.get("id") in projects)
 
-    def _fetch_into(self, conn: sa.Connection, entity_type: str, entity_id: int, event_id: int | None) -> None:
-        """Read the entity in full from the site and write it (active or retired as the site says)."""
+    def _fetch_into(self, conn: sa.Connection, site: SiteAnswers, entity_type: str, entity_id: int,
+                    event_id: int | None, *, reverse_sides: bool = True) -> None:
+        """Read the entity in full from the site and write it (active or retired as the site says).
+
+        When its links differ from the cached ones (a link written without an event, say), the
+        cached entities linked or unlinked are read again too: their reverse fields (``Shot.tasks``
+        for ``Task.entity``) changed with it, and no later scan would see a difference to act on.
+        """
         et = self.tables[entity_type]
         fields = et.cached_fields()
-        entity, active = self.remote.fetch(entity_type, entity_id, fields)
+        entity, active = site.fetch(entity_type, entity_id, fields)
         if entity is None:
             return
         if self._outside_projects(conn, entity_type, entity):
             # Not in the cached projects (or moved out of them): the cache does not hold it.
             self.writer.forget(entity_type, [entity_id], conn=conn)
             return
+        before = links.cached_links(conn, self.tables, entity_type, [entity_id]) if reverse_sides else {}
         written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn)
         if not written:
             # The row holds a newer event's values; what the site says now is newer still.
             self.writer.upsert(entity_type, [entity], active=active, conn=conn)
+        if entity_id in before:
+            for other_type, other_id in sorted(links.changed_targets(before, [entity], self.tables, entity_type)):
+                if self._exists(conn, other_type, other_id):
+                    self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=False)
 
     @staticmethod
     def _stamp(et, event: dict) -> dict:
@@ -159,7 +223,7 @@ class Watcher:
             out["updated_by"] = event["user"]
         return out
 
-    def _retired_back_reference(self, conn: sa.Connection, event: dict) -> str:
+    def _retired_back_reference(self, conn: sa.Connection, site: SiteAnswers, event: dict) -> str:
         """A back reference on an entity retired at read time: ``entity`` is null and meta names
         the other side, so find the retired rows that link the source, on the site and in the
         cache, and read them again."""
@@ -174,7 +238,7 @@ class Watcher:
         et = self.tables[entity_type]
         handler = et.fields[field_name]
         ids: set[int] = set()
-        for page in self.remote.pages(entity_type, ["id"], [[field_name, "is", source]], retired=True):
+        for page in site.pages(entity_type, ["id"], [[field_name, "is", source]], retired=True):
             ids.update(e["id"] for e in page)
         if isinstance(handler, MultiEntityField):
             assoc = et.associations[field_name]
@@ -185,11 +249,14 @@ class Watcher:
             ids.update(conn.execute(sa.select(t.c.id).where(t.c[handler.type_column] == source["type"])
                                     .where(t.c[handler.id_column] == source["id"])).scalars())
         for entity_id in sorted(ids):
-            self._fetch_into(conn, entity_type, entity_id, event["id"])
+            self._fetch_into(conn, site, entity_type, entity_id, event["id"])
         return f"fetched {len(ids)} retired"
 
-    def apply(self, conn: sa.Connection, event: dict) -> str:
-        """Apply one event inside ``conn``'s transaction; return what was done (for logs)."""
+    def apply(self, conn: sa.Connection, event: dict, site: SiteAnswers) -> str:
+        """Apply one event inside ``conn``'s transaction; return what was done (for logs).
+
+        Everything it needs from the site comes from ``site``; when that lacks an answer the
+        caller rolls back, asks, and applies again (see SiteAnswers)."""
         about = _auth_subject(event)
         if about is not None:
             # Who callers are and what they may see may have changed: every proxy forgets what it
@@ -198,7 +265,7 @@ class Watcher:
         meta = event.get("meta")
         if isinstance(meta, dict) and "actual_attribute_changed" in meta and not event.get("entity") \
                 and (event.get("event_type") or "").endswith("_Change"):
-            return self._retired_back_reference(conn, event)
+            return self._retired_back_reference(conn, site, event)
         if (event.get("event_type") or "").startswith("Shotgun_DisplayColumn_"):
             return self._schema_event(conn, event)
         parsed = parse(event)
@@ -209,13 +276,12 @@ class Watcher:
         et = self.tables[parsed.entity_type]
         event_id = event["id"]
         if parsed.action in ("New", "Revival"):
-            self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
             if parsed.action == "Revival":
                 # Rows read while it was retired saw their links to it as None: read them again.
-                referrers = links.referrers_on_site(self.remote, self.tables,
-                                                    (parsed.entity_type, parsed.entity_id))
+                referrers = links.referrers_on_site(site, self.tables, (parsed.entity_type, parsed.entity_id))
                 for other_type, other_id in sorted(referrers):
-                    self._fetch_into(conn, other_type, other_id, None)
+                    self._fetch_into(conn, site, other_type, other_id, None)
             return "fetched"
         if parsed.action == "Retirement":
             if self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
@@ -226,7 +292,7 @@ class Watcher:
             else:
                 # Never held, or the row carries a later event's stamp while still active: do not
                 # drop the retirement, read what the entity is on the site now (as a Change does).
-                self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
+                self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
             return "retired"
         # Change
         handler = et.fields.get(parsed.field or "")
@@ -234,7 +300,7 @@ class Watcher:
             return "skipped: field not cached"
         if not self._exists(conn, parsed.entity_type, parsed.entity_id):
             # Never seen (made by a script without events, say): take it whole, not one field.
-            self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
             return "fetched"
         meta = event.get("meta") or {}
         direct = (parsed.field != "project" and "new_value" in meta and "actual_attribute_changed" not in meta
@@ -250,7 +316,7 @@ class Watcher:
             except ConversionError:
                 pass  # the client reshaped the value (text that looks like a timestamp): ask the site
         # Multi-entity lists, back references, timestamps, or a row already newer: ask the site.
-        self._fetch_into(conn, parsed.entity_type, parsed.entity_id, event_id)
+        self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
         return "fetched"
 
     def _schema_event(self, conn: sa.Connection, event: dict) -> str:
@@ -278,44 +344,145 @@ class Watcher:
 
     def _commit(self, event: dict | None, cursor: cursors.Cursor, dead: str | None = None,
                 attempts: int = 0) -> str:
-        """Apply ``event`` (if any) and save ``cursor``, in one transaction."""
+        """Apply ``event`` (if any) and save ``cursor``, in one transaction (made again, after
+        asking the site with no transaction open, for as long as the event needs the site)."""
+        return self._in_rounds(lambda conn, site: self._commit_in(conn, site, event, cursor, dead, attempts))
+
+    def _commit_in(self, conn: sa.Connection, site: SiteAnswers, event: dict | None, cursor: cursors.Cursor,
+                   dead: str | None, attempts: int) -> str:
         st = self.tables.state
-        with self.engine.begin() as conn:
-            outcome = "cursor"
-            if event is not None:
-                if conn.execute(sa.select(st.applied.c.event_id).where(st.applied.c.event_id == event["id"])).first():
-                    outcome = "already applied"
-                else:
-                    if dead is None:
-                        outcome = self.apply(conn, event)
-                    else:
-                        conn.execute(sa.insert(st.dead_letters).values(
-                            event_id=event["id"], event_type=event.get("event_type"),
-                            entity_type=(event.get("meta") or {}).get("entity_type") if isinstance(
-                                event.get("meta"), dict) else None,
-                            entity_id=(event.get("meta") or {}).get("entity_id") if isinstance(
-                                event.get("meta"), dict) else None,
-                            error=dead, attempts=attempts, failed_at=_now(),
-                            event=json.dumps(event, default=str)))
-                        self._suspect(conn, event)
-                        outcome = "dead letter"
-                    conn.execute(sa.insert(st.applied).values(event_id=event["id"], applied_at=_now()))
-            cursors.save(conn, st, cursor)
+        outcome = "cursor"
+        if event is not None:
+            if conn.execute(sa.select(st.applied.c.event_id).where(st.applied.c.event_id == event["id"])).first():
+                outcome = "already applied"
+            elif dead is None:
+                outcome = self.apply(conn, event, site)
+                if site.pending:
+                    raise NeedSite  # roll back: ask the site with no transaction open
+            else:
+                self._dead_letter(conn, event, dead, attempts)
+                outcome = "dead letter"
+            if outcome != "already applied":
+                conn.execute(sa.insert(st.applied).values(event_id=event["id"], applied_at=_now()))
+        cursors.save(conn, st, cursor)
         return outcome
+
+    def _dead_letter(self, conn: sa.Connection, event: dict, error: str, attempts: int) -> None:
+        parsed = parse(event)
+        meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
+        entity_type, entity_id = meta.get("entity_type"), meta.get("entity_id")
+        if parsed is not None and parsed.entity_id is not None:
+            entity_type, entity_id = parsed.entity_type, parsed.entity_id
+        conn.execute(sa.insert(self.tables.state.dead_letters).values(
+            event_id=event["id"], event_type=event.get("event_type"),
+            entity_type=entity_type if isinstance(entity_type, str) else None,
+            entity_id=entity_id if isinstance(entity_id, int) else None,
+            error=error, attempts=attempts, failed_at=_now(), event=json.dumps(event, default=str),
+            next_retry_at=_now() + dt.timedelta(seconds=self.config.dead_letter_retry)))
+        self._suspect(conn, event)
 
     def _suspect(self, conn: sa.Connection, event: dict) -> None:
         """A dead-lettered event left its entity as it was: reads of its type pass through (see
-        ReadState.suspect) until the next full import of the type, which the periodic scan makes
-        at once (needs_rescan)."""
+        ReadState.suspect) until a later try applies it or reads the entity again
+        (retry_dead_letters), or a full import of the type completes."""
         parsed = parse(event)
         meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
         entity_type = parsed.entity_type if parsed is not None else meta.get("entity_type")
         if entity_type in self.tables:
-            t = self.tables.state.types
-            conn.execute(sa.update(t).where(t.c.entity_type == entity_type).values(needs_rescan=True))
-            log.warning("event=type_suspect entity_type=%s hint='reads of it pass through until its next full "
-                        "import (sgcache scan --interval makes it; or sgcache scan --full --types %s)'",
-                        entity_type, entity_type)
+            log.warning("event=type_suspect entity_type=%s event_id=%s retry_in_s=%.0f hint='reads of it pass "
+                        "through until a retry applies the event or reads its entity again, or sgcache scan "
+                        "--full --types %s'", entity_type, event.get("id"), self.config.dead_letter_retry,
+                        entity_type)
+
+    # --- dead letters, tried again --------------------------------------------------------------
+
+    #: Failed later tries of one dead letter after which its type is imported in full again.
+    RESCAN_AFTER_RETRIES = 3
+
+    def retry_dead_letters(self, limit: int = 20) -> int:
+        """Try again the unresolved dead letters whose time has come; return how many resolved.
+
+        A try applies the event again; when that still fails, it reads the event's entity again
+        from the site instead, which brings its row up to date just as well. Either resolves the
+        dead letter (its type stops being suspect once none is left). A try that fails waits twice
+        as long as the one before, up to ``watcher.dead_letter_retry_max``; after
+        RESCAN_AFTER_RETRIES the type is also marked for a full import (the scanner's cure).
+        """
+        dl, types = self.tables.state.dead_letters, self.tables.state.types
+        with self.engine.begin() as conn:
+            # A full import completed since the failure read every row of the type again.
+            imported = sa.select(types.c.full_scan_at).where(types.c.entity_type == dl.c.entity_type) \
+                .scalar_subquery()
+            conn.execute(sa.update(dl).where(dl.c.resolved_at.is_(None)).where(dl.c.failed_at < imported)
+                         .values(resolved_at=_now(), resolution="full import", next_retry_at=None))
+            due = conn.execute(sa.select(dl.c.event_id, dl.c.event, dl.c.retries)
+                               .where(dl.c.resolved_at.is_(None)).where(dl.c.next_retry_at <= _now())
+                               .order_by(dl.c.event_id).limit(limit)).all()
+        resolved = 0
+        for event_id, raw, retries in due:
+            try:
+                event = json.loads(raw)
+                how = self._retry(event)
+            except (SiteError, *DATABASE_TROUBLE):
+                raise  # not the event's fault: try again when the site or the database is back
+            except Exception as e:
+                self._retry_failed(event_id, retries + 1, f"{type(e).__name__}: {e}")
+                continue
+            resolved += 1
+            log.info("event=dead_letter_resolved id=%s how=%r retries=%d", event_id, how, retries + 1)
+        return resolved
+
+    def _retry(self, event: dict) -> str:
+        try:
+            return self._in_rounds(lambda conn, site: self._resolve(conn, event, site, self.apply(conn, event, site),
+                                                                    "applied"))
+        except (SiteError, *DATABASE_TROUBLE):
+            raise
+        except Exception as e:
+            parsed = parse(event)
+            if parsed is None or parsed.entity_type not in self.tables or parsed.entity_id is None:
+                raise
+            first = f"{type(e).__name__}: {e}"
+            log.warning("event=dead_letter_retry_failed id=%s error=%r then='read the entity again'", event["id"],
+                        first[:300])
+
+            def reread(conn: sa.Connection, site: SiteAnswers) -> str:
+                self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, None)
+                return self._resolve(conn, event, site, "fetched", f"entity read again ({first[:200]})")
+
+            return self._in_rounds(reread)
+
+    def _resolve(self, conn: sa.Connection, event: dict, site: SiteAnswers, outcome: str, how: str) -> str:
+        if site.pending:
+            raise NeedSite
+        dl = self.tables.state.dead_letters
+        conn.execute(sa.update(dl).where(dl.c.event_id == event["id"])
+                     .values(resolved_at=_now(), resolution=how, retries=dl.c.retries + 1, next_retry_at=None))
+        return f"{how}: {outcome}"
+
+    def _in_rounds(self, work) -> str:
+        """Run ``work(conn, site)`` in a transaction, again after each round of questions to the site."""
+        site = SiteAnswers(self.remote)
+        for _ in range(MAX_SITE_ROUNDS):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn, site)
+            except NeedSite:
+                site.ask()
+        raise RuntimeError(f"still needed the site after {MAX_SITE_ROUNDS} rounds")
+
+    def _retry_failed(self, event_id: int, retries: int, error: str) -> None:
+        wait = min(self.config.dead_letter_retry_max, self.config.dead_letter_retry * 2 ** retries)
+        dl, types = self.tables.state.dead_letters, self.tables.state.types
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(dl).where(dl.c.event_id == event_id).values(
+                retries=retries, error=error[:2000], next_retry_at=_now() + dt.timedelta(seconds=wait)))
+            entity_type = conn.execute(sa.select(dl.c.entity_type).where(dl.c.event_id == event_id)).scalar()
+            rescan = retries >= self.RESCAN_AFTER_RETRIES and entity_type in self.tables
+            if rescan:
+                conn.execute(sa.update(types).where(types.c.entity_type == entity_type).values(needs_rescan=True))
+        log.error("event=dead_letter_retry_failed id=%s retries=%d error=%r next_try_in_s=%.0f full_import=%s",
+                  event_id, retries, error[:300], wait, "requested" if rescan else "no")
 
     def _handle(self, event: dict, cursor: cursors.Cursor) -> None:
         """Apply one event with retries; a site outage propagates (nothing is skipped)."""
@@ -374,6 +541,7 @@ class Watcher:
             processed += 1
         self._expire_gaps(cursor)
         self._sample_lag(cursor, events)
+        self.retry_dead_letters()
         return len(events)
 
     #: Seconds between two event-lag samples (for status, metrics and the status page's chart).

@@ -1,0 +1,222 @@
+"""The watcher's transactions and its dead letters, against the stand-in site over real HTTP.
+
+The harness (a stand-in site, a migrated cache, settings for both) is test_sync's.
+"""
+# ruff: noqa: F811 (the sync fixture, imported, is each test's argument)
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from test_sync import WATCHER_LOG, cache_tables, link, make_sync, sync  # noqa: F401 (fixtures)
+
+from sgcache.query import Uncertain
+from sgcache.query.paths import Context, load_state
+from sgcache.sync import report
+from sgcache.sync.remote import SiteError
+from sgcache.sync.watcher import dead_letters
+
+
+def uncertain_for(s, type_name: str) -> str | None:
+    """Why reads of ``type_name`` pass through (None: they are answered from the cache)."""
+    with s.engine.connect() as conn:
+        state = load_state(conn, s.tables)
+    try:
+        Context(s.tables, state, s.engine.dialect.name, tz=ZoneInfo("UTC")).entity_table(type_name)
+    except Uncertain as u:
+        return u.reason
+    return None
+
+
+def poison(watcher, event_id: int, *, times: int | None = None) -> list[int]:
+    """Make applying ``event_id`` fail (every time, or its first ``times`` tries); return the tries."""
+    real_apply = watcher.apply
+    tries: list[int] = []
+
+    def apply(conn, event, site):
+        if event["id"] == event_id:
+            tries.append(event_id)
+            if times is None or len(tries) <= times:
+                raise RuntimeError("cannot apply this one")
+        return real_apply(conn, event, site)
+
+    watcher.apply = apply
+    return tries
+
+
+def make_due(s, event_id: int) -> None:
+    """Bring a dead letter's next try to now (rather than wait minutes for it)."""
+    dl = s.tables.state.dead_letters
+    with s.engine.begin() as conn:
+        conn.execute(sa.update(dl).where(dl.c.event_id == event_id)
+                     .values(next_retry_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+
+
+def dead_letter_row(s, event_id: int) -> dict:
+    dl = s.tables.state.dead_letters
+    with s.engine.connect() as conn:
+        return dict(conn.execute(sa.select(dl).where(dl.c.event_id == event_id)).mappings().one())
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+def test_the_watcher_asks_the_site_only_with_no_transaction_open(sync):
+    # A slow site must not hold the watcher's locks and connection: every question is asked
+    # before (or between tries of) the short transaction that applies the event.
+    s = sync
+    sg = s.sg()
+    open_transactions: set[int] = set()
+    sa.event.listen(s.engine, "begin", lambda conn: open_transactions.add(id(conn)))
+    sa.event.listen(s.engine, "commit", lambda conn: open_transactions.discard(id(conn)))
+    sa.event.listen(s.engine, "rollback", lambda conn: open_transactions.discard(id(conn)))
+    remote = s.remote()
+    real_call = remote.call
+    seen: list[tuple[str, int]] = []
+
+    def call(what, fn):
+        seen.append((what, len(open_transactions)))
+        return real_call(what, fn)
+
+    remote.call = call
+    watcher = s.watcher(remote=remote)
+    s.drain(watcher)  # the cursor starts at the site's newest event
+    shot, retired = s.world["shots"][0], s.world["retired_shot"]
+    project = link("Project", s.world["projects"][0])
+    new = sg.create("Shot", {"code": "NEW", "project": project, "assets": [link("Asset", s.world["assets"][0])]})
+    sg.update("Shot", shot, {"assets": [link("Asset", s.world["assets"][1])]})  # a multi-entity change
+    sg.delete("Shot", new["id"])
+    sg.revive("Shot", retired)  # reads the rows that link to it on the site too
+    seen.clear()
+    s.drain(watcher)
+    reads = [what for what, _ in seen if what.startswith("read ")]
+    assert {f"read Shot {new['id']}", f"read Shot {shot}", f"read Shot {retired}"} <= set(reads)
+    assert [(what, n) for what, n in seen if n] == []
+    assert s.caught_up()
+    assert s.diff(["Shot", "Asset"]) == []
+
+
+# --- dead letters ------------------------------------------------------------------------------
+
+
+def test_a_dead_letter_waits_for_its_next_try_minutes_later(sync):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=1, dead_letter_retry=120)
+    tries = poison(watcher, bad_id)
+    s.drain(watcher)
+    row = dead_letter_row(s, bad_id)
+    wait = (row["next_retry_at"] - row["failed_at"]).total_seconds()
+    assert 119 <= wait <= 121
+    s.drain(watcher)
+    s.drain(watcher)
+    assert tries == [bad_id]  # not tried again before its time
+    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert s.type_state("Shot")["needs_rescan"] is False  # one failed event does not cost a full import
+
+
+def test_a_dead_letter_is_resolved_when_a_later_try_applies_it(sync, caplog):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "applied at last"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=2)
+    tries = poison(watcher, bad_id, times=2)
+    s.drain(watcher)
+    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert s.row("Shot", shot, "description")["description"] == "shot 00"
+    make_due(s, bad_id)
+    caplog.set_level(logging.INFO, logger=WATCHER_LOG)
+    s.drain(watcher)
+    assert len(tries) > 2  # tried again (the first try of it after the dead letter succeeds)
+    assert s.row("Shot", shot, "description")["description"] == "applied at last"
+    row = dead_letter_row(s, bad_id)
+    assert (row["retries"], row["resolution"], row["next_retry_at"]) == (1, "applied", None)
+    assert row["resolved_at"] is not None
+    assert uncertain_for(s, "Shot") is None
+    assert dead_letters(s.engine, s.tables)[0]["event_id"] == bad_id  # kept as a record
+    assert report.status(s.engine, s.tables)["dead_letters"] == []
+    assert report.status(s.engine, s.tables)["dead_letters_resolved"] == 1
+    assert f"event=dead_letter_resolved id={bad_id}" in caplog.text
+
+
+def test_a_dead_letter_that_still_fails_is_resolved_by_reading_its_entity_again(sync):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=1)
+    poison(watcher, bad_id)  # for ever
+    s.drain(watcher)
+    assert s.row("Shot", shot, "description")["description"] == "shot 00"
+    make_due(s, bad_id)
+    s.drain(watcher)
+    assert s.row("Shot", shot, "description")["description"] == "poison"
+    row = dead_letter_row(s, bad_id)
+    assert row["resolution"].startswith("entity read again (RuntimeError: cannot apply this one")
+    assert uncertain_for(s, "Shot") is None
+    assert s.diff(["Shot"]) == []
+
+
+def test_a_dead_letter_whose_tries_keep_failing_waits_longer_each_time_then_asks_for_a_full_import(sync):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=1, dead_letter_retry=60, dead_letter_retry_max=200)
+    poison(watcher, bad_id)
+    real_fetch_into = watcher._fetch_into
+
+    def fetch_into(conn, site, entity_type, entity_id, *args, **kwargs):
+        if (entity_type, entity_id) == ("Shot", shot):
+            raise RuntimeError("cannot read this one either")
+        return real_fetch_into(conn, site, entity_type, entity_id, *args, **kwargs)
+
+    watcher._fetch_into = fetch_into
+    s.drain(watcher)
+    waits = []
+    for _ in range(3):
+        make_due(s, bad_id)
+        before = dt.datetime.now(dt.UTC)
+        s.drain(watcher)
+        row = dead_letter_row(s, bad_id)
+        waits.append(round((row["next_retry_at"] - before).total_seconds() / 10) * 10)
+    assert waits == [120, 200, 200]  # 60 s doubled, up to the longest wait
+    assert (row["retries"], row["resolved_at"]) == (3, None)
+    assert row["error"] == "RuntimeError: cannot read this one either"
+    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert s.type_state("Shot")["needs_rescan"] is True  # the scanner's cure, after three failed tries
+    s.scanner().full_where_needed()
+    assert uncertain_for(s, "Shot") is None
+    assert s.row("Shot", shot, "description")["description"] == "poison"
+
+
+def test_a_dead_letter_meets_a_site_outage_and_is_tried_again_when_the_site_is_back(sync):
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=1)
+    poison(watcher, bad_id)
+    s.drain(watcher)
+    make_due(s, bad_id)
+
+    def site_down(*args, **kwargs):
+        raise SiteError("site down")
+
+    watcher.remote.fetch = site_down
+    with pytest.raises(SiteError):  # the loop (Watcher.run) waits for the site and polls again
+        s.drain(watcher)
+    row = dead_letter_row(s, bad_id)
+    assert (row["retries"], row["resolved_at"]) == (0, None)  # an outage is not the event's failure
+    del watcher.remote.fetch
+    s.drain(watcher)
+    assert dead_letter_row(s, bad_id)["resolved_at"] is not None
+    assert json.loads(dead_letter_row(s, bad_id)["event"])["id"] == bad_id
