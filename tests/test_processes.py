@@ -241,3 +241,41 @@ def test_without_the_death_signal_a_child_stops_when_its_parent_is_gone(trees, t
     parent.root.send_signal(signal.SIGKILL)
     parent.root.wait(10)
     assert_all_stop(parent, child, 5)
+
+
+def supervise_for(seconds: float, **settings) -> list[str]:
+    """Run a Supervisor of one child that lives 0.3 s, for ``seconds``; return its log lines."""
+    import logging
+    import threading
+
+    from sgcache.sync.supervise import Supervisor
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("sgcache.sync.supervise")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    stop = threading.Event()
+    supervisor = Supervisor({"brief": [sys.executable, "-c", "import time; time.sleep(0.3)"]}, **settings)
+    runner = threading.Thread(target=supervisor.run, args=(stop,))
+    runner.start()
+    try:
+        time.sleep(seconds)
+    finally:
+        stop.set()
+        runner.join(15)
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    return [r for r in records if r.startswith("event=child_died")]
+
+
+def test_a_child_that_keeps_dying_waits_twice_as_long_each_time():
+    deaths = supervise_for(3.6, healthy_after=60)
+    assert [d.rsplit("restart_in_s=", 1)[1] for d in deaths[:2]] == ["2", "4"]
+
+
+def test_a_child_that_ran_well_before_it_died_is_started_again_after_the_shortest_pause():
+    deaths = supervise_for(3.6, healthy_after=0.2)
+    assert [d.rsplit("restart_in_s=", 1)[1] for d in deaths[:2]] == ["2", "2"]

@@ -125,16 +125,23 @@ def sync_children(config_path: str | None, overrides: Mapping[str, str], scan_in
 
 
 class Supervisor:
+    """Start each command, and start it again whenever it dies: 2 s later, then twice as long
+    after each death in a row, up to ``max_backoff``. A child that ran ``healthy_after`` seconds
+    before dying starts a new series (2 s again): one crash a day must not cost a minute's pause."""
+
     def __init__(self, commands: dict[str, list[str]], *, env: Mapping[str, str] | None = None,
-                 max_backoff: float = 60.0):
+                 max_backoff: float = 60.0, healthy_after: float = 300.0):
         self.commands = commands
         self.env = dict(env) if env is not None else None
         self.max_backoff = max_backoff
+        self.healthy_after = healthy_after
         self.procs: dict[str, subprocess.Popen] = {}
         self.restarts: dict[str, int] = {name: 0 for name in commands}
         self.next_start: dict[str, float] = {name: 0.0 for name in commands}
+        self.started_at: dict[str, float] = {}
 
     def _start(self, name: str) -> None:
+        self.started_at[name] = time.monotonic()
         self.procs[name] = start_child(self.commands[name], env=self.env)
         log.info("event=child_started name=%s pid=%d", name, self.procs[name].pid)
 
@@ -149,6 +156,8 @@ class Supervisor:
                         continue
                     now = time.monotonic()
                     if self.next_start[name] == 0.0:
+                        if now - self.started_at[name] >= self.healthy_after:
+                            self.restarts[name] = 0  # it ran well: this death starts a new series
                         self.restarts[name] += 1
                         pause = min(self.max_backoff, 2 ** min(self.restarts[name], 6))
                         self.next_start[name] = now + pause
