@@ -220,3 +220,38 @@ def test_a_dead_letter_meets_a_site_outage_and_is_tried_again_when_the_site_is_b
     s.drain(watcher)
     assert dead_letter_row(s, bad_id)["resolved_at"] is not None
     assert json.loads(dead_letter_row(s, bad_id)["event"])["id"] == bad_id
+
+
+# --- an event older than what a scan already wrote ----------------------------------------------
+
+
+def test_an_event_older_than_a_value_a_scan_already_read_does_not_overwrite_it(sync):
+    # The scan reads a value written after the event (by a script with events off) before the
+    # watcher applies the event: the event must not bring the older value back.
+    s = sync
+    task = s.world["tasks"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().update("Task", task, {"content": "second"})  # an event, not applied yet
+    s.clock.advance(2)
+    s.quiet().update("Task", task, {"content": "third"})  # no event
+    s.scanner().full(types=["Task"])
+    assert s.row("Task", task, "content")["content"] == "third"
+    s.drain(watcher)
+    assert s.row("Task", task, "content")["content"] == "third"
+    assert s.diff(["Task"]) == []
+
+
+def test_a_retirement_older_than_a_revival_a_scan_already_read_does_not_retire_the_row(sync):
+    s = sync
+    asset = s.world["assets"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().delete("Asset", asset)  # a retirement event, not applied yet
+    s.clock.advance(2)
+    s.quiet().revive("Asset", asset)  # no event
+    s.scanner().full(types=["Asset"])
+    assert s.row("Asset", asset)["_active"] is True
+    s.drain(watcher)
+    assert s.row("Asset", asset)["_active"] is True
+    assert s.diff(["Asset"]) == []

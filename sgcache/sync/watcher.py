@@ -167,6 +167,18 @@ class Watcher:
 
     # --- one event --------------------------------------------------------------------------------
 
+    def _newer_than(self, conn: sa.Connection, entity_type: str, entity_id: int, event: dict) -> bool:
+        """Whether the cached row was read from the site after a later write than ``event``: its
+        ``updated_at`` (a scan or a read-back wrote it) is past the event's time. The event's
+        stamp cannot tell, since a scan stamps rows with the events applied *before* it read.
+        Then the event must not be written over the row; the site says what is current."""
+        t = self.tables[entity_type].table
+        created = _aware(event.get("created_at"))
+        if created is None or "updated_at" not in t.c:
+            return False
+        updated = _aware(conn.execute(sa.select(t.c.updated_at).where(t.c.id == entity_id)).scalar())
+        return updated is not None and updated > created
+
     def _exists(self, conn: sa.Connection, entity_type: str, entity_id: int) -> bool:
         t = self.tables[entity_type].table
         return conn.execute(sa.select(t.c.id).where(t.c.id == entity_id)).first() is not None
@@ -284,7 +296,9 @@ class Watcher:
                     self._fetch_into(conn, site, other_type, other_id, None)
             return "fetched"
         if parsed.action == "Retirement":
-            if self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
+            if self._newer_than(conn, parsed.entity_type, parsed.entity_id, event):
+                self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+            elif self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
                 stamp = self._stamp(et, event)
                 if stamp:
                     self.writer.upsert(parsed.entity_type, [{"id": parsed.entity_id, **stamp}], event_id=event_id,
@@ -306,7 +320,8 @@ class Watcher:
         direct = (parsed.field != "project" and "new_value" in meta and "actual_attribute_changed" not in meta
                   and not isinstance(handler, (MultiEntityField, DateTimeField))
                   and (not isinstance(handler, EntityField) or meta["new_value"] is None
-                       or isinstance(meta["new_value"], dict)))
+                       or isinstance(meta["new_value"], dict))
+                  and not self._newer_than(conn, parsed.entity_type, parsed.entity_id, event))
         if direct:
             entity = {"type": parsed.entity_type, "id": parsed.entity_id, parsed.field: meta["new_value"],
                       **self._stamp(et, event)}
