@@ -390,9 +390,6 @@ def test_reimporting_one_type_keeps_the_recorded_project_set(make_sync):
         assert set(conn.execute(sa.select(column)).scalars()) == {chosen}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a full import with a new project set records it but leaves the rows of "
-                   "the projects dropped from it, active (scanner.py full / _retire_missing look only inside the "
-                   "new set); no scan or reconcile ever touches them again")
 def test_full_scan_with_another_project_set_drops_the_rows_of_the_old_projects(make_sync):
     s = make_sync()
     first, second = s.world["projects"]
@@ -483,10 +480,6 @@ def test_incremental_scan_updates_the_reverse_side_of_a_link_written_without_eve
     assert s.diff() == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: while an entity is retired the site reads links to it as None, so rows "
-                   "read then keep None; a revival without an event is seen by Scanner.incremental (scanner.py "
-                   "_incremental_type), which re-reads the revived row and the targets of its own changed links, "
-                   "but not the rows that link to it (the watcher's Revival does, through links.referrers_on_site)")
 def test_incremental_scan_restores_links_to_an_entity_revived_without_an_event(make_sync):
     s = make_sync()
     shot, task, asset, seq = s.world["shots"][3], s.world["tasks"][3], s.world["assets"][3], s.world["sequences"][1]
@@ -891,9 +884,6 @@ def test_watcher_follows_an_entity_moving_in_and_out_of_the_cached_projects(make
     assert s.row("Shot", arriving, "code")["code"] == "SH10"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with a project set, Scanner.incremental reads only changed rows *in* "
-                   "the cached projects (project_filter in _incremental_type), so an entity moved out of them by "
-                   "a write without events keeps its old project in the cache, active, until reconcile retires it")
 def test_incremental_scan_drops_an_entity_moved_out_of_the_cached_projects(make_sync):
     s = make_sync()
     chosen, other = s.world["projects"]
@@ -905,10 +895,6 @@ def test_incremental_scan_drops_an_entity_moved_out_of_the_cached_projects(make_
     assert shot_projects(s).get(leaving) in (None, other)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Scanner.incremental re-reads the other side of links a write without "
-                   "events changed (scanner.py _refetch) with no project check, so linking a cached project's "
-                   "asset to another project's shot imports that shot into a project-limited cache (the watcher "
-                   "drops such rows in _fetch_into)")
 def test_incremental_scan_keeps_a_project_limited_cache_to_its_projects(make_sync):
     s = make_sync()
     chosen, other = s.world["projects"]
@@ -1339,3 +1325,77 @@ def test_second_leader_waits_until_the_first_releases(engine, tmp_path):
     finally:
         for leadership in (first, second, other):
             leadership.release()
+
+
+# --- project-limited caches (scanner) -------------------------------------------------------------------
+
+
+def read_refusal(s: Sync, type_name: str) -> str | None:
+    """Why a read of ``type_name`` would pass through to the site on type grounds, else None."""
+    with s.engine.connect() as conn:
+        read_state = load_state(conn, s.tables)
+    try:
+        Context(s.tables, read_state, s.engine.dialect.name, tz=ZoneInfo("UTC")).entity_table(type_name)
+    except Uncertain as u:
+        return u.reason
+    return None
+
+
+def test_widening_the_project_set_passes_a_type_through_until_it_is_imported_again(make_sync):
+    s = make_sync()
+    first, second = s.world["projects"]
+    s.scanner().full(projects=[first])
+    scanner = s.scanner()
+    real_count = scanner.remote.count
+
+    def count(entity_type, filters):
+        if entity_type == "Shot":
+            raise RuntimeError("the import stops here")
+        return real_count(entity_type, filters)
+
+    scanner.remote.count = count
+    with pytest.raises(RuntimeError, match="the import stops here"):
+        scanner.full(projects=[])
+    assert report.status(s.engine, s.tables)["projects"] == "all"
+    assert set(shot_projects(s).values()) == {first}
+    assert read_refusal(s, "Shot") == "type_not_imported"  # it holds the first project's shots only
+    assert read_refusal(s, "Asset") is None  # imported again before the stop
+    assert read_refusal(s, "HumanUser") is None  # no project field: complete all along
+    finished = {t.entity_type for t in s.scanner().full_where_needed().types}  # what `scan --interval` does
+    assert "Shot" in finished and not {"Asset", "HumanUser"} & finished
+    assert read_refusal(s, "Shot") is None
+    assert set(shot_projects(s).values()) == {first, second}
+
+
+def test_full_scan_drops_an_entity_moved_out_of_the_cached_projects(make_sync):
+    s = make_sync()
+    chosen, other = s.world["projects"]
+    s.scanner().full(projects=[chosen])
+    leaving = s.world["shots"][1]
+    s.quiet().update("Shot", leaving, {"project": link("Project", other)})
+    done = {t.entity_type: t for t in s.scanner().full().types}
+    assert leaving not in shot_projects(s)  # dropped, not kept as a retired row of the cached project
+    assert done["Shot"].retired_missing == 0
+
+
+def test_incremental_scan_drops_an_entity_whose_project_was_cleared(make_sync):
+    s = make_sync()
+    chosen = s.world["projects"][0]
+    s.scanner().full(projects=[chosen])
+    cleared = s.world["shots"][2]
+    move_watermarks_past_the_world(s)
+    s.quiet().update("Shot", cleared, {"project": None})
+    s.scanner().incremental()
+    assert cleared not in shot_projects(s)
+
+
+def test_incremental_scan_updates_a_cached_row_linked_from_another_project(make_sync):
+    s = make_sync()
+    chosen = s.world["projects"][0]
+    s.scanner().full(projects=[chosen])
+    move_watermarks_past_the_world(s)
+    seq, elsewhere = s.world["sequences"][0], s.world["shots"][4]  # a sequence of the cached project
+    s.quiet().update("Shot", elsewhere, {"sg_sequence": link("Sequence", seq)})  # no event: Sequence.shots too
+    s.scanner().incremental()
+    assert link("Shot", elsewhere) in s.row("Sequence", seq, "shots")["shots"]
+    assert set(shot_projects(s).values()) == {chosen}

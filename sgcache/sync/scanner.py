@@ -5,6 +5,10 @@ cached rows the site no longer has (reconcile), records that the type is complet
 its fields' backfill marks. An incremental scan fetches what changed since the type's watermark
 (minus an overlap), active and retired rows separately; every N of them also reconciles.
 
+With a project set, project-scoped types hold only the rows of those projects: an entity the
+site shows outside them (moved out, or with no project) is dropped from the cache, as the
+watcher does, never imported. Types without a ``project`` field are cached whole.
+
 Rows are written "as of" the watcher's cursor when the scan began, so a value the watcher
 applied from a newer event is not overwritten by an older page.
 """
@@ -25,7 +29,7 @@ from sgcache.config import ScannerConfig
 from sgcache.errors import SgcacheError
 from sgcache.store import state
 from sgcache.store.tables import EntityTable, Tables
-from sgcache.store.writer import Writer
+from sgcache.store.writer import CHUNK, Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync import links
 from sgcache.sync.progress import Progress
@@ -117,11 +121,36 @@ class Scanner:
     def fields_of(et: EntityTable) -> list[str]:
         return et.cached_fields()
 
+    @staticmethod
+    def _scoped(et: EntityTable, projects: list[int]) -> bool:
+        """Does the project set limit this type's rows? (Types without a project field: never.)"""
+        return bool(projects) and "project" in et.fields
+
     def project_filter(self, et: EntityTable, projects: list[int]) -> list:
         """Limit a project-scoped type to the cached projects; other types are imported whole."""
-        if not projects or "project" not in et.fields:
+        if not self._scoped(et, projects):
             return []
         return [["project", "in", [{"type": "Project", "id": p} for p in projects]]]
+
+    def _outside(self, et: EntityTable, entity: dict, projects: list[int]) -> bool:
+        """Is this entity, as the site returned it, outside the cached projects? One with no
+        project is outside every project set (the site's ``project in`` filter leaves it out)."""
+        if not self._scoped(et, projects):
+            return False
+        project = entity.get("project")
+        return not (isinstance(project, dict) and project.get("id") in projects)
+
+    def _held(self, et: EntityTable, ids: list[int], *, active: bool | None = None) -> set[int]:
+        """Of ``ids``, those the cache holds (only active or only retired rows, if asked)."""
+        t = et.table
+        out: set[int] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                stmt = sa.select(t.c.id).where(t.c.id.in_(ids[start:start + CHUNK]))
+                if active is not None:
+                    stmt = stmt.where(t.c._active.is_(active))
+                out.update(conn.execute(stmt).scalars())
+        return out
 
     def _type_state(self, conn: sa.Connection, type_name: str) -> dict | None:
         t = self.tables.state.types
@@ -141,22 +170,30 @@ class Scanner:
         return cursor.max_applied_id if cursor else None
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
-                retired: bool, seen: set[int] | None = None,
-                touched: set | None = None) -> tuple[int, dt.datetime | None, int]:
+                retired: bool, projects: list[int], seen: set[int] | None = None, touched: set | None = None,
+                revived: set | None = None) -> tuple[int, dt.datetime | None, int]:
         """Page entities in and write them; return (count, newest updated_at, highest id).
 
-        ``touched`` collects the entities whose links to these rows changed (other side of links)."""
+        Entities outside the cached ``projects`` are dropped from the cache instead of written.
+        ``touched`` collects the entities whose links to these rows changed (other side of links),
+        ``revived`` the rows the cache held as retired that the site lists as active."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
         pages = prefetch(self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size))
         for page in pages:
+            outside = {e["id"] for e in page if self._outside(et, e, projects)}
+            inside = [e for e in page if e["id"] not in outside]
             if touched is not None:
+                # Rows dropped or never held count too: their links changed the reverse fields of
+                # cached rows all the same (a shot of another project added to a cached sequence).
                 with self.engine.connect() as conn:
                     before = links.cached_links(conn, self.tables, et.name, [e["id"] for e in page])
                 touched |= links.changed_targets(before, page, self.tables, et.name)
-            self.writer.upsert(et.name, page, active=not retired, event_id=as_of)
-            count += len(page)
+            if revived is not None and not retired:
+                revived |= {(et.name, i) for i in self._held(et, [e["id"] for e in inside], active=False)}
+            self._write(et, inside, sorted(outside), active=not retired, as_of=as_of)
+            count += len(inside)
             highest = max(highest, page[-1]["id"])
             for entity in page:
                 if seen is not None:
@@ -167,6 +204,50 @@ class Scanner:
             progress.advance(len(page))
         progress.close()
         return count, newest, highest
+
+    def _write(self, et: EntityTable, entities: list[dict], outside: list[int], *, active: bool,
+               as_of: int | None) -> int:
+        """Upsert ``entities`` and drop the rows of ``outside`` (ids of entities outside the cached
+        projects), in one transaction; return the rows upserted.
+
+        A row the watcher wrote from an event newer than ``as_of`` is kept: it knows better than
+        this older read, as the upsert's guard does for values."""
+        if not entities and not outside:
+            return 0
+        written = 0
+        t = et.table
+        with self.engine.begin() as conn:
+            if outside:
+                stmt = sa.select(t.c.id).where(t.c.id.in_(outside))
+                if as_of is not None:
+                    stmt = stmt.where(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= as_of))
+                dropped = list(conn.execute(stmt).scalars())
+                if dropped:
+                    self.writer.forget(et.name, dropped, conn=conn)
+                    log.info("event=dropped_outside_projects entity_type=%s count=%d ids=%s", et.name,
+                             len(dropped), dropped[:20])
+            if entities:
+                written = self.writer.upsert(et.name, entities, active=active, event_id=as_of, conn=conn)
+        return written
+
+    def _read_again(self, entity_type: str, ids: list[int], projects: list[int],
+                    as_of: int | None) -> tuple[int, set[int]]:
+        """Read entities by id from the site (active or retired) and write them, dropping those
+        outside the cached projects; return (rows written, ids the site has)."""
+        et = self.tables[entity_type]
+        written, found = 0, set()
+        size = self.config.page_size
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            for retired in (False, True):
+                for page in self.remote.pages(entity_type, self.fields_of(et), [["id", "in", chunk]],
+                                              retired=retired, page_size=size):
+                    page = [e for e in page if e["id"] not in found]  # listed twice (a race): the first wins
+                    found.update(e["id"] for e in page)
+                    outside = sorted(e["id"] for e in page if self._outside(et, e, projects))
+                    inside = [e for e in page if e["id"] not in outside]
+                    written += self._write(et, inside, outside, active=not retired, as_of=as_of)
+        return written, found
 
     # --- full import -----------------------------------------------------------------------------
 
@@ -195,6 +276,8 @@ class Scanner:
         # import is lost.
         with self.engine.begin() as conn:
             cursors.ensure(conn, self.tables.state, self.remote.newest_event_id, self.remote.event_ids_after)
+            if recorded is not None and projects != recorded:
+                self._forget_full_imports(conn, [et for et in targets if "project" in et.fields])
             self._set_projects(conn, projects)
         report = ScanReport("full")
         for et in targets:
@@ -217,6 +300,15 @@ class Scanner:
     def _set_projects(self, conn: sa.Connection, projects: list[int]) -> None:
         state.set_meta(conn, self.tables.state, "projects", json.dumps(projects or "all"))
 
+    def _forget_full_imports(self, conn: sa.Connection, types: list[EntityTable]) -> None:
+        """A new project set: until each project-scoped type is imported again, it holds the old
+        set's rows, so it is not complete (its reads pass through, and an interrupted import is
+        finished by full_where_needed)."""
+        t = self.tables.state.types
+        names = [et.name for et in types]
+        conn.execute(sa.update(t).where(t.c.entity_type.in_(names)).values(full_scan_at=None))
+        log.info("event=project_set_changed types_to_import_again=%s", ",".join(names))
+
     def _full_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
         started = time.monotonic()
         scan_started = _now()
@@ -224,10 +316,13 @@ class Scanner:
         filters = self.project_filter(et, projects)
         total = self.remote.count(et.name, filters)
         seen: set[int] = set()
-        active, newest_a, high_a = self._import(et, filters, f"{et.name} (active)", total, as_of, False, seen)
-        retired, newest_r, high_r = self._import(et, filters, f"{et.name} (retired)", None, as_of, True, seen)
+        active, newest_a, high_a = self._import(et, filters, f"{et.name} (active)", total, as_of, False, projects,
+                                                seen)
+        retired, newest_r, high_r = self._import(et, filters, f"{et.name} (retired)", None, as_of, True, projects,
+                                                 seen)
         newest = max((v for v in (newest_a, newest_r) if v is not None), default=None)
-        missing = self._retire_missing(et, seen, max(high_a, high_r), projects)
+        self._forget_outside(et, projects)
+        missing = self._retire_missing(et, seen, max(high_a, high_r), projects, as_of)
         self._analyze(et)
         seconds = time.monotonic() - started
         with self.engine.begin() as conn:
@@ -248,20 +343,46 @@ class Scanner:
             for name in names:
                 conn.execute(sa.text(f"ANALYZE {preparer.quote(name)}"))
 
-    def _retire_missing(self, et: EntityTable, seen: set[int], highest: int, projects: list[int]) -> int:
-        """Retire cached rows the site no longer lists (deleted without a retirement event).
+    def _forget_outside(self, et: EntityTable, projects: list[int]) -> int:
+        """Drop cached rows of projects not in the set (or of no project): the rows of the projects
+        a full import with a new project set left out."""
+        if not self._scoped(et, projects):
+            return 0
+        t = et.table
+        column = t.c[et.fields["project"].id_column]
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(sa.select(t.c.id).where(sa.or_(column.is_(None), column.not_in(projects))))
+                       .scalars())
+            if ids:
+                self.writer.forget(et.name, ids, conn=conn)
+        if ids:
+            log.info("event=dropped_outside_projects entity_type=%s count=%d ids=%s", et.name, len(ids), ids[:20])
+        return len(ids)
 
-        Only ids up to the highest one the site listed: newer rows may have arrived since."""
+    def _retire_missing(self, et: EntityTable, seen: set[int], highest: int, projects: list[int],
+                        as_of: int | None) -> int:
+        """Retire cached rows the site no longer has (deleted without a retirement event); return
+        how many.
+
+        Only ids up to the highest one the site listed: newer rows may have arrived since. A row
+        missing from the listing of the cached projects may only have moved out of them: the
+        missing rows are read again by id first (those moved out are dropped), and only those the
+        site lacks are retired."""
         t = et.table
         stmt = sa.select(t.c.id).where(t.c.id <= highest).where(t.c._active.is_(True))
-        if projects and "project" in et.fields:
+        if self._scoped(et, projects):
             handler = et.fields["project"]
             stmt = stmt.where(t.c[handler.id_column].in_(projects))
         with self.engine.connect() as conn:
             cached = set(conn.execute(stmt).scalars())
-        gone = sorted(cached - seen)
+        missing = sorted(cached - seen)
+        if not missing:
+            return 0
+        _, found = self._read_again(et.name, missing, projects, as_of)
+        gone = [i for i in missing if i not in found]
         if gone:
-            log.warning("event=retire_missing entity_type=%s count=%d ids=%s", et.name, len(gone), gone[:20])
+            log.warning("event=retire_missing entity_type=%s count=%d ids=%s read_again=%d", et.name, len(gone),
+                        gone[:20], len(found))
             self.writer.retire(et.name, gone)
         return len(gone)
 
@@ -286,22 +407,28 @@ class Scanner:
         as_of = self._as_of()
         watermark = previous["watermark"] or previous["full_scan_at"]
         since = watermark - dt.timedelta(seconds=self.config.overlap)
-        filters = [["updated_at", "greater_than", since], *self.project_filter(et, projects)]
+        # Changed rows of every project: one moved out of the cached projects is changed too, and
+        # is dropped (_import); the others' links may change cached rows' reverse fields.
+        filters = [["updated_at", "greater_than", since]]
         if "updated_at" not in et.fields:
             filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
         touched: set = set()
-        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False,
-                                           touched=touched)
+        revived: set = set()
+        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False, projects,
+                                           touched=touched, revived=revived)
         retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
-                                            touched=touched)
+                                            projects, touched=touched)
         # Writes that set links changed the other side's reverse fields without moving its
-        # updated_at: read those entities again.
-        active += self._refetch(touched, as_of)
+        # updated_at; and rows read while a revived entity was retired read their links to it as
+        # None (what the watcher's Revival does): read those entities again.
+        for target in sorted(revived):
+            touched |= links.referrers_on_site(self.remote, self.tables, target)
+        active += self._refetch(touched, projects, as_of)
         newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
         count = (previous["incremental_scans"] or 0) + 1
         missing = 0
         if count % self.config.reconcile_every == 0:
-            missing = self.reconcile(et, projects)
+            missing = self.reconcile(et, projects, as_of)
         seconds = time.monotonic() - started
         with self.engine.begin() as conn:
             self._save_type_state(conn, et.name, watermark=newest, incremental_scans=count,
@@ -311,22 +438,21 @@ class Scanner:
                      et.name, active, retired, missing, seconds)
         return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
 
-    def _refetch(self, targets: set, as_of: int | None) -> int:
+    def _refetch(self, targets: set, projects: list[int], as_of: int | None) -> int:
+        """Read again the ``targets`` the cache holds (as the watcher does), dropping those now
+        outside the cached projects; return the rows written. One it does not hold is outside
+        the projects, or new and read by its own type's scan."""
         count = 0
-        by_type: dict[str, list[int]] = {}
+        by_type: dict[str, set[int]] = {}
         for entity_type, entity_id in targets:
-            by_type.setdefault(entity_type, []).append(entity_id)
+            by_type.setdefault(entity_type, set()).add(entity_id)
         for entity_type, ids in sorted(by_type.items()):
-            et = self.tables[entity_type]
-            for start in range(0, len(ids), self.config.page_size):
-                chunk = sorted(ids)[start:start + self.config.page_size]
-                for retired in (False, True):
-                    for page in self.remote.pages(entity_type, self.fields_of(et), [["id", "in", chunk]],
-                                                  retired=retired, page_size=self.config.page_size):
-                        count += self.writer.upsert(entity_type, page, active=not retired, event_id=as_of)
+            held = sorted(self._held(self.tables[entity_type], sorted(ids)))
+            if held:
+                count += self._read_again(entity_type, held, projects, as_of)[0]
         return count
 
-    def reconcile(self, et: EntityTable, projects: list[int]) -> int:
+    def reconcile(self, et: EntityTable, projects: list[int], as_of: int | None = None) -> int:
         """List every id the site has (cheaply: ids only) and retire cached rows it lacks."""
         filters = self.project_filter(et, projects)
         seen: set[int] = set()
@@ -336,7 +462,7 @@ class Scanner:
                                           page_size=self.config.page_size):
                 seen.update(e["id"] for e in page)
                 highest = max(highest, page[-1]["id"])
-        return self._retire_missing(et, seen, highest, projects)
+        return self._retire_missing(et, seen, highest, projects, as_of)
 
     # --- forever ---------------------------------------------------------------------------------
 
