@@ -255,3 +255,57 @@ def test_a_retirement_older_than_a_revival_a_scan_already_read_does_not_retire_t
     s.drain(watcher)
     assert s.row("Asset", asset)["_active"] is True
     assert s.diff(["Asset"]) == []
+
+
+def test_an_answer_asked_before_a_scan_wrote_the_row_is_asked_again(sync):
+    # The watcher asks the site outside its transaction: a scan may write the row between the
+    # question and the transaction, with a later value. The older answer must not win.
+    s = sync
+    shot = s.world["shots"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().update("Shot", shot, {"project": link("Project", s.world["projects"][1])})  # read from the site
+    real_fetch = watcher.remote.fetch
+    asked = []
+
+    def fetch(entity_type, entity_id, fields):
+        answer = real_fetch(entity_type, entity_id, fields)
+        asked.append((entity_type, entity_id))
+        if (entity_type, entity_id) == ("Shot", shot) and len(asked) == 1:
+            s.clock.advance(2)
+            s.quiet().update("Shot", shot, {"description": "later"})  # no event
+            s.scanner().full(types=["Shot"])  # the scan writes it meanwhile
+        return answer
+
+    watcher.remote.fetch = fetch
+    s.drain(watcher)
+    assert asked == [("Shot", shot), ("Shot", shot)]
+    assert s.row("Shot", shot, "description")["description"] == "later"
+    assert s.diff(["Shot"]) == []
+
+
+def test_a_scan_writes_what_it_read_over_an_event_logged_before_it_started(sync):
+    # The scan stamps its rows with the newest event logged before it read them: an event the
+    # watcher applies while the scan runs is older than what the scan reads, and must not make
+    # the scan's later value lose.
+    s = sync
+    shot = s.world["shots"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().update("Shot", shot, {"description": "evented"})  # logged, not applied yet
+    scanner = s.scanner()
+    real_pages = scanner.remote.pages
+    meanwhile = []
+
+    def pages(entity_type, *args, **kwargs):
+        if entity_type == "Shot" and not meanwhile:
+            meanwhile.append(1)
+            s.drain(watcher)  # the watcher applies the event while the scan runs
+            s.clock.advance(2)
+            s.quiet().update("Shot", shot, {"description": "later"})  # no event, before the scan reads
+        yield from real_pages(entity_type, *args, **kwargs)
+
+    scanner.remote.pages = pages
+    scanner.full(types=["Shot"])
+    assert s.row("Shot", shot, "description")["description"] == "later"
+    assert s.diff(["Shot"]) == []

@@ -33,9 +33,20 @@ def _targets(value) -> set[Link]:
     return {(value["type"], value["id"])} if isinstance(value, dict) else set()
 
 
+#: Link fields the site pairs with no reverse field: a change of them changes nothing on the
+#: other side, so the entity they point at need not be read again.
+NO_REVERSE = frozenset({"created_by", "updated_by"})
+
+
+def reversible_fields(tables: Tables, entity_type: str) -> list[str]:
+    """The link fields whose changes may change a field of the entities they point at."""
+    return [f for f in link_fields(tables, entity_type) if f not in NO_REVERSE]
+
+
 def cached_links(conn: sa.Connection, tables: Tables, entity_type: str, ids: list[int]) -> dict[int, set[Link]]:
-    """Every entity each cached row links to, before a write replaces the rows."""
-    fields = link_fields(tables, entity_type)
+    """Every entity each cached row links to through a field that may have a reverse side,
+    before a write replaces the rows (see changed_targets)."""
+    fields = reversible_fields(tables, entity_type)
     out: dict[int, set[Link]] = {}
     if not fields or not ids:
         return out
@@ -46,8 +57,9 @@ def cached_links(conn: sa.Connection, tables: Tables, entity_type: str, ids: lis
 
 def changed_targets(before: dict[int, set[Link]], entities: Iterable[dict], tables: Tables,
                     entity_type: str) -> set[Link]:
-    """Entities linked or unlinked by these new values (compared with ``before``), cached types only."""
-    fields = link_fields(tables, entity_type)
+    """Entities linked or unlinked by these new values (compared with ``before``) through a field
+    that may have a reverse side, cached types only."""
+    fields = reversible_fields(tables, entity_type)
     out: set[Link] = set()
     for entity in entities:
         after = set().union(*(_targets(entity.get(f)) for f in fields if f in entity)) if fields else set()

@@ -165,9 +165,16 @@ class Scanner:
             conn.execute(sa.update(t).where(t.c.entity_type == type_name).values(**values))
 
     def _as_of(self) -> int | None:
+        """The event stamp of the rows this scan writes: the newest event the site has logged
+        before the scan reads anything. What the scan reads is at least as new as every such
+        event, applied or not yet: the watcher must not write one over it later (an event
+        still in flight then finds a newer row and reads the entity from the site instead).
+        None while no watcher has started (no event will be applied over the rows)."""
         with self.engine.connect() as conn:
             cursor = cursors.load(conn, self.tables.state)
-        return cursor.max_applied_id if cursor else None
+        if cursor is None:
+            return None
+        return max(cursor.max_applied_id, self.remote.newest_event_id())
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
                 retired: bool, projects: list[int], seen: set[int] | None = None, touched: set | None = None,

@@ -14,6 +14,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +116,22 @@ class SiteAnswers:
     question has been asked. So the watcher never holds a transaction, its locks or its
     connection while it waits for the site, and the transaction that applies an event with its
     cursor move and ledger row stays short.
+
+    An entity's answer is only used for the cached row it was asked about: the question names
+    the row's ``_cache_updated_at`` as the watcher found it before asking, and when a scan or a
+    proxy's read-back has written the row since, the answer may be older than the row and the
+    question is asked again. (A row's version is taken once per round, before the round's own
+    writes change it.)
     """
 
     def __init__(self, remote: Remote):
         self.remote = remote
         self._known: dict[tuple, Any] = {}
         self._asked: dict[tuple, Any] = {}  # key -> call, in the order noted
+        self._versions: dict[tuple[str, int], Any] = {}  # this round's: (type, id) -> version
+
+    def new_round(self) -> None:
+        self._versions = {}
 
     def _answer(self, key: tuple, call, unknown: Any) -> Any:
         if key in self._known:
@@ -128,8 +139,11 @@ class SiteAnswers:
         self._asked.setdefault(key, call)
         return unknown
 
-    def fetch(self, entity_type: str, entity_id: int, fields: list[str]) -> tuple[dict | None, bool]:
-        key = ("fetch", entity_type, entity_id, tuple(fields))
+    def fetch(self, entity_type: str, entity_id: int, fields: list[str], *,
+              row_version: Callable[[], Any] = lambda: None) -> tuple[dict | None, bool]:
+        if (entity_type, entity_id) not in self._versions:
+            self._versions[entity_type, entity_id] = row_version()
+        key = ("fetch", entity_type, entity_id, tuple(fields), self._versions[entity_type, entity_id])
         return self._answer(key, lambda: self.remote.fetch(entity_type, entity_id, fields), (None, False))
 
     def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False) -> list[list[dict]]:
@@ -207,7 +221,9 @@ class Watcher:
         """
         et = self.tables[entity_type]
         fields = et.cached_fields()
-        entity, active = site.fetch(entity_type, entity_id, fields)
+        t = et.table
+        entity, active = site.fetch(entity_type, entity_id, fields, row_version=lambda: conn.execute(
+            sa.select(t.c._cache_updated_at).where(t.c.id == entity_id)).scalar())
         if entity is None:
             return
         if self._outside_projects(conn, entity_type, entity):
@@ -479,6 +495,7 @@ class Watcher:
         """Run ``work(conn, site)`` in a transaction, again after each round of questions to the site."""
         site = SiteAnswers(self.remote)
         for _ in range(MAX_SITE_ROUNDS):
+            site.new_round()
             try:
                 with self.engine.begin() as conn:
                     return work(conn, site)
