@@ -446,3 +446,20 @@ def test_other_summaries_and_groupings_stay_row_by_row(cached_proxy):
         plan = compile_summarize(ctx, {"type": "Shot", "filters": {"logical_operator": "and", "conditions": []},
                                        "summaries": summaries, "grouping": grouping})
         assert plan.aggregate is None, (summaries, grouping)
+
+
+def test_a_write_through_the_proxy_to_an_entity_revived_without_an_event_restores_the_links_to_it(
+        cached_proxy, sg, world):
+    asset = world["assets"][1]
+    shot = sg.create("Shot", {"code": "LINKS_010", "project": world["projects"][0], "assets": [asset]})
+    sg.delete("Asset", asset["id"])
+    import_all(cached_proxy)  # reads the shot while the asset is retired: no link to it
+    quiet = shotgun_api3.Shotgun(cached_proxy.config.site.base_url, script_name="quiet-script",
+                                 api_key="quiet-demo-key")
+    quiet.revive("Asset", asset["id"])  # no event
+    client = cached_proxy.client()
+    client.update("Asset", asset["id"], {"description": "back"})
+    result, cached = answered_from_cache(cached_proxy, lambda: client.find_one(
+        "Shot", [["id", "is", shot["id"]]], ["assets"]))
+    assert cached
+    assert result["assets"] == [{"type": "Asset", "id": asset["id"], "name": "Table"}]

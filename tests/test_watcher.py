@@ -309,3 +309,40 @@ def test_a_scan_writes_what_it_read_over_an_event_logged_before_it_started(sync)
     scanner.full(types=["Shot"])
     assert s.row("Shot", shot, "description")["description"] == "later"
     assert s.diff(["Shot"]) == []
+
+
+def test_an_entity_made_without_an_event_and_then_changed_updates_the_other_sides_of_its_links(sync):
+    # The watcher meets the task first at a change (it was created by a script with events off):
+    # it reads the task whole, and the shot's reverse field (Shot.tasks) changed with its creation.
+    s = sync
+    shot = s.world["shots"][2]
+    watcher = s.watcher()
+    s.drain(watcher)
+    task = s.quiet().create("Task", {"content": "made quietly", "entity": link("Shot", shot),
+                                     "project": link("Project", s.world["projects"][0])})["id"]
+    s.sg().update("Task", task, {"content": "then changed"})
+    s.drain(watcher)
+    assert s.row("Task", task, "content")["content"] == "then changed"
+    assert link("Task", task) in s.row("Shot", shot, "tasks")["tasks"]
+    s.scanner().incremental()
+    assert s.diff(["Shot", "Task"]) == []
+
+
+def test_an_entity_revived_without_an_event_and_then_changed_restores_the_links_to_it(sync):
+    s = sync
+    asset = s.world["assets"][1]
+    shot = s.world["shots"][1]  # it links to the asset
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().delete("Asset", asset)
+    s.drain(watcher)
+    s.scanner().full(types=["Shot"])  # reads the shot while the asset is retired
+    assert s.row("Shot", shot, "assets")["assets"] == []  # the site shows no link to a retired asset
+    s.clock.advance(2)
+    s.quiet().revive("Asset", asset)  # no event
+    s.clock.advance(2)
+    s.sg().update("Asset", asset, {"description": "back"})
+    s.drain(watcher)
+    assert s.row("Asset", asset, "description")["description"] == "back"
+    assert s.row("Shot", shot, "assets")["assets"] == [link("Asset", asset)]
+    assert s.diff(["Shot", "Asset"]) == []

@@ -94,6 +94,8 @@ class Refresher:
         et = self.tables[entity_type]
         with self.engine.connect() as conn:
             before = links.cached_links(conn, self.tables, entity_type, ids)
+            held_retired = set(conn.execute(sa.select(et.table.c.id).where(et.table.c.id.in_(ids))
+                                            .where(et.table.c._active.is_(False))).scalars())
         found: dict[int, tuple[dict, bool]] = {}
         for retired in (False, True):
             missing = [i for i in ids if i not in found]
@@ -118,6 +120,10 @@ class Refresher:
                     written += self.writer.upsert(entity_type, entities, active=active, event_id=as_of, conn=conn)
         changed = {t for t in links.changed_targets(before, [e for e, _ in keep.values()], self.tables, entity_type)
                    if self._may_link_back(t[0], entity_type)}
+        for revived in sorted(i for i, (_, active) in keep.items() if active and i in held_retired):
+            # Held as retired, active on the site: revived without an event. Rows read while it was
+            # retired saw their links to it as None; read them again (as the watcher's Revival does).
+            changed |= links.referrers_on_site(self.remote, self.tables, (entity_type, revived))
         log.debug("event=refresh entity_type=%s ids=%d found=%d written=%d", entity_type, len(ids), len(found),
                   written)
         return written, changed

@@ -194,8 +194,12 @@ class Watcher:
         return updated is not None and updated > created
 
     def _exists(self, conn: sa.Connection, entity_type: str, entity_id: int) -> bool:
+        return self._held_active(conn, entity_type, entity_id) is not None
+
+    def _held_active(self, conn: sa.Connection, entity_type: str, entity_id: int) -> bool | None:
+        """Whether the cache holds the row active (True), retired (False), or not at all (None)."""
         t = self.tables[entity_type].table
-        return conn.execute(sa.select(t.c.id).where(t.c.id == entity_id)).first() is not None
+        return conn.execute(sa.select(t.c._active).where(t.c.id == entity_id)).scalar()
 
     def _projects(self, conn: sa.Connection) -> set[int] | None:
         """The cached project set, or None when every project is cached."""
@@ -212,12 +216,17 @@ class Watcher:
         return not (isinstance(project, dict) and project.get("id") in projects)
 
     def _fetch_into(self, conn: sa.Connection, site: SiteAnswers, entity_type: str, entity_id: int,
-                    event_id: int | None, *, reverse_sides: bool = True) -> None:
+                    event_id: int | None, *, reverse_sides: bool = True, unseen: bool = False,
+                    referrers: bool = True) -> None:
         """Read the entity in full from the site and write it (active or retired as the site says).
 
         When its links differ from the cached ones (a link written without an event, say), the
         cached entities linked or unlinked are read again too: their reverse fields (``Shot.tasks``
         for ``Task.entity``) changed with it, and no later scan would see a difference to act on.
+        ``unseen``: the entity was made without an event (the cache meets it at a change), so
+        every link it has is new to the other sides too. A row held as retired that the site
+        shows active was revived without an event: rows read while it was retired saw their links
+        to it as None, so with ``referrers`` they are read again (as a Revival event does).
         """
         et = self.tables[entity_type]
         fields = et.cached_fields()
@@ -230,15 +239,19 @@ class Watcher:
             # Not in the cached projects (or moved out of them): the cache does not hold it.
             self.writer.forget(entity_type, [entity_id], conn=conn)
             return
+        was_active = self._held_active(conn, entity_type, entity_id)
         before = links.cached_links(conn, self.tables, entity_type, [entity_id]) if reverse_sides else {}
         written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn)
         if not written:
             # The row holds a newer event's values; what the site says now is newer still.
             self.writer.upsert(entity_type, [entity], active=active, conn=conn)
-        if entity_id in before:
+        if entity_id in before or (reverse_sides and unseen):
             for other_type, other_id in sorted(links.changed_targets(before, [entity], self.tables, entity_type)):
                 if self._exists(conn, other_type, other_id):
                     self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=False)
+        if referrers and active and was_active is False:
+            for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
+                self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=False, referrers=False)
 
     @staticmethod
     def _stamp(et, event: dict) -> dict:
@@ -304,7 +317,7 @@ class Watcher:
         et = self.tables[parsed.entity_type]
         event_id = event["id"]
         if parsed.action in ("New", "Revival"):
-            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, referrers=False)
             if parsed.action == "Revival":
                 # Rows read while it was retired saw their links to it as None: read them again.
                 referrers = links.referrers_on_site(site, self.tables, (parsed.entity_type, parsed.entity_id))
@@ -328,8 +341,14 @@ class Watcher:
         handler = et.fields.get(parsed.field or "")
         if handler is None or not handler.cached:
             return "skipped: field not cached"
-        if not self._exists(conn, parsed.entity_type, parsed.entity_id):
+        held = self._held_active(conn, parsed.entity_type, parsed.entity_id)
+        if held is None:
             # Never seen (made by a script without events, say): take it whole, not one field.
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, unseen=True)
+            return "fetched"
+        if held is False:
+            # Changed while the cache holds it retired: revived without an event, read it whole
+            # (with the rows that link to it).
             self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
             return "fetched"
         meta = event.get("meta") or {}
