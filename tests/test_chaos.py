@@ -1,0 +1,41 @@
+"""The chaos test: the whole product as real processes on PostgreSQL, written to and read from
+while its processes are killed, its database connections cut and its site stalled and failing,
+ends with a cache equal to the site, every event applied once, no HTTP 500, and every stale read
+explained by event lag. ``bench/chaos.py --minutes N`` runs the same harness for longer; the
+harness is ``tests/chaos_support.py`` and ``docs/development.rst`` describes both."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from chaos_support import ChaosOptions, run_chaos
+from conftest import report
+
+pytestmark = [
+    pytest.mark.postgresql,
+    # Not yet part of every run: most runs still end with two to four reverse multi-entity fields
+    # (Shot.assets, Shot.tasks, Asset.shots) or Shot.sg_sequence stale after entities retired and
+    # revived by scripts with events off while the watcher lags far behind (issue 13 is open for it).
+    pytest.mark.skipif(not os.environ.get("SGCACHE_CHAOS"),
+                       reason="the chaos test still fails on stale reverse fields (issue 13): run it with "
+                              "SGCACHE_CHAOS=1, or bench/chaos.py"),
+]
+
+#: Seconds of chaos: with the setup and the checks the test takes about a minute on 2 cores.
+CHAOS_SECONDS = 20.0
+
+
+def test_the_cache_survives_chaos_and_ends_equal_to_the_site(pg_database, tmp_path):
+    if pg_database is None:
+        pytest.skip("PostgreSQL is not reachable (see the warning at the end of the run): the chaos test needs it")
+    seed = int(os.environ.get("SGCACHE_CHAOS_SEED") or int.from_bytes(os.urandom(3), "big"))
+    lines: list[str] = []
+    run = run_chaos(ChaosOptions(seconds=CHAOS_SECONDS, seed=seed, database_server=pg_database.render_as_string(
+        hide_password=False), workdir=tmp_path / "chaos", log=lines.append))
+    print("\n".join(lines))
+    report(f"test_chaos: seed {seed} (replay with SGCACHE_CHAOS_SEED={seed}); {run.summary.splitlines()[-1].strip()}")
+    assert not run.failures, f"{run.summary}\nlogs in {tmp_path / 'chaos'}"
+    writes = sum(run.figures.writes.values())
+    assert writes >= 100, f"only {writes} writes: the run did not exercise much\n{run.summary}"
+    assert sum(run.figures.kills.values()) >= 1 and sum(run.figures.faults.values()) >= 1, run.summary
