@@ -346,3 +346,49 @@ def test_an_entity_revived_without_an_event_and_then_changed_restores_the_links_
     assert s.row("Asset", asset, "description")["description"] == "back"
     assert s.row("Shot", shot, "assets")["assets"] == [link("Asset", asset)]
     assert s.diff(["Shot", "Asset"]) == []
+
+
+def test_a_scan_restores_multi_entity_links_to_an_entity_revived_without_an_event(sync):
+    s = sync
+    asset = s.world["assets"][1]
+    shot = s.world["shots"][1]  # its assets: [the asset]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().delete("Asset", asset)
+    s.drain(watcher)
+    s.scanner().full(types=["Shot"])  # reads the shot while the asset is retired
+    assert s.row("Shot", shot, "assets")["assets"] == []
+    s.clock.advance(120)
+    s.quiet().revive("Asset", asset)  # no event
+    s.scanner().incremental()
+    assert s.row("Shot", shot, "assets")["assets"] == [link("Asset", asset)]
+    assert s.diff(["Shot", "Asset"]) == []
+
+
+def test_a_scan_write_refused_for_a_newer_event_stamp_reads_the_row_again(sync):
+    # The watcher applies an event logged after the scan began; then a write without events
+    # changes the row, and the scan reads it. The scan's write is refused (the row's stamp is
+    # newer than the scan's), yet its value is the newer one: the scan must read the row again.
+    s = sync
+    shot = s.world["shots"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    scanner = s.scanner()
+    real_pages = scanner.remote.pages
+    meanwhile = []
+
+    def pages(entity_type, *args, **kwargs):
+        if entity_type == "Shot" and not meanwhile:
+            meanwhile.append(1)
+            s.sg().update("Shot", shot, {"sg_cut_in": 7})  # an event after the scan began
+            s.drain(watcher)
+            s.clock.advance(2)
+            s.quiet().update("Shot", shot, {"description": "later"})  # no event
+        yield from real_pages(entity_type, *args, **kwargs)
+
+    scanner.remote.pages = pages
+    scanner.full(types=["Shot"])
+    assert s.row("Shot", shot, "description")["description"] == "later"
+    assert s.diff(["Shot"]) == []
+
+

@@ -110,6 +110,17 @@ class Refresher:
                        if not (isinstance(e.get("project"), dict) and e["project"].get("id") in projects)]
         keep = {i: v for i, v in found.items() if i not in outside}
         written = 0
+        # Held as retired, active on the site: revived without an event. Rows read while it was
+        # retired saw their links to it as None; read them again (as the watcher's Revival does),
+        # before the revived rows are written: a process killed in between finds them retired
+        # again next time, and does it all again.
+        referrers: dict[str, set[int]] = {}
+        for revived in sorted(i for i, (_, active) in keep.items() if active and i in held_retired):
+            for other_type, other_id in links.referrers_on_site(self.remote, self.tables, (entity_type, revived)):
+                if other_type != entity_type or other_id not in keep:
+                    referrers.setdefault(other_type, set()).add(other_id)
+        for other_type, other_ids in sorted(referrers.items()):
+            written += self._refresh_type(other_type, sorted(other_ids), as_of, projects)[0]
         with self.engine.begin() as conn:
             if outside:
                 # Outside the cached projects (or moved out of them): the cache does not hold it.
@@ -120,10 +131,6 @@ class Refresher:
                     written += self.writer.upsert(entity_type, entities, active=active, event_id=as_of, conn=conn)
         changed = {t for t in links.changed_targets(before, [e for e, _ in keep.values()], self.tables, entity_type)
                    if self._may_link_back(t[0], entity_type)}
-        for revived in sorted(i for i, (_, active) in keep.items() if active and i in held_retired):
-            # Held as retired, active on the site: revived without an event. Rows read while it was
-            # retired saw their links to it as None; read them again (as the watcher's Revival does).
-            changed |= links.referrers_on_site(self.remote, self.tables, (entity_type, revived))
         log.debug("event=refresh entity_type=%s ids=%d found=%d written=%d", entity_type, len(ids), len(found),
                   written)
         return written, changed

@@ -106,6 +106,8 @@ class Scanner:
         self.config = config
         self.writer = Writer(engine, tables)
         self.progress = progress
+        # type -> ids whose write a newer event stamp refused (see _write, _settle_refused)
+        self._refused: dict[str, set[int]] = {}
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -178,12 +180,14 @@ class Scanner:
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
                 retired: bool, projects: list[int], seen: set[int] | None = None, touched: set | None = None,
-                revived: set | None = None) -> tuple[int, dt.datetime | None, int]:
+                revived: dict | None = None) -> tuple[int, dt.datetime | None, int]:
         """Page entities in and write them; return (count, newest updated_at, highest id).
 
         Entities outside the cached ``projects`` are dropped from the cache instead of written.
         ``touched`` collects the entities whose links to these rows changed (other side of links),
-        ``revived`` the rows the cache held as retired that the site lists as active."""
+        ``revived`` the rows the cache held as retired that the site lists as active ({(type, id):
+        entity}), left unwritten for the caller to write after the rows that link to them: a scan
+        killed in between finds them retired again, and does it all again."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
@@ -198,7 +202,9 @@ class Scanner:
                     before = links.cached_links(conn, self.tables, et.name, [e["id"] for e in page])
                 touched |= links.changed_targets(before, page, self.tables, et.name)
             if revived is not None and not retired:
-                revived |= {(et.name, i) for i in self._held(et, [e["id"] for e in inside], active=False)}
+                back = set(self._held(et, [e["id"] for e in inside], active=False))
+                revived.update({(et.name, e["id"]): e for e in inside if e["id"] in back})
+                inside = [e for e in inside if e["id"] not in back]
             self._write(et, inside, sorted(outside), active=not retired, as_of=as_of)
             count += len(inside)
             highest = max(highest, page[-1]["id"])
@@ -235,6 +241,25 @@ class Scanner:
                              len(dropped), dropped[:20])
             if entities:
                 written = self.writer.upsert(et.name, entities, active=active, event_id=as_of, conn=conn)
+                if as_of is not None and written < len(entities):
+                    refused = conn.execute(sa.select(t.c.id).where(t.c.id.in_([e["id"] for e in entities]))
+                                           .where(t.c._last_event_id > as_of)).scalars()
+                    self._refused.setdefault(et.name, set()).update(refused)
+        return written
+
+    def _settle_refused(self, projects: list[int]) -> int:
+        """Read again the rows whose write a newer event's stamp refused; return the rows written.
+
+        The watcher applied an event logged after this scan began, but maybe with values it asked
+        the site for before this scan read (or a direct value older than an eventless write the
+        scan saw): neither side knows which is newer. A read made now is newer than both, and is
+        stamped with the newest event now logged, which the refusing stamp cannot exceed."""
+        refused, self._refused = self._refused, {}
+        written = 0
+        for entity_type, ids in sorted(refused.items()):
+            log.info("event=scan_reread_refused entity_type=%s count=%d", entity_type, len(ids))
+            written += self._read_again(entity_type, sorted(ids), projects, self._as_of())[0]
+        self._refused = {}  # refused again (the watcher wrote once more meanwhile): its next scan
         return written
 
     def _read_again(self, entity_type: str, ids: list[int], projects: list[int],
@@ -329,6 +354,7 @@ class Scanner:
                                                  seen)
         newest = max((v for v in (newest_a, newest_r) if v is not None), default=None)
         self._forget_outside(et, projects)
+        active += self._settle_refused(projects)
         missing = self._retire_missing(et, seen, max(high_a, high_r), projects, as_of)
         self._analyze(et)
         seconds = time.monotonic() - started
@@ -420,7 +446,7 @@ class Scanner:
         if "updated_at" not in et.fields:
             filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
         touched: set = set()
-        revived: set = set()
+        revived: dict = {}
         active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False, projects,
                                            touched=touched, revived=revived)
         retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
@@ -430,7 +456,10 @@ class Scanner:
         # None (what the watcher's Revival does): read those entities again.
         for target in sorted(revived):
             touched |= links.referrers_on_site(self.remote, self.tables, target)
-        active += self._refetch(touched, projects, as_of)
+        active += self._refetch(touched - set(revived), projects, as_of)
+        if revived:
+            active += self._write(et, list(revived.values()), [], active=True, as_of=as_of)
+        active += self._settle_refused(projects)
         newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
         count = (previous["incremental_scans"] or 0) + 1
         missing = 0
