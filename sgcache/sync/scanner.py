@@ -455,7 +455,10 @@ class Scanner:
         # updated_at; and rows read while a revived entity was retired read their links to it as
         # None (what the watcher's Revival does): read those entities again.
         for target in sorted(revived):
-            touched |= links.referrers_on_site(self.remote, self.tables, target)
+            referrers = links.referrers_on_site(self.remote, self.tables, target)
+            log.info("event=scan_found_revival entity_type=%s id=%s referrers=%d", target[0], target[1],
+                     len(referrers))
+            touched |= referrers
         active += self._refetch(touched - set(revived), projects, as_of)
         if revived:
             active += self._write(et, list(revived.values()), [], active=True, as_of=as_of)
