@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from test_sync import WATCHER_LOG, cache_tables, link, make_sync, sync  # noqa: F401 (fixtures)
+from test_sync import WATCHER_LOG, cache_tables, link, make_sync, move_watermarks_past_the_world, sync  # noqa: F401
 
 from sgcache.query import Uncertain
 from sgcache.query.paths import Context, load_state
@@ -392,3 +392,23 @@ def test_a_scan_write_refused_for_a_newer_event_stamp_reads_the_row_again(sync):
     assert s.diff(["Shot"]) == []
 
 
+
+
+def test_a_scan_that_reads_a_revived_entity_as_the_other_side_of_a_link_restores_the_links_to_it(sync):
+    # The entity revived without an event is first read again as the target of another row's
+    # changed link (not as a changed row of its own type): that read must see the revival too.
+    s = sync
+    asset, shot, other = s.world["assets"][1], s.world["shots"][1], s.world["shots"][2]  # shot links to asset
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().delete("Asset", asset)
+    s.drain(watcher)
+    s.scanner().full(types=["Shot"])  # reads the shot while the asset is retired
+    move_watermarks_past_the_world(s)
+    quiet = s.quiet()
+    quiet.revive("Asset", asset)  # no event
+    quiet.update("Shot", other, {"assets": [link("Asset", asset)]}, multi_entity_update_modes={"assets": "add"})
+    s.scanner(types=["Shot"]).incremental()  # reads the asset again as the other side of a new link
+    assert s.row("Shot", shot, "assets")["assets"] == [link("Asset", asset)]
+    s.scanner().incremental()
+    assert s.diff(["Shot", "Asset"]) == []

@@ -263,9 +263,11 @@ class Scanner:
         return written
 
     def _read_again(self, entity_type: str, ids: list[int], projects: list[int],
-                    as_of: int | None) -> tuple[int, set[int]]:
+                    as_of: int | None, depth: int = 0) -> tuple[int, set[int]]:
         """Read entities by id from the site (active or retired) and write them, dropping those
-        outside the cached projects; return (rows written, ids the site has)."""
+        outside the cached projects; return (rows written, ids the site has). A row held as
+        retired and read active was revived without an event: the rows linking to it are read
+        again first (see _revive_referrers)."""
         et = self.tables[entity_type]
         written, found = 0, set()
         size = self.config.page_size
@@ -278,8 +280,32 @@ class Scanner:
                     found.update(e["id"] for e in page)
                     outside = sorted(e["id"] for e in page if self._outside(et, e, projects))
                     inside = [e for e in page if e["id"] not in outside]
+                    if not retired and depth < 2:
+                        written += self._revive_referrers(et, inside, projects, as_of, depth)
                     written += self._write(et, inside, outside, active=not retired, as_of=as_of)
         return written, found
+
+    def _revive_referrers(self, et: EntityTable, entities: list[dict], projects: list[int], as_of: int | None,
+                          depth: int) -> int:
+        """Of ``entities`` (read active), those the cache holds as retired were revived without an
+        event: read again the rows linking to them (read while they were retired, with no link to
+        them), before they are written themselves; return the rows written."""
+        back = self._held(et, [e["id"] for e in entities], active=False)
+        if not back:
+            return 0
+        referrers: dict[str, set[int]] = {}
+        for entity_id in sorted(back):
+            found = links.referrers_on_site(self.remote, self.tables, (et.name, entity_id))
+            log.info("event=scan_found_revival entity_type=%s id=%s referrers=%d", et.name, entity_id, len(found))
+            for other_type, other_id in found:
+                if (other_type, other_id) != (et.name, entity_id):
+                    referrers.setdefault(other_type, set()).add(other_id)
+        written = 0
+        for other_type, ids in sorted(referrers.items()):
+            held = sorted(self._held(self.tables[other_type], sorted(ids)))
+            if held:
+                written += self._read_again(other_type, held, projects, as_of, depth + 1)[0]
+        return written
 
     # --- full import -----------------------------------------------------------------------------
 
