@@ -463,3 +463,23 @@ def test_a_write_through_the_proxy_to_an_entity_revived_without_an_event_restore
         "Shot", [["id", "is", shot["id"]]], ["assets"]))
     assert cached
     assert result["assets"] == [{"type": "Asset", "id": asset["id"], "name": "Table"}]
+
+
+def test_a_write_through_the_proxy_follows_the_other_sides_of_other_sides(cached_proxy, sg, world):
+    # A script with events off sets a sequence's shots, leaving one shot out: that shot's
+    # sg_sequence is now None on the site, its updated_at unmoved. Then writes through the proxy
+    # unlink and link another shot: the read-back reads the sequence again (other side of the
+    # changed link), and must follow the sequence's own changed shots to the shot left out.
+    seq = world["sequence"]
+    left_out, linked = world["shots"][0], world["shots"][1]
+    others = [s for s in sg.find("Shot", [["sg_sequence", "is", seq]], ["id"]) if s["id"] != left_out["id"]]
+    quiet = shotgun_api3.Shotgun(cached_proxy.config.site.base_url, script_name="quiet-script",
+                                 api_key="quiet-demo-key")
+    quiet.update("Sequence", seq["id"], {"shots": [{"type": "Shot", "id": s["id"]} for s in others]})
+    cached_proxy.client().update("Shot", linked["id"], {"sg_sequence": None})
+    cached_proxy.client().update("Shot", linked["id"], {"sg_sequence": seq})
+    result, cached = answered_from_cache(cached_proxy, lambda: cached_proxy.client().find_one(
+        "Shot", [["id", "is", left_out["id"]]], ["sg_sequence"]))
+    assert cached
+    assert result["sg_sequence"] is None
+    assert linked["id"] in [s["id"] for s in others]

@@ -30,6 +30,9 @@ Targets = Mapping[str, set[int]]
 class Refresher:
     """Re-reads entities from the site into the cache; safe to share between threads."""
 
+    #: Levels of other sides followed after the written entities themselves.
+    FOLLOW_LEVELS = 3
+
     def __init__(self, engine: sa.Engine, tables: Tables, site: SiteConfig, *, page_size: int = 500,
                  remote: Remote | None = None):
         self.engine = engine
@@ -61,23 +64,26 @@ class Refresher:
         return set(value) if isinstance(value, list) and value else None
 
     def refresh(self, targets: Targets, as_of: int | None) -> int:
-        """Re-read ``targets`` (type -> ids) and the other side of the links they changed;
-        return how many rows were written. Types the cache does not hold are skipped."""
+        """Re-read ``targets`` (type -> ids) and the other side of the links they changed, and
+        in turn the other sides of those (up to FOLLOW_LEVELS: a link written without an event
+        earlier may have left them stale); return how many rows were written. Types the cache
+        does not hold are skipped."""
         projects = self._projects()
         done: set[tuple[str, int]] = set()
-        follow: set[tuple[str, int]] = set()
         written = 0
-        for entity_type, ids in sorted(targets.items()):
-            if entity_type in self.tables and ids:
+        level: dict[str, set[int]] = {t: set(ids) for t, ids in targets.items() if t in self.tables and ids}
+        for _ in range(1 + self.FOLLOW_LEVELS):
+            follow: set[tuple[str, int]] = set()
+            for entity_type, ids in sorted(level.items()):
                 count, changed = self._refresh_type(entity_type, sorted(ids), as_of, projects)
                 written += count
                 follow |= changed
                 done.update((entity_type, i) for i in ids)
-        by_type: dict[str, set[int]] = {}
-        for entity_type, entity_id in follow - done:
-            by_type.setdefault(entity_type, set()).add(entity_id)
-        for entity_type, ids in sorted(by_type.items()):
-            written += self._refresh_type(entity_type, sorted(ids), as_of, projects)[0]
+            level = {}
+            for entity_type, entity_id in follow - done:
+                level.setdefault(entity_type, set()).add(entity_id)
+            if not level:
+                break
         return written
 
     def _may_link_back(self, target_type: str, source_type: str) -> bool:

@@ -162,9 +162,9 @@ class SiteAnswers:
         return len(asked)
 
 
-#: Most rounds of questions to the site one event may need (an event needs at most three: the
-#: entity, then the rows that link to it, then those rows).
-MAX_SITE_ROUNDS = 6
+#: Most rounds of questions to the site one event may need: the entity, the rows that link to
+#: it, those rows, then up to three levels of other sides whose links changed without events.
+MAX_SITE_ROUNDS = 10
 
 
 class Watcher:
@@ -216,14 +216,18 @@ class Watcher:
         return not (isinstance(project, dict) and project.get("id") in projects)
 
     def _fetch_into(self, conn: sa.Connection, site: SiteAnswers, entity_type: str, entity_id: int,
-                    event_id: int | None, *, reverse_sides: bool = True, unseen: bool = False,
+                    event_id: int | None, *, reverse_sides: int = 3, unseen: bool = False,
                     referrers: bool = True) -> None:
         """Read the entity in full from the site and write it (active or retired as the site says).
 
         When its links differ from the cached ones (a link written without an event, say), the
         cached entities linked or unlinked are read again too: their reverse fields (``Shot.tasks``
         for ``Task.entity``) changed with it, and no later scan would see a difference to act on.
-        ``unseen``: the entity was made without an event (the cache meets it at a change), so
+        The entities read again that way follow their own changed links in turn, up to
+        ``reverse_sides`` levels (a link written without an event may have left the other side's
+        other links stale as well: a Sequence's ``shots`` set quietly, then the Sequence read
+        again for another Shot). ``unseen``: the entity was made without an event (the cache
+        meets it at a change), so
         every link it has is new to the other sides too. A row held as retired that the site
         shows active was revived without an event: rows read while it was retired saw their links
         to it as None, so with ``referrers`` they are read again (as a Revival event does).
@@ -248,10 +252,11 @@ class Watcher:
         if entity_id in before or (reverse_sides and unseen):
             for other_type, other_id in sorted(links.changed_targets(before, [entity], self.tables, entity_type)):
                 if self._exists(conn, other_type, other_id):
-                    self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=False)
+                    self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=reverse_sides - 1)
         if referrers and active and was_active is False:
             for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
-                self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=False, referrers=False)
+                self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=reverse_sides - 1,
+                                 referrers=False)
 
     @staticmethod
     def _stamp(et, event: dict) -> dict:
