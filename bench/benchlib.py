@@ -172,3 +172,42 @@ def parse_clients(value: str) -> list[int]:
 
 def on_sigterm(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+class CachedProxy:
+    """``sgcache mock-site`` with the demo studio at ``scale``, a scratch SQLite cache filled by a
+    full import, and ``sgcache web`` (gunicorn, ``workers`` x ``threads``) in front of it; all
+    child processes, stopped by ``stop()``. ``site_url`` and ``proxy_url`` are where they answer."""
+
+    def __init__(self, prefix: str, *, scale: int = 1, workers: int = 2, threads: int = 8):
+        import tempfile
+
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        env = child_env()
+        env["SGCACHE_SITE_API_KEY"] = API_KEY
+        site_port, proxy_port = free_port(), free_port()
+        self.site_url, self.proxy_url = f"http://127.0.0.1:{site_port}", f"http://127.0.0.1:{proxy_port}"
+        settings = ["--database", f"sqlite:///{self.tmp / 'cache.sqlite'}", "--schema",
+                    str(ROOT / "schema" / "demo.yml"), "--set", f"site.base_url={self.site_url}", "--set",
+                    f"site.script_name={SCRIPT_NAME}"]
+        sgcache = [sys.executable, "-m", "sgcache", "--config", "/dev/null"]
+        self.children: list[Child] = []
+        try:
+            self.site = Child("site", [*sgcache, "mock-site", "--bind", f"127.0.0.1:{site_port}", "--data", "demo",
+                                       "--scale", str(scale), "--schema", str(ROOT / "schema" / "demo-site.yml")],
+                              self.tmp, env)
+            self.children.append(self.site)
+            wait_for_info(self.site, self.site_url, 120)
+            Child("migrate", [*sgcache, *settings, "schema", "migrate"], self.tmp, env).wait(120)
+            Child("scan", [*sgcache, *settings, "scan", "--full", "--no-progress"], self.tmp, env).wait(600)
+            self.web = Child("web", [*sgcache, *settings, "web", "--bind", f"127.0.0.1:{proxy_port}", "--workers",
+                                     str(workers), "--threads", str(threads)], self.tmp, env)
+            self.children.append(self.web)
+            wait_for_info(self.web, self.proxy_url, 60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop(grace=10)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import requests
 import shotgun_api3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import API_KEY, ROOT, SCRIPT_NAME, Child, child_env, free_port, percentile, wait_for_info  # noqa: E402
+from benchlib import API_KEY, SCRIPT_NAME, CachedProxy, percentile  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -61,29 +60,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="sgcache-bench-huge-"))
-    env = child_env()
-    site_port, proxy_port = free_port(), free_port()
-    site_url, proxy_url = f"http://127.0.0.1:{site_port}", f"http://127.0.0.1:{proxy_port}"
-    settings = ["--database", f"sqlite:///{tmp / 'cache.sqlite'}", "--schema", str(ROOT / "schema" / "demo.yml"),
-                "--set", f"site.base_url={site_url}", "--set", f"site.script_name={SCRIPT_NAME}"]
-    env["SGCACHE_SITE_API_KEY"] = API_KEY
-    sgcache = [sys.executable, "-m", "sgcache", "--config", "/dev/null"]
-    children: list[Child] = []
+    setup = CachedProxy("sgcache-bench-huge-", scale=options.scale, workers=1, threads=4)
+    site_url, proxy_url = setup.site_url, setup.proxy_url
     try:
-        site = Child("site", [*sgcache, "mock-site", "--bind", f"127.0.0.1:{site_port}", "--data", "demo",
-                              "--scale", str(options.scale), "--schema", str(ROOT / "schema" / "demo-site.yml")],
-                     tmp, env)
-        children.append(site)
-        wait_for_info(site, site_url, 120)
-        Child("migrate", [*sgcache, *settings, "schema", "migrate"], tmp, env).wait(120)
-        Child("scan", [*sgcache, *settings, "scan", "--full", "--no-progress"], tmp, env).wait(600)
-        web = Child("web", [*sgcache, *settings, "web", "--bind", f"127.0.0.1:{proxy_port}", "--workers", "1",
-                            "--threads", "4"], tmp, env)
-        children.append(web)
-        wait_for_info(web, proxy_url, 60)
-        worker = worker_pid(web.proc.pid)
-
+        worker = worker_pid(setup.web.proc.pid)
         direct = shotgun_api3.Shotgun(site_url, script_name=SCRIPT_NAME, api_key=API_KEY)
         sequences = [{"type": "Sequence", "id": s["id"]} for s in direct.find("Sequence", [], ["id"])]
         links = (sequences + [{"type": "Sequence", "id": 100_000 + i} for i in range(options.links)])[:options.links]
@@ -155,8 +135,7 @@ def main() -> None:
         if options.json:
             options.json.write_text(json.dumps(result, indent=2))
     finally:
-        for child in reversed(children):
-            child.stop(grace=10)
+        setup.stop()
 
 
 if __name__ == "__main__":

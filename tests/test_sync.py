@@ -1056,19 +1056,10 @@ def test_a_dead_letter_makes_reads_of_its_type_pass_through_until_the_type_is_im
     watcher.apply = apply
     s.drain(watcher)
 
-    def uncertain_for(type_name: str) -> str | None:
-        with s.engine.connect() as conn:
-            state = load_state(conn, s.tables)
-        try:
-            Context(s.tables, state, s.engine.dialect.name, tz=ZoneInfo("UTC")).entity_table(type_name)
-        except Uncertain as u:
-            return u.reason
-        return None
-
-    assert uncertain_for("Shot") == "dead_letter"
-    assert uncertain_for("Sequence") is None
+    assert read_refusal(s, "Shot") == "dead_letter"
+    assert read_refusal(s, "Sequence") is None
     s.scanner().full(types=["Shot"])
-    assert uncertain_for("Shot") is None
+    assert read_refusal(s, "Shot") is None
     assert s.row("Shot", shot, "description")["description"] == "poison"
 
 

@@ -9,28 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from test_sync import WATCHER_LOG, cache_tables, link, make_sync, move_watermarks_past_the_world, sync  # noqa: F401
+from test_sync import WATCHER_LOG, cache_tables, link, make_sync, move_watermarks_past_the_world, read_refusal, sync  # noqa: F401 (fixtures)
 
-from sgcache.query import Uncertain
-from sgcache.query.paths import Context, load_state
 from sgcache.sync import report
 from sgcache.sync.remote import SiteError
 from sgcache.sync.watcher import dead_letters
-
-
-def uncertain_for(s, type_name: str) -> str | None:
-    """Why reads of ``type_name`` pass through (None: they are answered from the cache)."""
-    with s.engine.connect() as conn:
-        state = load_state(conn, s.tables)
-    try:
-        Context(s.tables, state, s.engine.dialect.name, tz=ZoneInfo("UTC")).entity_table(type_name)
-    except Uncertain as u:
-        return u.reason
-    return None
 
 
 def poison(watcher, event_id: int, *, times: int | None = None) -> list[int]:
@@ -118,7 +104,7 @@ def test_a_dead_letter_waits_for_its_next_try_minutes_later(sync):
     s.drain(watcher)
     s.drain(watcher)
     assert tries == [bad_id]  # not tried again before its time
-    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert read_refusal(s, "Shot") == "dead_letter"
     assert s.type_state("Shot")["needs_rescan"] is False  # one failed event does not cost a full import
 
 
@@ -130,7 +116,7 @@ def test_a_dead_letter_is_resolved_when_a_later_try_applies_it(sync, caplog):
     watcher = s.watcher(max_attempts=2)
     tries = poison(watcher, bad_id, times=2)
     s.drain(watcher)
-    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert read_refusal(s, "Shot") == "dead_letter"
     assert s.row("Shot", shot, "description")["description"] == "shot 00"
     make_due(s, bad_id)
     caplog.set_level(logging.INFO, logger=WATCHER_LOG)
@@ -140,7 +126,7 @@ def test_a_dead_letter_is_resolved_when_a_later_try_applies_it(sync, caplog):
     row = dead_letter_row(s, bad_id)
     assert (row["retries"], row["resolution"], row["next_retry_at"]) == (1, "applied", None)
     assert row["resolved_at"] is not None
-    assert uncertain_for(s, "Shot") is None
+    assert read_refusal(s, "Shot") is None
     assert dead_letters(s.engine, s.tables)[0]["event_id"] == bad_id  # kept as a record
     assert report.status(s.engine, s.tables)["dead_letters"] == []
     assert report.status(s.engine, s.tables)["dead_letters_resolved"] == 1
@@ -161,7 +147,7 @@ def test_a_dead_letter_that_still_fails_is_resolved_by_reading_its_entity_again(
     assert s.row("Shot", shot, "description")["description"] == "poison"
     row = dead_letter_row(s, bad_id)
     assert row["resolution"].startswith("entity read again (RuntimeError: cannot apply this one")
-    assert uncertain_for(s, "Shot") is None
+    assert read_refusal(s, "Shot") is None
     assert s.diff(["Shot"]) == []
 
 
@@ -191,10 +177,10 @@ def test_a_dead_letter_whose_tries_keep_failing_waits_longer_each_time_then_asks
     assert waits == [120, 200, 200]  # 60 s doubled, up to the longest wait
     assert (row["retries"], row["resolved_at"]) == (3, None)
     assert row["error"] == "RuntimeError: cannot read this one either"
-    assert uncertain_for(s, "Shot") == "dead_letter"
+    assert read_refusal(s, "Shot") == "dead_letter"
     assert s.type_state("Shot")["needs_rescan"] is True  # the scanner's cure, after three failed tries
     s.scanner().full_where_needed()
-    assert uncertain_for(s, "Shot") is None
+    assert read_refusal(s, "Shot") is None
     assert s.row("Shot", shot, "description")["description"] == "poison"
 
 
