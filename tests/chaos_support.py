@@ -758,8 +758,9 @@ class ChaosRun:
         actions = [("watcher", 2), ("scanner", 2), ("web worker", 3), ("backends web", 3), ("backends watcher", 3),
                    ("site", 5), ("hostile", 5)]
         hostile = r.sample(self.HOSTILE, len(self.HOSTILE))  # each kind once, then at random
+        first = r.sample([a for a, _ in actions], len(actions))  # each action once, then at random
         while not self.stop_chaos.wait(r.expovariate(1 / self.o.fault_pause)):
-            action = r.choices([a for a, _ in actions], [w for _, w in actions])[0]
+            action = first.pop() if first else r.choices([a for a, _ in actions], [w for _, w in actions])[0]
             try:
                 if action == "watcher":
                     self.kill_sync_child("watch")
