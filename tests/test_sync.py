@@ -990,16 +990,7 @@ def test_failing_event_is_retried_then_dead_lettered_and_the_watcher_moves_on(sy
     bad_id = s.newest_event_id()
     sg.update("Shot", shot, {"description": "after the poison"})
     watcher = s.watcher(max_attempts=3)
-    real_apply = watcher.apply
-    tries = []
-
-    def apply(conn, event, site):
-        if event["id"] == bad_id:
-            tries.append(event["id"])
-            raise RuntimeError("cannot apply this one")
-        return real_apply(conn, event, site)
-
-    watcher.apply = apply
+    tries = poison(watcher, bad_id)
     caplog.set_level(logging.WARNING, logger=WATCHER_LOG)
     s.drain(watcher)
     assert tries == [bad_id] * 3
@@ -1046,14 +1037,7 @@ def test_a_dead_letter_makes_reads_of_its_type_pass_through_until_the_type_is_im
     s.sg().update("Shot", shot, {"description": "poison"})
     bad_id = s.newest_event_id()
     watcher = s.watcher(max_attempts=1)
-    real_apply = watcher.apply
-
-    def apply(conn, event, site):
-        if event["id"] == bad_id:
-            raise RuntimeError("cannot apply this one")
-        return real_apply(conn, event, site)
-
-    watcher.apply = apply
+    poison(watcher, bad_id)
     s.drain(watcher)
 
     assert read_refusal(s, "Shot") == "dead_letter"
@@ -1254,14 +1238,7 @@ def test_status_shows_the_cursor_dead_letters_and_rows_per_type(sync, tmp_path):
     sg.update("Shot", s.world["shots"][0], {"description": "poison"})
     bad_id = s.newest_event_id()
     watcher = s.watcher(max_attempts=1)
-    real_apply = watcher.apply
-
-    def apply(conn, event, site):
-        if event["id"] == bad_id:
-            raise RuntimeError("cannot apply this one")
-        return real_apply(conn, event, site)
-
-    watcher.apply = apply
+    poison(watcher, bad_id)
     s.drain(watcher)
     data = report.status(s.engine, s.tables)
     assert data["cursor"]["max_applied_id"] == bad_id
@@ -1330,6 +1307,22 @@ def read_refusal(s: Sync, type_name: str) -> str | None:
     except Uncertain as u:
         return u.reason
     return None
+
+
+def poison(watcher, event_id: int, *, times: int | None = None) -> list[int]:
+    """Make applying ``event_id`` fail (every time, or its first ``times`` tries); return the tries."""
+    real_apply = watcher.apply
+    tries: list[int] = []
+
+    def apply(conn, event, site):
+        if event["id"] == event_id:
+            tries.append(event_id)
+            if times is None or len(tries) <= times:
+                raise RuntimeError("cannot apply this one")
+        return real_apply(conn, event, site)
+
+    watcher.apply = apply
+    return tries
 
 
 def test_widening_the_project_set_passes_a_type_through_until_it_is_imported_again(make_sync):

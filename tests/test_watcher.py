@@ -12,27 +12,34 @@ import logging
 
 import pytest
 import sqlalchemy as sa
-from test_sync import WATCHER_LOG, cache_tables, link, make_sync, move_watermarks_past_the_world, read_refusal, sync  # noqa: F401 (fixtures)
+from test_sync import (  # noqa: F401,E501 (fixtures)
+    WATCHER_LOG,
+    cache_tables,
+    link,
+    make_sync,
+    move_watermarks_past_the_world,
+    poison,
+    read_refusal,
+    sync,
+)
 
 from sgcache.sync import report
 from sgcache.sync.remote import SiteError
 from sgcache.sync.watcher import dead_letters
 
 
-def poison(watcher, event_id: int, *, times: int | None = None) -> list[int]:
-    """Make applying ``event_id`` fail (every time, or its first ``times`` tries); return the tries."""
-    real_apply = watcher.apply
-    tries: list[int] = []
+def before_first_page(scanner, entity_type: str, action) -> None:
+    """Make ``scanner`` run ``action()`` just before it reads its first page of ``entity_type``."""
+    real_pages = scanner.remote.pages
+    done: list[bool] = []
 
-    def apply(conn, event, site):
-        if event["id"] == event_id:
-            tries.append(event_id)
-            if times is None or len(tries) <= times:
-                raise RuntimeError("cannot apply this one")
-        return real_apply(conn, event, site)
+    def pages(name, *args, **kwargs):
+        if name == entity_type and not done:
+            done.append(True)
+            action()
+        yield from real_pages(name, *args, **kwargs)
 
-    watcher.apply = apply
-    return tries
+    scanner.remote.pages = pages
 
 
 def make_due(s, event_id: int) -> None:
@@ -280,18 +287,13 @@ def test_a_scan_writes_what_it_read_over_an_event_logged_before_it_started(sync)
     s.drain(watcher)
     s.sg().update("Shot", shot, {"description": "evented"})  # logged, not applied yet
     scanner = s.scanner()
-    real_pages = scanner.remote.pages
-    meanwhile = []
 
-    def pages(entity_type, *args, **kwargs):
-        if entity_type == "Shot" and not meanwhile:
-            meanwhile.append(1)
-            s.drain(watcher)  # the watcher applies the event while the scan runs
-            s.clock.advance(2)
-            s.quiet().update("Shot", shot, {"description": "later"})  # no event, before the scan reads
-        yield from real_pages(entity_type, *args, **kwargs)
+    def meanwhile():
+        s.drain(watcher)  # the watcher applies the event while the scan runs
+        s.clock.advance(2)
+        s.quiet().update("Shot", shot, {"description": "later"})  # no event, before the scan reads
 
-    scanner.remote.pages = pages
+    before_first_page(scanner, "Shot", meanwhile)
     scanner.full(types=["Shot"])
     assert s.row("Shot", shot, "description")["description"] == "later"
     assert s.diff(["Shot"]) == []
@@ -360,19 +362,14 @@ def test_a_scan_write_refused_for_a_newer_event_stamp_reads_the_row_again(sync):
     watcher = s.watcher()
     s.drain(watcher)
     scanner = s.scanner()
-    real_pages = scanner.remote.pages
-    meanwhile = []
 
-    def pages(entity_type, *args, **kwargs):
-        if entity_type == "Shot" and not meanwhile:
-            meanwhile.append(1)
-            s.sg().update("Shot", shot, {"sg_cut_in": 7})  # an event after the scan began
-            s.drain(watcher)
-            s.clock.advance(2)
-            s.quiet().update("Shot", shot, {"description": "later"})  # no event
-        yield from real_pages(entity_type, *args, **kwargs)
+    def meanwhile():
+        s.sg().update("Shot", shot, {"sg_cut_in": 7})  # an event after the scan began
+        s.drain(watcher)
+        s.clock.advance(2)
+        s.quiet().update("Shot", shot, {"description": "later"})  # no event
 
-    scanner.remote.pages = pages
+    before_first_page(scanner, "Shot", meanwhile)
     scanner.full(types=["Shot"])
     assert s.row("Shot", shot, "description")["description"] == "later"
     assert s.diff(["Shot"]) == []

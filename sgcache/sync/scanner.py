@@ -180,14 +180,13 @@ class Scanner:
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
                 retired: bool, projects: list[int], seen: set[int] | None = None, touched: set | None = None,
-                revived: dict | None = None) -> tuple[int, dt.datetime | None, int]:
+                revivals: bool = False) -> tuple[int, dt.datetime | None, int]:
         """Page entities in and write them; return (count, newest updated_at, highest id).
 
         Entities outside the cached ``projects`` are dropped from the cache instead of written.
         ``touched`` collects the entities whose links to these rows changed (other side of links),
-        ``revived`` the rows the cache held as retired that the site lists as active ({(type, id):
-        entity}), left unwritten for the caller to write after the rows that link to them: a scan
-        killed in between finds them retired again, and does it all again."""
+        With ``revivals``, rows the cache holds as retired that the site lists as active have the
+        rows linking to them read again first (see _revive_referrers)."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
@@ -201,10 +200,8 @@ class Scanner:
                 with self.engine.connect() as conn:
                     before = links.cached_links(conn, self.tables, et.name, [e["id"] for e in page])
                 touched |= links.changed_targets(before, page, self.tables, et.name)
-            if revived is not None and not retired:
-                back = set(self._held(et, [e["id"] for e in inside], active=False))
-                revived.update({(et.name, e["id"]): e for e in inside if e["id"] in back})
-                inside = [e for e in inside if e["id"] not in back]
+            if revivals and not retired:
+                count += self._revive_referrers(et, inside, projects, as_of, 0)
             self._write(et, inside, sorted(outside), active=not retired, as_of=as_of)
             count += len(inside)
             highest = max(highest, page[-1]["id"])
@@ -472,22 +469,13 @@ class Scanner:
         if "updated_at" not in et.fields:
             filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
         touched: set = set()
-        revived: dict = {}
         active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False, projects,
-                                           touched=touched, revived=revived)
+                                           touched=touched, revivals=True)
         retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
                                             projects, touched=touched)
         # Writes that set links changed the other side's reverse fields without moving its
-        # updated_at; and rows read while a revived entity was retired read their links to it as
-        # None (what the watcher's Revival does): read those entities again.
-        for target in sorted(revived):
-            referrers = links.referrers_on_site(self.remote, self.tables, target)
-            log.info("event=scan_found_revival entity_type=%s id=%s referrers=%d", target[0], target[1],
-                     len(referrers))
-            touched |= referrers
-        active += self._refetch(touched - set(revived), projects, as_of)
-        if revived:
-            active += self._write(et, list(revived.values()), [], active=True, as_of=as_of)
+        # updated_at: read those entities again.
+        active += self._refetch(touched, projects, as_of)
         active += self._settle_refused(projects)
         newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
         count = (previous["incremental_scans"] or 0) + 1
