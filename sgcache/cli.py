@@ -304,7 +304,8 @@ def scan(state: _State, full: bool, types: str | None, projects: str | None, int
         elif not interval:
             report = scanner.incremental(type_list)
             click.echo(f"incremental scan: {report.written} entities read (changed since the last scan, "
-                       "with overlap)", err=True)
+                       f"with overlap); {report.other_sides} read again as the other side of changed links",
+                       err=True)
         if interval:
             scanner.full_where_needed(type_list, project_list)
             scanner.run_forever(interval, stop, type_list)

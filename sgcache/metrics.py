@@ -200,6 +200,9 @@ class DatabaseCollector:
         yield GaugeMetricFamily("sgcache_dead_letters", "Events that failed every attempt, not resolved by a "
                                 "later try yet (reads of their types pass through)",
                                 value=len(data.get("dead_letters", [])))
+        yield GaugeMetricFamily("sgcache_other_sides_queued", "Cached entities queued to be read again because "
+                                "a write changed a link to them (read by the watcher after each poll)",
+                                value=(data.get("other_sides") or {}).get("queued", 0))
         now = dt.datetime.now(dt.UTC)
         full = GaugeMetricFamily("sgcache_full_scan_seconds", "Duration of the last full import, by type",
                                  labels=["entity_type"])

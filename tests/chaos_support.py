@@ -521,6 +521,10 @@ class ChaosRun:
         touched = links_in(data)
         if entity_id is not None:
             touched.add((entity_type, entity_id))
+            if kind != "update":
+                # The entities it unlinks change too (their reverse fields), and a retirement or a
+                # revival shows or hides the links to it: what it links to before the write.
+                touched |= self.linked_now(entity_type, entity_id, retired=kind == "revive")
         started = time.time()
         outcome = "ok"
         try:
@@ -558,6 +562,15 @@ class ChaosRun:
                 elif kind == "revive" and result:
                     retired.remove(entity_id) if entity_id in retired else None
                     live.append(entity_id)
+
+    def linked_now(self, entity_type: str, entity_id: int, retired: bool) -> set[tuple[str, int]]:
+        """What an entity links to on the site now (for the journal: best effort, races and all)."""
+        fields = [f for f in FIELDS[entity_type] if "." not in f]
+        try:
+            found = self.site.find(entity_type, [["id", "is", entity_id]], fields, retired_only=retired)
+        except Exception:  # the site is being failed on purpose now and then
+            return set()
+        return links_in(found)
 
     def writer(self, seed: float) -> None:
         self.local.rng = random.Random(seed)
@@ -814,14 +827,20 @@ class ChaosRun:
                 "HAVING count(*) > 1) d")).scalar()
         return applied, dead, duplicates
 
+    #: Seconds after its write within which a late event can still appear (the stand-in hides up to 5).
+    LATE_EVENT_SECONDS = 5.5
+
     def catch_up(self) -> tuple[list[dict], float]:
-        """Wait until every event the site logged is applied (or dead); the site's events, seconds taken."""
+        """Wait until every event the site logged is applied (or dead), and no late event of the
+        last writes can still appear; the site's events, seconds taken."""
         started = time.monotonic()
+        last_write = max((w.ended for w in self.figures.journal), default=0.0)
         while True:
             events = self.site_events()
             applied, dead, _ = self.applied()
             missing = [e["id"] for e in events if e["id"] not in applied]
-            if not missing or time.monotonic() - started > self.o.catch_up_seconds:
+            settled = time.time() > last_write + self.LATE_EVENT_SECONDS
+            if (not missing and settled) or time.monotonic() - started > self.o.catch_up_seconds:
                 return events, time.monotonic() - started
             time.sleep(0.5)
 

@@ -45,6 +45,7 @@ from sgcache.store import state
 from sgcache.store.migrate import migrate
 from sgcache.store.reader import read_entities
 from sgcache.store.tables import Tables
+from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync import report
 from sgcache.sync.compare import diff
@@ -517,6 +518,71 @@ def test_reverse_side_of_a_link_written_without_events_is_updated_after_the_watc
     s.drain(s.watcher())  # a multi-entity change: the watcher reads the whole task
     assert s.row("Task", task, "entity")["entity"] == link("Shot", new_shot)
     s.scanner().incremental()
+    assert link("Task", task) not in s.row("Shot", old_shot, "tasks")["tasks"]
+    assert link("Task", task) in s.row("Shot", new_shot, "tasks")["tasks"]
+    assert s.diff(["Shot", "Task"]) == []
+
+
+def test_a_row_read_again_for_a_revival_still_updates_the_other_side_of_its_changed_link(sync):
+    # A shot revived and a task moved onto it, both without events: the Shot scan reads the task
+    # again as a row linking to the revived shot, before the Task scan reads it as changed (and
+    # then finds nothing changed). Whichever read writes the task first, the shot it left must
+    # lose it from its tasks.
+    s = sync
+    revived, old_shot, task = s.world["shots"][2], s.world["shots"][1], s.world["tasks"][1]
+    s.quiet().delete("Shot", revived)
+    move_watermarks_past_the_world(s)
+    assert s.row("Shot", revived)["_active"] is False
+    s.quiet().revive("Shot", revived)
+    s.quiet().update("Task", task, {"entity": link("Shot", revived)})
+    s.scanner().incremental()
+    assert link("Task", task) not in s.row("Shot", old_shot, "tasks")["tasks"]
+    assert s.diff() == []
+
+
+def test_a_list_set_without_events_clears_the_link_of_a_retired_entity_it_held(make_sync):
+    # The site drops a retired shot from a sequence's shots when the list is set, though no read
+    # of the list ever showed it (the import read it hidden): the retired shot's own sg_sequence
+    # (read with retired_only) changes all the same.
+    s = make_sync()
+    seq, retired, kept = s.world["sequences"][0], s.world["shots"][2], s.world["shots"][1]
+    s.quiet().delete("Shot", retired)
+    s.scanner().full()
+    s.clock.advance(120)  # the retirement is then older than any later scan's overlap
+    move_watermarks_past_the_world(s)
+    assert s.row("Shot", retired, "sg_sequence")["_active"] is False
+    s.quiet().update("Sequence", seq, {"shots": [link("Shot", kept)]})
+    s.scanner().incremental()
+    stored = s.sg().find("Shot", [["id", "is", retired]], ["sg_sequence"], retired_only=True)
+    assert stored and stored[0]["sg_sequence"] is None
+    with s.engine.connect() as conn:
+        t = s.tables["Shot"].table
+        assert conn.execute(sa.select(t.c.sg_sequence__id).where(t.c.id == retired)).scalar() is None
+    assert s.diff() == []
+
+
+def test_every_write_queues_the_other_sides_of_the_links_it_changes_in_its_own_transaction(sync):
+    # Whoever writes a changed link (the watcher at any depth, a scan, a proxy's read-back) queues
+    # the entities on the other side with the write, so a process killed after it loses nothing.
+    s = sync
+    old_shot, new_shot, task = s.world["shots"][0], s.world["shots"][1], s.world["tasks"][0]
+    writer = Writer(s.engine, s.tables)
+    queue = s.tables.state.other_sides
+    with pytest.raises(RuntimeError):
+        with s.engine.begin() as conn:
+            writer.upsert("Task", [{"type": "Task", "id": task, "entity": link("Shot", new_shot)}], conn=conn)
+            raise RuntimeError("killed before the commit")
+    with s.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(queue)).scalar() == 0
+    writer.upsert("Task", [{"type": "Task", "id": task, "entity": link("Shot", new_shot)}])
+    writer.upsert("Task", [{"type": "Task", "id": task, "content": "only text"}])  # no link in it: nothing more
+    with s.engine.connect() as conn:
+        queued = {(r.entity_type, r.entity_id): r.because for r in conn.execute(sa.select(queue))}
+    assert queued == {("Shot", old_shot): f"Task {task}.entity", ("Shot", new_shot): f"Task {task}.entity"}
+    s.quiet().update("Task", task, {"entity": link("Shot", new_shot)})  # the site agrees now
+    s.scanner().incremental()  # every scan ends by reading what is queued
+    with s.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(queue)).scalar() == 0
     assert link("Task", task) not in s.row("Shot", old_shot, "tasks")["tasks"]
     assert link("Task", task) in s.row("Shot", new_shot, "tasks")["tasks"]
     assert s.diff(["Shot", "Task"]) == []

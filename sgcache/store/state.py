@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sgcache.fields.types import UTCDateTime
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 4
+STATE_VERSION = 5
 
 #: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
 #: groups change on the site (proxies then forget who their callers are and what they may see),
@@ -29,10 +29,11 @@ class StateTables:
     dead_letters: sa.Table
     samples: sa.Table
     sessions: sa.Table
+    other_sides: sa.Table
 
     def all(self) -> list[sa.Table]:
         return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
-                self.sessions]
+                self.sessions, self.other_sides]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -121,8 +122,20 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Index("ix_sgcache_sessions_created_at", "created_at"),
     )
+    other_sides = sa.Table(
+        "_sgcache_other_sides", metadata,
+        # cached entities to read again from the site because a write changed a link to them (the
+        # reverse field, Shot.tasks for Task.entity, changed on the site with no event and no
+        # updated_at of its own); queued in the transaction of that write, removed in the
+        # transaction that writes a read made after ``queued_at`` (see sgcache.sync.refresh)
+        sa.Column("entity_type", sa.Text, primary_key=True),
+        sa.Column("entity_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("queued_at", UTCDateTime, nullable=False),
+        sa.Column("because", sa.Text, nullable=False),  # the write's entity, "Task 120.entity"
+        sa.Index("ix_sgcache_other_sides_queued_at", "queued_at"),
+    )
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
-                       dead_letters=dead_letters, samples=samples, sessions=sessions)
+                       dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,12 @@ with entity links as dicts and multi-entity values as lists of dicts. Only field
 dict are written (a partial dict never blanks other fields); fields the cache does not store,
 deep ``a.B.c`` keys and unknown keys are ignored. Each call is one transaction, unless the caller
 passes its own connection to share a transaction (the watcher stores its cursor that way).
+
+The other side of links: when a write changes a row's links, the entities linked or unlinked
+changed on the site too (their reverse field, ``Shot.tasks`` for ``Task.entity``) with no
+``updated_at`` of their own, and often with no event. Every write compares the links it replaces
+with the new ones and queues those entities in ``_sgcache_other_sides``, in its own transaction,
+so no path that writes can forget them; ``sgcache.sync.refresh`` reads them again.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.errors import ConversionError
-from sgcache.fields.entity import MultiEntityField
+from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.store.tables import EntityTable, Tables
 
 #: rows per statement for IN lists (SQLite allows 32766 bound parameters per statement)
@@ -34,6 +40,30 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+Link = tuple[str, int]
+
+#: Link fields the site pairs with no reverse field: a change of them changes nothing on the
+#: other side, so the entity they point at need not be read again.
+NO_REVERSE = frozenset({"created_by", "updated_by"})
+
+#: What a write queues for reading again (the ``other_sides`` argument of ``Writer.upsert``):
+#: nothing (a full import rewrites every side anyway; an event's own change comes with the site's
+#: back-reference events), the entities whose links to existing rows changed, or those and every
+#: entity a new row links to (met without an event: its links are news to the other sides too).
+OTHER_SIDES_NONE, OTHER_SIDES_CHANGED, OTHER_SIDES_ALL = "none", "changed", "all"
+
+
+def link_fields(et: EntityTable) -> list[str]:
+    """The cached entity and multi-entity fields of a type."""
+    return sorted(name for name, h in et.fields.items()
+                  if isinstance(h, (EntityField, MultiEntityField)) and h.cached)
+
+
+def reverse_link_fields(et: EntityTable) -> list[str]:
+    """The link fields whose changes may change a field of the entities they point at."""
+    return [f for f in link_fields(et) if f not in NO_REVERSE]
+
+
 class Writer:
     """Upserts, retires and revives entities in the cache tables."""
 
@@ -41,6 +71,8 @@ class Writer:
         self.engine = engine
         self.tables = tables
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._link_back: dict[tuple[str, str], bool] = {}  # (target type, source type): may link back
+        self._follow_fields: dict[str, list[str]] = {}  # type: link fields whose changes are queued
 
     @contextmanager
     def _transaction(self, conn: sa.Connection | None):
@@ -53,13 +85,19 @@ class Writer:
     # --- upsert ------------------------------------------------------------------------------
 
     def upsert(self, type_name: str, entities: Iterable[Mapping[str, Any]], *, active: bool | None = None,
-               event_id: int | None = None, conn: sa.Connection | None = None) -> int:
+               event_id: int | None = None, conn: sa.Connection | None = None,
+               other_sides: str = OTHER_SIDES_CHANGED, queued: set[Link] | None = None,
+               unless_written_since: dt.datetime | None = None, written_ids: set[int] | None = None) -> int:
         """Insert or update entities; return how many rows were written.
 
         ``active``: set ``_active`` (True for live rows, False for retired ones); None leaves an
         existing row's state alone and makes new rows active.
         ``event_id``: the event these values come from. A row already written by a newer event
         is left alone, and the row records the id.
+        ``other_sides``: which linked entities to queue for reading again (OTHER_SIDES_*);
+        ``queued`` collects them.
+        ``unless_written_since``: leave alone a row written after this time (by a read that may
+        be newer than the one these values come from); ``written_ids`` collects the ids written.
         """
         et = self.tables[type_name]
         by_id: dict[int, dict[str, Any]] = {}
@@ -72,20 +110,155 @@ class Writer:
                 links.setdefault(field_name, {})[row["id"]] = assoc_rows
         if not by_id:
             return 0
+        if other_sides not in (OTHER_SIDES_NONE, OTHER_SIDES_CHANGED, OTHER_SIDES_ALL):
+            raise ValueError(f"other_sides must be one of none, changed, all: got {other_sides!r}")
         with self._transaction(conn) as c:
             now = _now()
+            fields = [] if other_sides == OTHER_SIDES_NONE else self._following(et)
+            before = self._stored_links(c, et, list(by_id), fields) if fields else {}
             for row in by_id.values():
                 row["_cache_updated_at"] = now
                 if active is not None:
                     row["_active"] = active
                 if event_id is not None:
                     row["_last_event_id"] = event_id
-            written = self._upsert_rows(c, et, list(by_id.values()), now, guard=event_id is not None)
+            written = self._upsert_rows(c, et, list(by_id.values()), now, guard=event_id is not None,
+                                        since=unless_written_since)
+            if written_ids is not None:
+                written_ids.update(written)
             for field_name, rows_by_parent in links.items():
                 kept = {i: v for i, v in rows_by_parent.items() if i in written}
                 if kept:
                     self._replace_links(c, et.associations[field_name], kept)
+            if fields and written:
+                targets: dict[Link, str] = {}
+                lists_changed: dict[int, str] = {}
+                for entity_id in sorted(written):
+                    if entity_id not in before and other_sides != OTHER_SIDES_ALL:
+                        continue
+                    old = before.get(entity_id, {})
+                    for name in fields:
+                        new = self._new_links(et, name, by_id[entity_id], links, entity_id)
+                        if new is None:
+                            continue  # not part of this write
+                        changed = new ^ old.get(name, set())
+                        for target in changed:
+                            if self._may_link_back(target[0], et.name) and target != (et.name, entity_id):
+                                targets.setdefault(target, f"{et.name} {entity_id}.{name}")
+                        if changed and entity_id in before and isinstance(et.fields[name], MultiEntityField):
+                            lists_changed.setdefault(entity_id, name)
+                if lists_changed:
+                    # A list set on the site drops the retired entities it held too, which no read
+                    # of the list shows: the retired rows that link here may have lost that link.
+                    for target, entity_id in self._retired_referrers(c, et, sorted(lists_changed)).items():
+                        targets.setdefault(target, f"{et.name} {entity_id}.{lists_changed[entity_id]} (retired)")
+                self._queue_other_sides(c, targets, now)
+                if queued is not None:
+                    queued.update(targets)
         return len(written)
+
+    # --- the other side of links ----------------------------------------------------------------
+
+    def _following(self, et: EntityTable) -> list[str]:
+        """The link fields of ``et`` whose targets may hold a reverse field (queued when changed)."""
+        known = self._follow_fields.get(et.name)
+        if known is None:
+            known = self._follow_fields[et.name] = [
+                name for name in reverse_link_fields(et)
+                if any(self._may_link_back(t, et.name)
+                       for t in (et.fields[name].field.entity_types or list(self.tables.entities)))]
+        return known
+
+    def _may_link_back(self, target_type: str, source_type: str) -> bool:
+        """Can a cached field of ``target_type`` link to ``source_type`` (hold a reverse field)? If
+        not, linking or unlinking a ``target_type`` entity leaves its cached row as it was."""
+        key = (target_type, source_type)
+        known = self._link_back.get(key)
+        if known is None:
+            known = False
+            if target_type in self.tables:
+                target = self.tables[target_type]
+                for name in link_fields(target):
+                    allowed = target.fields[name].field.entity_types
+                    if not allowed or source_type in allowed:
+                        known = True
+                        break
+            self._link_back[key] = known
+        return known
+
+    def _stored_links(self, conn: sa.Connection, et: EntityTable, ids: list[int],
+                      fields: list[str]) -> dict[int, dict[str, set[Link]]]:
+        """What the cache holds now for ``fields`` of the rows ``ids`` (rows it holds only), as
+        stored: links to retired entities included, which reads hide."""
+        t = et.table
+        out: dict[int, dict[str, set[Link]]] = {}
+        single = [f for f in fields if isinstance(et.fields[f], EntityField)]
+        multi = [f for f in fields if isinstance(et.fields[f], MultiEntityField)]
+        for chunk in _chunks(ids):
+            columns = [t.c.id]
+            for name in single:
+                h = et.fields[name]
+                columns += [t.c[h.type_column], t.c[h.id_column]]
+            for row in conn.execute(sa.select(*columns).where(t.c.id.in_(chunk))).mappings():
+                links = out.setdefault(row["id"], {})
+                for name in single:
+                    h = et.fields[name]
+                    links[name] = {(row[h.type_column], row[h.id_column])} if row[h.id_column] is not None else set()
+            for name in multi:
+                assoc = et.associations[name]
+                for row in conn.execute(sa.select(assoc.c.parent_id, assoc.c.child_type, assoc.c.child_id)
+                                        .where(assoc.c.parent_id.in_(chunk))):
+                    if row.parent_id in out:
+                        out[row.parent_id].setdefault(name, set()).add((row.child_type, row.child_id))
+        return out
+
+    def _retired_referrers(self, conn: sa.Connection, et: EntityTable, ids: list[int]) -> dict[Link, int]:
+        """Cached retired rows whose reversible links point at the rows ``ids`` of ``et``: the
+        retired row -> the id it links to."""
+        out: dict[Link, int] = {}
+        for other in self.tables:
+            for name in reverse_link_fields(other):
+                handler = other.fields[name]
+                allowed = handler.field.entity_types
+                if allowed and et.name not in allowed:
+                    continue
+                t = other.table
+                for chunk in _chunks(ids):
+                    if isinstance(handler, MultiEntityField):
+                        assoc = other.associations[name]
+                        stmt = (sa.select(assoc.c.parent_id, assoc.c.child_id)
+                                .join(t, t.c.id == assoc.c.parent_id)
+                                .where(assoc.c.child_type == et.name).where(assoc.c.child_id.in_(chunk)))
+                    else:
+                        stmt = (sa.select(t.c.id, t.c[handler.id_column])
+                                .where(t.c[handler.type_column] == et.name).where(t.c[handler.id_column].in_(chunk)))
+                    for referrer, target in conn.execute(stmt.where(t.c._active.is_(False))):
+                        out.setdefault((other.name, referrer), target)
+        return out
+
+    @staticmethod
+    def _new_links(et: EntityTable, name: str, row: dict, links: dict[str, dict[int, list[dict]]],
+                   entity_id: int) -> set[Link] | None:
+        handler = et.fields[name]
+        if isinstance(handler, MultiEntityField):
+            rows = links.get(name, {}).get(entity_id)
+            return None if rows is None else {(r["child_type"], r["child_id"]) for r in rows}
+        if handler.id_column not in row:
+            return None
+        return {(row[handler.type_column], row[handler.id_column])} if row[handler.id_column] is not None else set()
+
+    def _queue_other_sides(self, conn: sa.Connection, targets: Mapping[Link, str], now: dt.datetime) -> None:
+        """Queue cached-type entities for reading again (a later queueing moves ``queued_at``)."""
+        rows = [{"entity_type": t, "entity_id": i, "queued_at": now, "because": because[:200]}
+                for (t, i), because in sorted(targets.items()) if t in self.tables]
+        if not rows:
+            return
+        table = self.tables.state.other_sides
+        stmt = self._insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.entity_type, table.c.entity_id],
+                                          set_={"queued_at": stmt.excluded.queued_at, "because": stmt.excluded.because})
+        for chunk in _chunks(rows):
+            conn.execute(stmt, chunk)
 
     def _convert(self, et: EntityTable, entity: Mapping[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
         entity_id = entity.get("id")
@@ -108,11 +281,12 @@ class Writer:
         return row, links
 
     def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime,
-                     guard: bool) -> set[int]:
+                     guard: bool, since: dt.datetime | None = None) -> set[int]:
         """Insert or update rows; return the ids actually written.
 
-        With ``guard``, a row already written by a newer event is left alone: the check is part
-        of the statement, so it holds against concurrent writers too.
+        With ``guard``, a row already written by a newer event is left alone; with ``since``, a
+        row written after that time. The checks are part of the statement, so they hold against
+        concurrent writers too.
         """
         # executemany needs one column set per statement: group rows by the keys they carry.
         groups: dict[tuple[str, ...], list[dict]] = {}
@@ -123,9 +297,12 @@ class Writer:
         for keys, group in groups.items():
             stmt = self._insert(t)
             update = {k: stmt.excluded[k] for k in keys if k != "id"}
-            where = None
+            checks = []
             if guard:
-                where = sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= stmt.excluded._last_event_id)
+                checks.append(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= stmt.excluded._last_event_id))
+            if since is not None:
+                checks.append(t.c._cache_updated_at <= since)
+            where = sa.and_(*checks) if checks else None
             stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_=update, where=where)
             for row in group:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
@@ -144,11 +321,19 @@ class Writer:
             conn.execute(sa.insert(assoc), rows)
 
     def forget(self, type_name: str, ids: Iterable[int], *, conn: sa.Connection | None = None) -> int:
-        """Remove rows the cache must no longer hold (say, moved out of the cached projects)."""
+        """Remove rows the cache must no longer hold (say, moved out of the cached projects); the
+        entities they linked to are queued for reading again (their reverse fields may differ)."""
         et = self.tables[type_name]
         ids = sorted(set(ids))
         removed = 0
         with self._transaction(conn) as c:
+            fields = self._following(et)
+            if fields and ids:
+                targets = {target: f"{et.name} {entity_id}.{name} (no longer held)"
+                           for entity_id, held in self._stored_links(c, et, ids, fields).items()
+                           for name, linked in held.items() for target in linked
+                           if self._may_link_back(target[0], et.name)}
+                self._queue_other_sides(c, targets, _now())
             for chunk in _chunks(ids):
                 for assoc in et.associations.values():
                     c.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))

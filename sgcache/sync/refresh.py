@@ -1,14 +1,19 @@
-"""Read given entities again from the site and write them to the cache: the proxy's write results.
+"""Read given entities again from the site and write them to the cache: the proxy's write
+results, and the other sides of links.
 
 After the site confirms a write, the proxy names the entities it touched; this reads each of
 them in full (every cached field, active or retired, as sgcache's own script) and writes them
-through the one writer, then does the same for entities on the other side of links the write
-changed (the reverse field of a link, the Tasks a template made). Rows are stamped with the
-newest event id seen before the read, so the watcher never puts an older value back.
+through the one writer. A write that changes a row's links queues the entities on the other
+side (their reverse field changed with no event: ``_sgcache_other_sides``, see the writer);
+``refresh`` reads those at once for a few levels, so the caller's next reads see them, and
+``drain`` (run by the watcher after each poll and by every scan) reads whatever is still queued,
+whoever queued it. Rows are stamped with the newest event id seen before the read, so the watcher
+never puts an older value back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -18,7 +23,7 @@ import sqlalchemy as sa
 
 from sgcache.config import SiteConfig
 from sgcache.store.tables import Tables
-from sgcache.store.writer import Writer
+from sgcache.store.writer import OTHER_SIDES_ALL, Writer
 from sgcache.sync import links
 from sgcache.sync.remote import Remote
 
@@ -27,13 +32,17 @@ log = logging.getLogger(__name__)
 Targets = Mapping[str, set[int]]
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class Refresher:
     """Re-reads entities from the site into the cache; safe to share between threads."""
 
     #: Levels of other sides followed after the written entities themselves.
     FOLLOW_LEVELS = 3
 
-    def __init__(self, engine: sa.Engine, tables: Tables, site: SiteConfig, *, page_size: int = 500,
+    def __init__(self, engine: sa.Engine, tables: Tables, site: SiteConfig | None, *, page_size: int = 500,
                  remote: Remote | None = None):
         self.engine = engine
         self.tables = tables
@@ -63,43 +72,96 @@ class Refresher:
         value = json.loads(raw) if raw else None
         return set(value) if isinstance(value, list) and value else None
 
-    def refresh(self, targets: Targets, as_of: int | None) -> int:
-        """Re-read ``targets`` (type -> ids) and the other side of the links they changed, and
-        in turn the other sides of those (up to FOLLOW_LEVELS: a link written without an event
-        earlier may have left them stale); return how many rows were written. Types the cache
-        does not hold are skipped."""
+    def refresh(self, targets: Targets, as_of: int | None, follow_levels: int | None = None) -> int:
+        """Re-read ``targets`` (type -> ids), then the other sides of the links those reads changed
+        (queued by the writer), in turn up to ``follow_levels`` levels (FOLLOW_LEVELS by default):
+        the caller's next reads see them. What is still queued after that is left to ``drain``.
+        Return how many rows were written. Types the cache does not hold are skipped."""
+        levels = self.FOLLOW_LEVELS if follow_levels is None else follow_levels
         projects = self._projects()
-        done: set[tuple[str, int]] = set()
         written = 0
         level: dict[str, set[int]] = {t: set(ids) for t, ids in targets.items() if t in self.tables and ids}
-        for _ in range(1 + self.FOLLOW_LEVELS):
-            follow: set[tuple[str, int]] = set()
+        for _ in range(1 + levels):
+            queued: set[tuple[str, int]] = set()
             for entity_type, ids in sorted(level.items()):
-                count, changed = self._refresh_type(entity_type, sorted(ids), as_of, projects)
-                written += count
-                follow |= changed
-                done.update((entity_type, i) for i in ids)
+                written += self._refresh_type(entity_type, sorted(ids), as_of, projects, queued)
             level = {}
-            for entity_type, entity_id in follow - done:
+            for entity_type, entity_id in queued:
                 level.setdefault(entity_type, set()).add(entity_id)
             if not level:
                 break
         return written
 
-    def _may_link_back(self, target_type: str, source_type: str) -> bool:
-        """Can a cached field of ``target_type`` link to ``source_type`` (a reverse field)? If not,
-        linking or unlinking a ``target_type`` entity leaves its cached row as it was."""
-        for name in links.link_fields(self.tables, target_type):
-            allowed = self.tables[target_type].fields[name].field.entity_types
-            if not allowed or source_type in allowed:
-                return True
-        return False
+    #: Most queued entities one call of ``drain`` reads, and how many it takes per round.
+    DRAIN_LIMIT = 2000
+    DRAIN_PAGE = 200
+
+    def pending(self) -> int:
+        """How many entities wait in the queue of other sides."""
+        table = self.tables.state.other_sides
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0
+
+    def drain(self, limit: int | None = None) -> int:
+        """Read again the entities queued because a write changed a link to them, oldest first,
+        until the queue is empty or ``limit`` (DRAIN_LIMIT) were taken; return how many were taken.
+
+        Only rows the cache holds are read (one it does not hold is new, read whole by its own
+        event or scan, or outside the cached projects). Reads that find the queued rows' own
+        links changed queue further entities, and the loop takes those in turn."""
+        limit = self.DRAIN_LIMIT if limit is None else limit
+        table = self.tables.state.other_sides
+        key = sa.tuple_(table.c.queued_at, table.c.entity_type, table.c.entity_id)
+        taken = 0
+        last = None  # each entry once per call: one left queued (its write refused) waits for the next call
+        while taken < limit:
+            with self.engine.connect() as conn:
+                stmt = sa.select(table.c.entity_type, table.c.entity_id, table.c.queued_at)
+                if last is not None:
+                    stmt = stmt.where(key > sa.tuple_(*(sa.literal(v, type_=c.type) for v, c in
+                                                        zip(last, (table.c.queued_at, table.c.entity_type,
+                                                                   table.c.entity_id)))))
+                batch = conn.execute(stmt.order_by(table.c.queued_at, table.c.entity_type, table.c.entity_id)
+                                     .limit(min(self.DRAIN_PAGE, limit - taken))).all()
+                wanted: dict[str, set[int]] = {}
+                for entity_type, entity_id, _ in batch:
+                    if entity_type in self.tables:
+                        wanted.setdefault(entity_type, set()).add(entity_id)
+                held = {entity_type: set(conn.execute(sa.select(self.tables[entity_type].table.c.id).where(
+                            self.tables[entity_type].table.c.id.in_(sorted(ids)))).scalars())
+                        for entity_type, ids in wanted.items()}
+            if not batch:
+                break
+            projects = self._projects()
+            for entity_type, ids in sorted(held.items()):
+                if ids:
+                    # Not stamped with an event id (the stamp says which event's values a row
+                    # holds): a row written by anyone since the read began is left for the next.
+                    self._refresh_type(entity_type, sorted(ids), None, projects, set())
+            with self.engine.begin() as conn:
+                # Not held (or of a type no longer cached): nothing to read. Held ones were removed
+                # by their writes; an entry queued again meanwhile has a later time and stays.
+                for entity_type, entity_id, queued_at in batch:
+                    if entity_id not in held.get(entity_type, ()):
+                        conn.execute(sa.delete(table).where(table.c.entity_type == entity_type)
+                                     .where(table.c.entity_id == entity_id).where(table.c.queued_at <= queued_at))
+            taken += len(batch)
+            last = (batch[-1].queued_at, batch[-1].entity_type, batch[-1].entity_id)
+            log.info("event=other_sides_read queued=%d held=%d", len(batch), sum(len(v) for v in held.values()))
+        return taken
 
     def _refresh_type(self, entity_type: str, ids: list[int], as_of: int | None,
-                      projects: set[int] | None) -> tuple[int, set[tuple[str, int]]]:
+                      projects: set[int] | None, queued: set[tuple[str, int]]) -> int:
+        """Read ``ids`` of one type and write them; return the rows written. The entities whose
+        links to them changed are queued (and added to ``queued``); queue entries of ``ids``
+        older than this read are removed with the write.
+
+        ``as_of``: the newest event id logged before the read; the rows are stamped with it and a
+        row a newer event wrote is left alone. Without it, a row written by anyone after the read
+        began is left alone (and stays queued)."""
         et = self.tables[entity_type]
+        started = _now()
         with self.engine.connect() as conn:
-            before = links.cached_links(conn, self.tables, entity_type, ids)
             held_retired = set(conn.execute(sa.select(et.table.c.id).where(et.table.c.id.in_(ids))
                                             .where(et.table.c._active.is_(False))).scalars())
         found: dict[int, tuple[dict, bool]] = {}
@@ -126,7 +188,9 @@ class Refresher:
                 if other_type != entity_type or other_id not in keep:
                     referrers.setdefault(other_type, set()).add(other_id)
         for other_type, other_ids in sorted(referrers.items()):
-            written += self._refresh_type(other_type, sorted(other_ids), as_of, projects)[0]
+            written += self._refresh_type(other_type, sorted(other_ids), as_of, projects, queued)
+        since = None if as_of is not None else started
+        written_ids: set[int] = set()
         with self.engine.begin() as conn:
             if outside:
                 # Outside the cached projects (or moved out of them): the cache does not hold it.
@@ -134,9 +198,16 @@ class Refresher:
             for active in (True, False):
                 entities = [e for e, a in keep.values() if a is active]
                 if entities:
-                    written += self.writer.upsert(entity_type, entities, active=active, event_id=as_of, conn=conn)
-        changed = {t for t in links.changed_targets(before, [e for e, _ in keep.values()], self.tables, entity_type)
-                   if self._may_link_back(t[0], entity_type)}
+                    written += self.writer.upsert(entity_type, entities, active=active, event_id=as_of, conn=conn,
+                                                  other_sides=OTHER_SIDES_ALL, queued=queued,
+                                                  unless_written_since=since, written_ids=written_ids)
+            # Read after they were queued: off the queue, unless a newer write refused this one
+            # (a newer event's change may not have been a whole read: a later drain reads it).
+            done = [i for i in ids if i not in keep or i in written_ids]
+            table = self.tables.state.other_sides
+            for chunk in (done[i:i + 1000] for i in range(0, len(done), 1000)):
+                conn.execute(sa.delete(table).where(table.c.entity_type == entity_type)
+                             .where(table.c.entity_id.in_(chunk)).where(table.c.queued_at <= started))
         log.debug("event=refresh entity_type=%s ids=%d found=%d written=%d", entity_type, len(ids), len(found),
                   written)
-        return written, changed
+        return written

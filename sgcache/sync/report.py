@@ -31,6 +31,11 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
                                               .where(dl.c.resolved_at.is_(None))
                                               .order_by(dl.c.event_id)).mappings()]
         resolved = conn.execute(sa.select(sa.func.count()).select_from(dl).where(dl.c.resolved_at.isnot(None))).scalar()
+        queue = st.other_sides
+        other_sides = {"queued": 0, "oldest": None}
+        if queue.name in _tables(conn):
+            count, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(queue.c.queued_at))).one()
+            other_sides = {"queued": count or 0, "oldest": oldest}
         scans = {r["entity_type"]: dict(r) for r in conn.execute(sa.select(st.types)).mappings()}
         marks = state.backfill_marks(conn, st)
         projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
@@ -51,6 +56,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
             "age_seconds": round((dt.datetime.now(dt.UTC) - lag[0]).total_seconds(), 1)},
         "dead_letters": dead,  # unresolved: their types' reads pass through
         "dead_letters_resolved": resolved,
+        "other_sides": other_sides,  # entities queued to be read again for a changed link to them
         "projects": json.loads(projects) if projects else None,
         "rebuilding": rebuilding,
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
@@ -77,6 +83,10 @@ def format_status(data: dict[str, Any]) -> str:
     resolved = data.get("dead_letters_resolved") or 0
     lines.append(f"dead letters: {len(data['dead_letters'])}" + (f" ({resolved} resolved by later tries)"
                                                                   if resolved else ""))
+    queue = data.get("other_sides") or {}
+    if queue.get("queued"):
+        lines.append(f"other sides of links to read again: {queue['queued']} (oldest queued "
+                     f"{queue['oldest'].isoformat(timespec='seconds')})")
     if data.get("rebuilding"):
         lines.append(f"rebuilding since {data['rebuilding']['started_at']}: {', '.join(data['rebuilding']['types'])} "
                      "(reads of them pass through)")

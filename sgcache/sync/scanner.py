@@ -29,10 +29,11 @@ from sgcache.config import ScannerConfig
 from sgcache.errors import SgcacheError
 from sgcache.store import state
 from sgcache.store.tables import EntityTable, Tables
-from sgcache.store.writer import CHUNK, Writer
+from sgcache.store.writer import CHUNK, OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync import links
 from sgcache.sync.progress import Progress
+from sgcache.sync.refresh import Refresher
 from sgcache.sync.remote import Remote
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class TypeReport:
 class ScanReport:
     kind: str
     types: list[TypeReport] = field(default_factory=list)
+    other_sides: int = 0  # queued entities taken by the drain that ended the scan
 
     @property
     def written(self) -> int:
@@ -105,6 +107,7 @@ class Scanner:
         self.remote = remote
         self.config = config
         self.writer = Writer(engine, tables)
+        self.refresher = Refresher(engine, tables, None, remote=remote, page_size=config.page_size)
         self.progress = progress
         # type -> ids whose write a newer event stamp refused (see _write, _settle_refused)
         self._refused: dict[str, set[int]] = {}
@@ -179,14 +182,14 @@ class Scanner:
         return max(cursor.max_applied_id, self.remote.newest_event_id())
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
-                retired: bool, projects: list[int], seen: set[int] | None = None, touched: set | None = None,
-                revivals: bool = False) -> tuple[int, dt.datetime | None, int]:
+                retired: bool, projects: list[int], seen: set[int] | None = None,
+                other_sides: str = OTHER_SIDES_NONE, revivals: bool = False) -> tuple[int, dt.datetime | None, int]:
         """Page entities in and write them; return (count, newest updated_at, highest id).
 
         Entities outside the cached ``projects`` are dropped from the cache instead of written.
-        ``touched`` collects the entities whose links to these rows changed (other side of links),
-        With ``revivals``, rows the cache holds as retired that the site lists as active have the
-        rows linking to them read again first (see _revive_referrers)."""
+        ``other_sides``: which entities whose links to these rows changed the writer queues for
+        reading again (Writer.upsert). With ``revivals``, rows the cache holds as retired that the
+        site lists as active have the rows linking to them read again first (_revive_referrers)."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
         count, newest, highest = 0, None, 0
@@ -194,15 +197,9 @@ class Scanner:
         for page in pages:
             outside = {e["id"] for e in page if self._outside(et, e, projects)}
             inside = [e for e in page if e["id"] not in outside]
-            if touched is not None:
-                # Rows dropped or never held count too: their links changed the reverse fields of
-                # cached rows all the same (a shot of another project added to a cached sequence).
-                with self.engine.connect() as conn:
-                    before = links.cached_links(conn, self.tables, et.name, [e["id"] for e in page])
-                touched |= links.changed_targets(before, page, self.tables, et.name)
             if revivals and not retired:
                 count += self._revive_referrers(et, inside, projects, as_of, 0)
-            self._write(et, inside, sorted(outside), active=not retired, as_of=as_of)
+            self._write(et, inside, sorted(outside), active=not retired, as_of=as_of, other_sides=other_sides)
             count += len(inside)
             highest = max(highest, page[-1]["id"])
             for entity in page:
@@ -216,9 +213,10 @@ class Scanner:
         return count, newest, highest
 
     def _write(self, et: EntityTable, entities: list[dict], outside: list[int], *, active: bool,
-               as_of: int | None) -> int:
+               as_of: int | None, other_sides: str = OTHER_SIDES_CHANGED) -> int:
         """Upsert ``entities`` and drop the rows of ``outside`` (ids of entities outside the cached
-        projects), in one transaction; return the rows upserted.
+        projects), in one transaction; return the rows upserted. ``other_sides``: see Writer.upsert
+        (a dropped row's links are queued whatever it says).
 
         A row the watcher wrote from an event newer than ``as_of`` is kept: it knows better than
         this older read, as the upsert's guard does for values."""
@@ -237,7 +235,8 @@ class Scanner:
                     log.info("event=dropped_outside_projects entity_type=%s count=%d ids=%s", et.name,
                              len(dropped), dropped[:20])
             if entities:
-                written = self.writer.upsert(et.name, entities, active=active, event_id=as_of, conn=conn)
+                written = self.writer.upsert(et.name, entities, active=active, event_id=as_of, conn=conn,
+                                             other_sides=other_sides)
                 if as_of is not None and written < len(entities):
                     refused = conn.execute(sa.select(t.c.id).where(t.c.id.in_([e["id"] for e in entities]))
                                            .where(t.c._last_event_id > as_of)).scalars()
@@ -337,6 +336,7 @@ class Scanner:
         report = ScanReport("full")
         for et in targets:
             report.types.append(self._full_type(et, projects))
+        report.other_sides = self.drain_other_sides()
         return report
 
     def full_where_needed(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
@@ -449,7 +449,19 @@ class Scanner:
         projects = self.recorded_projects() or []
         for et in self.cached_types(types):
             report.types.append(self._incremental_type(et, projects))
+        report.other_sides = self.drain_other_sides()
         return report
+
+    def drain_other_sides(self) -> int:
+        """Read again the entities queued because writes changed links to them (any process's
+        writes: this scan's, the watcher's, the proxy's); return how many were taken."""
+        taken = 0
+        while self.refresher.pending():
+            drained = self.refresher.drain()
+            taken += drained
+            if not drained or taken >= 10 * self.refresher.DRAIN_LIMIT:
+                break  # queued faster than read: the next pass goes on
+        return taken
 
     def _incremental_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
         with self.engine.connect() as conn:
@@ -468,14 +480,13 @@ class Scanner:
         filters = [["updated_at", "greater_than", since]]
         if "updated_at" not in et.fields:
             filters = self.project_filter(et, projects)  # no updated_at: every scan reads it all
-        touched: set = set()
-        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False, projects,
-                                           touched=touched, revivals=True)
-        retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
-                                            projects, touched=touched)
         # Writes that set links changed the other side's reverse fields without moving its
-        # updated_at: read those entities again.
-        active += self._refetch(touched, projects, as_of)
+        # updated_at: the writer queues those entities (a new row's links are news to them too),
+        # and incremental() reads them after the types (Refresher.drain).
+        active, newest_a, _ = self._import(et, filters, f"{et.name} (changed)", None, as_of, False, projects,
+                                           other_sides=OTHER_SIDES_ALL, revivals=True)
+        retired, newest_r, _ = self._import(et, filters, f"{et.name} (changed, retired)", None, as_of, True,
+                                            projects, other_sides=OTHER_SIDES_ALL)
         active += self._settle_refused(projects)
         newest = max((v for v in (newest_a, newest_r, watermark) if v is not None), default=watermark)
         count = (previous["incremental_scans"] or 0) + 1
@@ -490,20 +501,6 @@ class Scanner:
             log.info("event=incremental_scan entity_type=%s read=%d retired=%d retired_missing=%d seconds=%.2f",
                      et.name, active, retired, missing, seconds)
         return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
-
-    def _refetch(self, targets: set, projects: list[int], as_of: int | None) -> int:
-        """Read again the ``targets`` the cache holds (as the watcher does), dropping those now
-        outside the cached projects; return the rows written. One it does not hold is outside
-        the projects, or new and read by its own type's scan."""
-        count = 0
-        by_type: dict[str, set[int]] = {}
-        for entity_type, entity_id in targets:
-            by_type.setdefault(entity_type, set()).add(entity_id)
-        for entity_type, ids in sorted(by_type.items()):
-            held = sorted(self._held(self.tables[entity_type], sorted(ids)))
-            if held:
-                count += self._read_again(entity_type, held, projects, as_of)[0]
-        return count
 
     def reconcile(self, et: EntityTable, projects: list[int], as_of: int | None = None) -> int:
         """List every id the site has (cheaply: ids only) and retire cached rows it lacks."""

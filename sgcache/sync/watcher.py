@@ -28,9 +28,10 @@ from sgcache.query import schema as site_schema
 from sgcache.store import samples
 from sgcache.store import state as store_state
 from sgcache.store.tables import Tables
-from sgcache.store.writer import Writer
+from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync import links
+from sgcache.sync.refresh import Refresher
 from sgcache.sync.remote import Remote, SiteError
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class SiteAnswers:
 
 
 #: Most rounds of questions to the site one event may need: the entity, the rows that link to
-#: it, those rows, then up to three levels of other sides whose links changed without events.
+#: it (a revival), those rows; more rounds mean the rows kept changing while the watcher asked.
 MAX_SITE_ROUNDS = 10
 
 
@@ -175,6 +176,8 @@ class Watcher:
         self.remote = remote
         self.config = config
         self.writer = Writer(engine, tables)
+        # Reads the other sides of links the events' writes queued, after each poll.
+        self.refresher = Refresher(engine, tables, None, remote=remote)
         self.on_schema_change = on_schema_change
         self.applied = 0  # events applied by this process (tests and status)
         self._sampled_at: float | None = None  # monotonic time of the last lag sample
@@ -216,18 +219,14 @@ class Watcher:
         return not (isinstance(project, dict) and project.get("id") in projects)
 
     def _fetch_into(self, conn: sa.Connection, site: SiteAnswers, entity_type: str, entity_id: int,
-                    event_id: int | None, *, reverse_sides: int = 3, unseen: bool = False,
-                    referrers: bool = True) -> None:
+                    event_id: int | None, *, unseen: bool = False, referrers: bool = True) -> None:
         """Read the entity in full from the site and write it (active or retired as the site says).
 
         When its links differ from the cached ones (a link written without an event, say), the
-        cached entities linked or unlinked are read again too: their reverse fields (``Shot.tasks``
-        for ``Task.entity``) changed with it, and no later scan would see a difference to act on.
-        The entities read again that way follow their own changed links in turn, up to
-        ``reverse_sides`` levels (a link written without an event may have left the other side's
-        other links stale as well: a Sequence's ``shots`` set quietly, then the Sequence read
-        again for another Shot). ``unseen``: the entity was made without an event (the cache
-        meets it at a change), so
+        writer queues the entities linked or unlinked, in this transaction: their reverse fields
+        (``Shot.tasks`` for ``Task.entity``) changed with it, and no later scan would see a
+        difference to act on; ``poll_once`` reads them after its events (Refresher.drain).
+        ``unseen``: the entity was made without an event (the cache meets it at a change), so
         every link it has is new to the other sides too. A row held as retired that the site
         shows active was revived without an event: rows read while it was retired saw their links
         to it as None, so with ``referrers`` they are read again (as a Revival event does).
@@ -244,19 +243,15 @@ class Watcher:
             self.writer.forget(entity_type, [entity_id], conn=conn)
             return
         was_active = self._held_active(conn, entity_type, entity_id)
-        before = links.cached_links(conn, self.tables, entity_type, [entity_id]) if reverse_sides else {}
-        written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn)
+        other_sides = OTHER_SIDES_ALL if unseen else OTHER_SIDES_CHANGED
+        written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn,
+                                     other_sides=other_sides)
         if not written:
             # The row holds a newer event's values; what the site says now is newer still.
-            self.writer.upsert(entity_type, [entity], active=active, conn=conn)
-        if entity_id in before or (reverse_sides and unseen):
-            for other_type, other_id in sorted(links.changed_targets(before, [entity], self.tables, entity_type)):
-                if self._exists(conn, other_type, other_id):
-                    self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=reverse_sides - 1)
+            self.writer.upsert(entity_type, [entity], active=active, conn=conn, other_sides=other_sides)
         if referrers and active and was_active is False:
             for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
-                self._fetch_into(conn, site, other_type, other_id, None, reverse_sides=reverse_sides - 1,
-                                 referrers=False)
+                self._fetch_into(conn, site, other_type, other_id, None, referrers=False)
 
     @staticmethod
     def _stamp(et, event: dict) -> dict:
@@ -336,7 +331,7 @@ class Watcher:
                 stamp = self._stamp(et, event)
                 if stamp:
                     self.writer.upsert(parsed.entity_type, [{"id": parsed.entity_id, **stamp}], event_id=event_id,
-                                       conn=conn)
+                                       conn=conn, other_sides=OTHER_SIDES_NONE)
             else:
                 # Never held, or the row carries a later event's stamp while still active: do not
                 # drop the retirement, read what the entity is on the site now (as a Change does).
@@ -366,7 +361,9 @@ class Watcher:
             entity = {"type": parsed.entity_type, "id": parsed.entity_id, parsed.field: meta["new_value"],
                       **self._stamp(et, event)}
             try:
-                if self.writer.upsert(parsed.entity_type, [entity], event_id=event_id, conn=conn):
+                # A link's other side has its own back-reference event: nothing to queue.
+                if self.writer.upsert(parsed.entity_type, [entity], event_id=event_id, conn=conn,
+                                      other_sides=OTHER_SIDES_NONE):
                     return "applied"
             except ConversionError:
                 pass  # the client reshaped the value (text that looks like a timestamp): ask the site
@@ -598,6 +595,7 @@ class Watcher:
         self._expire_gaps(cursor)
         self._sample_lag(cursor, events)
         self.retry_dead_letters()
+        self.refresher.drain()
         return len(events)
 
     #: Seconds between two event-lag samples (for status, metrics and the status page's chart).
