@@ -284,34 +284,48 @@ def scan(state: _State, full: bool, types: str | None, projects: str | None, int
          progress: bool | None) -> None:
     """Import entities from the site: in full, or what changed since the last scan."""
     from sgcache.sync.leader import Leadership
+    from sgcache.sync.remote import Stopped
     from sgcache.sync.scanner import Scanner
 
     config, engine, tables, remote = _sync_parts(state)
-    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress)
+    # SIGTERM or Ctrl-C stops it between two pages (or during a pause between tries of the site).
+    stop = _stop_on_signals()
+    remote.stop = stop
+    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress, stop=stop)
     type_list = _csv(types)
     project_list = _csv(projects, int)
-    stop = _stop_on_signals() if interval else None
     leader = None
     if interval:
         leader = Leadership(engine, "scan")
         if not leader.acquire(stop):
             return
     try:
-        if full:
-            report = scanner.full(type_list, project_list)
-            click.echo(f"full import: {report.written} entities, {len(report.types)} types, "
-                       f"{sum(t.retired_missing for t in report.types)} retired as missing upstream", err=True)
-        elif not interval:
-            report = scanner.incremental(type_list)
-            click.echo(f"incremental scan: {report.written} entities read (changed since the last scan, "
-                       f"with overlap); {report.other_sides} read again as the other side of changed links",
-                       err=True)
-        if interval:
-            scanner.full_where_needed(type_list, project_list)
-            scanner.run_forever(interval, stop, type_list)
+        _scan(scanner, full, interval, type_list, project_list, stop)
+    except Stopped:
+        # A service asked to stop is a clean exit; a one-off scan left unfinished is not.
+        click.echo("sgcache scan: stopped before the scan finished; an unfinished full import is done "
+                   "again at the next start", err=True)
+        if not interval:
+            raise SystemExit(1) from None
     finally:
         if leader is not None:
             leader.release()
+
+
+def _scan(scanner, full: bool, interval: float | None, type_list: list | None, project_list: list | None,
+          stop) -> None:
+    if full:
+        report = scanner.full(type_list, project_list)
+        click.echo(f"full import: {report.written} entities, {len(report.types)} types, "
+                   f"{sum(t.retired_missing for t in report.types)} retired as missing upstream", err=True)
+    elif not interval:
+        report = scanner.incremental(type_list)
+        click.echo(f"incremental scan: {report.written} entities read (changed since the last scan, "
+                   f"with overlap); {report.other_sides} read again as the other side of changed links",
+                   err=True)
+    if interval:
+        scanner.full_where_needed(type_list, project_list)
+        scanner.run_forever(interval, stop, type_list)
 
 
 @cli.command()
@@ -358,6 +372,7 @@ def watch(state: _State, once: bool) -> None:
         click.echo(f"applied {watcher.applied} events", err=True)
         return
     stop = _stop_on_signals()
+    remote.stop = stop  # no waiting out the pauses between tries of the site once asked to stop
     leader = Leadership(engine, "watch")
     if not leader.acquire(stop):
         return

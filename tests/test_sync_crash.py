@@ -472,3 +472,49 @@ def test_auto_imports_then_runs_the_watcher_and_the_periodic_scanner(make_cache,
     assert all(not Path(f"/proc/{pid}").exists() or "zombie" in read(Path(f"/proc/{pid}/status")).lower()
                for pid in children)
     assert "event=child_died" not in read(log)
+
+
+def test_a_scan_service_stops_at_once_on_sigterm_while_it_waits_to_try_the_site_again(make_cache, site_schema):
+    """The site fails: the scanner pauses between tries (0.5, 1, 2, 4 s). SIGTERM during the pauses
+    ends the service at once, cleanly (a process manager would otherwise wait, then kill it)."""
+    site = MockSite(copy.deepcopy(site_schema))
+    small_world(site)
+    cache = make_cache(site)
+    cache.server.failures.set("503", seconds=120)
+    scan, log = cache.watch_command("scan", "--interval", "1", "--no-progress")
+    wait_for(lambda: "event=site_retry" in read(log), 30, what="the scanner's first retry")
+    asked = time.monotonic()
+    scan.send_signal(signal.SIGTERM)
+    assert scan.wait(10) == 0, read(log)
+    assert time.monotonic() - asked < 2.0, read(log)
+    assert "Traceback" not in read(log)
+
+
+def test_a_full_import_stops_between_two_pages_on_sigterm_and_is_done_again_at_the_next_start(make_cache,
+                                                                                          site_schema):
+    site = MockSite(copy.deepcopy(site_schema))
+    small_world(site)
+    cache = make_cache(site, **{"scanner.page_size": "1"})
+    cache.server.failures.set("stall", seconds=120, stall_seconds=0.2)  # every request takes 0.2 s
+    scan, log = cache.watch_command("scan", "--interval", "1", "--no-progress")
+    t = cache.tables.state.types
+
+    def imported() -> int:
+        with cache.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.full_scan_at.is_not(None))
+                                ).scalar() or 0
+
+    wait_for(lambda: cache.engine.connect().execute(sa.select(sa.func.count()).select_from(
+        cache.tables["Project"].table)).scalar(), 30, what="the import's first page")
+    asked = time.monotonic()
+    scan.send_signal(signal.SIGTERM)
+    assert scan.wait(10) == 0, read(log)
+    assert time.monotonic() - asked < 2.0, read(log)
+    assert "stopped before the scan finished" in read(log)
+    assert imported() < len(cache.tables.entities)  # not marked complete: the next start imports it
+    cache.server.failures.set("off")
+    again, log = cache.watch_command("scan", "--interval", "1", "--no-progress")
+    wait_for(lambda: imported() == len(cache.tables.entities), 60, what="the next start's full import")
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(10) == 0, read(log)
+    assert diff(cache.engine, cache.tables, cache.remote()) == []

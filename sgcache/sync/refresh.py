@@ -111,18 +111,16 @@ class Refresher:
         links changed queue further entities, and the loop takes those in turn."""
         limit = self.DRAIN_LIMIT if limit is None else limit
         table = self.tables.state.other_sides
-        key = sa.tuple_(table.c.queued_at, table.c.entity_type, table.c.entity_id)
+        columns = (table.c.queued_at, table.c.entity_type, table.c.entity_id)
         taken = 0
         last = None  # each entry once per call: one left queued (its write refused) waits for the next call
         while taken < limit:
             with self.engine.connect() as conn:
                 stmt = sa.select(table.c.entity_type, table.c.entity_id, table.c.queued_at)
                 if last is not None:
-                    stmt = stmt.where(key > sa.tuple_(*(sa.literal(v, type_=c.type) for v, c in
-                                                        zip(last, (table.c.queued_at, table.c.entity_type,
-                                                                   table.c.entity_id)))))
-                batch = conn.execute(stmt.order_by(table.c.queued_at, table.c.entity_type, table.c.entity_id)
-                                     .limit(min(self.DRAIN_PAGE, limit - taken))).all()
+                    after = (sa.literal(value, type_=c.type) for value, c in zip(last, columns, strict=True))
+                    stmt = stmt.where(sa.tuple_(*columns) > sa.tuple_(*after))
+                batch = conn.execute(stmt.order_by(*columns).limit(min(self.DRAIN_PAGE, limit - taken))).all()
                 wanted: dict[str, set[int]] = {}
                 for entity_type, entity_id, _ in batch:
                     if entity_type in self.tables:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -25,6 +26,11 @@ TRANSIENT = (shotgun_api3.ProtocolError, OSError, socket.timeout, http.client.HT
 class SiteError(SgcacheError):
     """The site could not be reached (after retries) or refused our credentials: nothing can
     proceed until it is back, so the watcher pauses instead of skipping anything."""
+
+
+class Stopped(SiteError):
+    """The process was asked to stop (SIGTERM, Ctrl-C) while it waited on the site: nothing was
+    skipped, the work at hand is left undone and done again at the next start."""
 
 
 class SiteRefused(SgcacheError):
@@ -53,15 +59,17 @@ class RateLimit:
 
 class Remote:
     """The site, as the sync engine sees it. ``rate`` caps the requests per second (each try
-    of a retried request counts)."""
+    of a retried request counts). Once ``stop`` (an Event) is set, a call between tries, or about
+    to start one, raises Stopped instead of waiting out its pauses."""
 
     def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None,
-                 rate: float | None = None):
+                 rate: float | None = None, stop: threading.Event | None = None):
         self.site = site
         self.attempts = attempts
         self.backoff = backoff
         self._sg = sg
         self.rate_limit = RateLimit(rate) if rate else None
+        self.stop = stop
 
     @property
     def sg(self) -> shotgun_api3.Shotgun:
@@ -75,6 +83,8 @@ class Remote:
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` against the site, retrying transient failures with growing pauses."""
         for attempt in range(1, self.attempts + 1):
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped(f"{what}: stopping")
             if self.rate_limit is not None:
                 self.rate_limit.wait()
             try:
@@ -92,7 +102,11 @@ class Remote:
                 log.warning("event=site_retry what=%s attempt=%d error=%r pause=%.1f", what, attempt,
                             f"{type(e).__name__}: {e}", pause)
                 self._sg = None  # a fresh connection after a network failure
-                time.sleep(pause)
+                if self.stop is not None:
+                    if self.stop.wait(pause):
+                        raise Stopped(f"{what}: stopping") from None
+                else:
+                    time.sleep(pause)
         raise AssertionError("unreachable")
 
     # --- entities ------------------------------------------------------------------------------

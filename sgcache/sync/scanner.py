@@ -34,7 +34,7 @@ from sgcache.sync import cursor as cursors
 from sgcache.sync import links
 from sgcache.sync.progress import Progress
 from sgcache.sync.refresh import Refresher
-from sgcache.sync.remote import Remote
+from sgcache.sync.remote import Remote, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,11 @@ class ScanReport:
 
 class Scanner:
     def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, config: ScannerConfig, *,
-                 progress: bool | None = None):
+                 progress: bool | None = None, stop: threading.Event | None = None):
         self.engine = engine
+        # Set (SIGTERM, Ctrl-C): Stopped between two pages; an unfinished import stays unfinished
+        # (its type is not marked complete) and is done again at the next start.
+        self.stop = stop
         self.tables = tables
         self.remote = remote
         self.config = config
@@ -195,6 +198,9 @@ class Scanner:
         count, newest, highest = 0, None, 0
         pages = prefetch(self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size))
         for page in pages:
+            if self.stop is not None and self.stop.is_set():
+                progress.close()
+                raise Stopped(f"{label}: stopping after {count} entities")
             outside = {e["id"] for e in page if self._outside(et, e, projects)}
             inside = [e for e in page if e["id"] not in outside]
             if revivals and not retired:
@@ -525,6 +531,8 @@ class Scanner:
                 # backfill marks) are imported in full first; the rest incrementally.
                 self.full_where_needed(types)
                 self.incremental(types)
+            except Stopped:
+                return
             except Exception:
                 log.exception("event=scan_failed; retrying at the next interval")
             stop.wait(max(0.0, interval - (time.monotonic() - started)))

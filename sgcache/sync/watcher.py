@@ -32,7 +32,7 @@ from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SID
 from sgcache.sync import cursor as cursors
 from sgcache.sync import links
 from sgcache.sync.refresh import Refresher
-from sgcache.sync.remote import Remote, SiteError
+from sgcache.sync.remote import Remote, SiteError, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -650,6 +650,8 @@ class Watcher:
         while not stop.is_set():
             try:
                 read = self.poll_once()
+            except Stopped:
+                return  # asked to stop while waiting on the site: the event at hand is applied next time
             except SiteError as e:
                 log.warning("event=site_unavailable error=%r retry_in_s=%.1f", str(e), self.config.poll_interval)
                 stop.wait(self.config.poll_interval)
