@@ -49,8 +49,11 @@ def main() -> int:
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sgcache-chaos-"))
     kills = args.max_sync_kills if args.max_sync_kills is not None else max(2, int(args.minutes))
+    # Each kill of the watcher doubles its restart pause (up to a minute), so a long run may end
+    # minutes behind the site: the catch-up may take a minute per minute of chaos.
+    catch_up = max(180.0, 60.0 * args.minutes)
     options = harness.ChaosOptions(seconds=args.minutes * 60, seed=seed, database_server=args.database,
-                                   workdir=workdir, max_sync_kills=kills, catch_up_seconds=180.0,
+                                   workdir=workdir, max_sync_kills=kills, catch_up_seconds=catch_up,
                                    log=lambda text: print(text, flush=True))
     run = harness.run_chaos(options)
     if run.failures:

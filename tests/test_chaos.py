@@ -14,12 +14,8 @@ from conftest import report
 
 pytestmark = [
     pytest.mark.postgresql,
-    # Not yet part of every run: most runs (5 of 8 seeds) still end with a few reverse fields
-    # (Shot.assets, Shot.tasks, Asset.shots) or Shot.sg_sequence stale after entities retired and
-    # revived by scripts with events off while the watcher lags far behind (issue 13 is open for it).
-    pytest.mark.skipif(not os.environ.get("SGCACHE_CHAOS"),
-                       reason="the chaos test still fails on stale reverse fields (issue 13): run it with "
-                              "SGCACHE_CHAOS=1, or bench/chaos.py"),
+    # Part of every run; SGCACHE_CHAOS=0 leaves it out of a quick local run (the reason shows).
+    pytest.mark.skipif(os.environ.get("SGCACHE_CHAOS") == "0", reason="SGCACHE_CHAOS=0: the chaos test is left out"),
 ]
 
 #: Seconds of chaos: with the setup and the checks the test takes about a minute on 2 cores.

@@ -23,6 +23,7 @@ from test_sync import (  # noqa: F401,E501 (fixtures)
     sync,
 )
 
+from sgcache.store.writer import Writer
 from sgcache.sync import report
 from sgcache.sync.remote import SiteError
 from sgcache.sync.watcher import dead_letters
@@ -273,6 +274,36 @@ def test_an_answer_asked_before_a_scan_wrote_the_row_is_asked_again(sync):
     watcher.remote.fetch = fetch
     s.drain(watcher)
     assert asked == [("Shot", shot), ("Shot", shot)]
+    assert s.row("Shot", shot, "description")["description"] == "later"
+    assert s.diff(["Shot"]) == []
+
+
+def test_a_row_written_by_another_process_inside_the_watchers_transaction_is_not_overwritten(sync):
+    # Another process (a drain of the other sides, a proxy's read-back) writes the row with a
+    # newer read after the watcher took the row's version for this round and before the
+    # watcher's own write: the watcher's older answer must not win; it asks again.
+    s = sync
+    shot = s.world["shots"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().update("Shot", shot, {"project": link("Project", s.world["projects"][1])})  # read from the site
+    real_upsert = watcher.writer.upsert
+    other = Writer(s.engine, s.tables)
+    meddled: list[bool] = []
+
+    def upsert(entity_type, entities, **kwargs):
+        entities = list(entities)
+        if entity_type == "Shot" and any(e.get("id") == shot for e in entities) and not meddled:
+            meddled.append(True)
+            s.clock.advance(2)
+            s.quiet().update("Shot", shot, {"description": "later"})  # no event
+            fresh = s.sg().find_one("Shot", [["id", "is", shot]], s.tables["Shot"].cached_fields())
+            other.upsert("Shot", [fresh])  # its own transaction, committed now
+        return real_upsert(entity_type, entities, **kwargs)
+
+    watcher.writer.upsert = upsert
+    s.drain(watcher)
+    assert meddled
     assert s.row("Shot", shot, "description")["description"] == "later"
     assert s.diff(["Shot"]) == []
 

@@ -122,17 +122,22 @@ class SiteAnswers:
     the row's ``_cache_updated_at`` as the watcher found it before asking, and when a scan or a
     proxy's read-back has written the row since, the answer may be older than the row and the
     question is asked again. (A row's version is taken once per round, before the round's own
-    writes change it.)
+    writes change it.) A write from another process that lands between that and the round's own
+    write is caught by the write itself: it leaves alone a row written after the answer was
+    asked (``asked_at``), and the question is asked again (``ask_again``).
     """
 
     def __init__(self, remote: Remote):
         self.remote = remote
         self._known: dict[tuple, Any] = {}
         self._asked: dict[tuple, Any] = {}  # key -> call, in the order noted
+        self._times: dict[tuple, dt.datetime] = {}  # key -> when it was asked
         self._versions: dict[tuple[str, int], Any] = {}  # this round's: (type, id) -> version
+        self.written: set[tuple[str, int]] = set()  # this round's: rows the round itself wrote
 
     def new_round(self) -> None:
         self._versions = {}
+        self.written = set()
 
     def _answer(self, key: tuple, call, unknown: Any) -> Any:
         if key in self._known:
@@ -140,12 +145,25 @@ class SiteAnswers:
         self._asked.setdefault(key, call)
         return unknown
 
+    def _fetch_key(self, entity_type: str, entity_id: int, fields: list[str]) -> tuple:
+        return ("fetch", entity_type, entity_id, tuple(fields), self._versions.get((entity_type, entity_id)))
+
     def fetch(self, entity_type: str, entity_id: int, fields: list[str], *,
               row_version: Callable[[], Any] = lambda: None) -> tuple[dict | None, bool]:
         if (entity_type, entity_id) not in self._versions:
             self._versions[entity_type, entity_id] = row_version()
-        key = ("fetch", entity_type, entity_id, tuple(fields), self._versions[entity_type, entity_id])
+        key = self._fetch_key(entity_type, entity_id, fields)
         return self._answer(key, lambda: self.remote.fetch(entity_type, entity_id, fields), (None, False))
+
+    def asked_at(self, entity_type: str, entity_id: int, fields: list[str]) -> dt.datetime | None:
+        """When the answer ``fetch`` gives now was asked of the site."""
+        return self._times.get(self._fetch_key(entity_type, entity_id, fields))
+
+    def ask_again(self, entity_type: str, entity_id: int, fields: list[str]) -> None:
+        """Forget the answer ``fetch`` gives now: the next round asks the site again."""
+        key = self._fetch_key(entity_type, entity_id, fields)
+        self._known.pop(key, None)
+        self._asked.setdefault(key, lambda: self.remote.fetch(entity_type, entity_id, fields))
 
     def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False) -> list[list[dict]]:
         key = ("pages", entity_type, tuple(fields), json.dumps(filters, sort_keys=True, default=str), retired)
@@ -159,6 +177,7 @@ class SiteAnswers:
         """Ask the site every question noted since the last call; return how many."""
         asked, self._asked = self._asked, {}
         for key, call in asked.items():
+            self._times[key] = _now()
             self._known[key] = call()
         return len(asked)
 
@@ -244,11 +263,20 @@ class Watcher:
             return
         was_active = self._held_active(conn, entity_type, entity_id)
         other_sides = OTHER_SIDES_ALL if unseen else OTHER_SIDES_CHANGED
+        # Left alone if another process wrote the row after the answer was asked (its read may
+        # be newer); a row this round wrote itself carries this transaction's time.
+        since = None if (entity_type, entity_id) in site.written else site.asked_at(entity_type, entity_id, fields)
         written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn,
-                                     other_sides=other_sides)
+                                     other_sides=other_sides, unless_written_since=since)
         if not written:
-            # The row holds a newer event's values; what the site says now is newer still.
-            self.writer.upsert(entity_type, [entity], active=active, conn=conn, other_sides=other_sides)
+            # The row holds a newer event's values (what the site says now is newer still), or
+            # was written after the answer was asked (then the site is asked again).
+            written = self.writer.upsert(entity_type, [entity], active=active, conn=conn, other_sides=other_sides,
+                                         unless_written_since=since)
+            if not written:
+                site.ask_again(entity_type, entity_id, fields)
+                return
+        site.written.add((entity_type, entity_id))
         if referrers and active and was_active is False:
             for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
                 self._fetch_into(conn, site, other_type, other_id, None, referrers=False)
