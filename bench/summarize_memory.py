@@ -37,10 +37,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from sgcache.query import summarize
-from sgcache.query.paths import Context, ReadState
+from sgcache.query.paths import Context
 from sgcache.schema import loads
 from sgcache.store.db import create_engine, safe_url
 from sgcache.store.migrate import migrate
+from sgcache.store.readstate import ReadState
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 

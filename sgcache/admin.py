@@ -25,6 +25,7 @@ from sgcache.config import Config
 from sgcache.metrics import DatabaseCollector, Metrics
 from sgcache.store import samples
 from sgcache.store import state as store_state
+from sgcache.store.db import is_set_up
 from sgcache.sync import report
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _sync_status(service: Service, row_counts: RowCounts | None = None) -> dict[
     metrics, which have no use for them)."""
     if service.cache is None or not service.cache.usable:
         return None
-    if "_sgcache_cursor" not in sa.inspect(service.cache.engine).get_table_names():
+    if not is_set_up(service.cache.engine):
         return {"cursor": None, "event_lag": None, "dead_letters": [], "projects": None, "types": {}}
     data = report.status(service.cache.engine, service.cache.tables, rows=False)
     if row_counts is not None:

@@ -417,7 +417,7 @@ def status(state: _State, as_json: bool) -> None:
     import json as jsonlib
 
     from sgcache.schema import load
-    from sgcache.store.db import check_connection, create_engine, safe_url
+    from sgcache.store.db import check_connection, create_engine, is_set_up, safe_url
     from sgcache.store.tables import Tables
     from sgcache.sync import report
 
@@ -425,7 +425,7 @@ def status(state: _State, as_json: bool) -> None:
     tables = Tables(load(config.schema.path))
     engine = create_engine(config.database.url)
     check_connection(engine)
-    if "_sgcache_cursor" not in sqlalchemy.inspect(engine).get_table_names():
+    if not is_set_up(engine):
         click.echo(f"event log: not started ({safe_url(engine.url)} is not set up yet: run "
                    "`sgcache scan --full`)")
         return
@@ -540,7 +540,7 @@ def _validate_schema(state: _State):
 
 def _validator(config: Config, tables, *, wait: float, rate: float, page_size: int = 500,
                progress: bool | None = None):
-    from sgcache.store.db import check_connection, create_engine, safe_url
+    from sgcache.store.db import check_connection, create_engine, is_set_up, safe_url
     from sgcache.store.migrate import migrate
     from sgcache.sync.remote import Remote
     from sgcache.sync.validate import Validator
@@ -548,7 +548,7 @@ def _validator(config: Config, tables, *, wait: float, rate: float, page_size: i
     engine = create_engine(config.database.url)
     check_connection(engine)
     # Validating only reads: a database behind the schema file is reported, not migrated.
-    if "_sgcache_cursor" not in sqlalchemy.inspect(engine).get_table_names():
+    if not is_set_up(engine):
         engine.dispose()
         raise SgcacheError(f"{safe_url(engine.url)} is not set up yet: run `sgcache scan --full`")
     pending = migrate(engine, tables, dry_run=True).actions
@@ -639,12 +639,12 @@ def web(state: _State, bind: str | None, workers: int | None, threads: int | Non
     """
     import dataclasses
 
-    from sgcache.config import _bind
+    from sgcache.config import check_bind
     from sgcache.web import create_app, run_gunicorn
 
     config = state.config("site.base_url", "site.script_name", "site.api_key")
-    if bind is not None and _bind(bind):
-        raise click.BadParameter(_bind(bind), param_hint="--bind")
+    if bind is not None and check_bind(bind):
+        raise click.BadParameter(check_bind(bind), param_hint="--bind")
     changes = {k: v for k, v in (("bind", bind), ("workers", workers), ("threads", threads)) if v is not None}
     config = dataclasses.replace(config, web=dataclasses.replace(config.web, **changes))
     log = logging.getLogger("sgcache")
@@ -692,11 +692,11 @@ def demo(state: _State, database_url: str | None, folder: Path, bind: str, site_
     directly against the site and through sgcache. Nothing here touches a real site: the demo
     always talks to its own stand-in.
     """
-    from sgcache.config import _bind
+    from sgcache.config import check_bind
     from sgcache.demo import Demo, DemoOptions
 
     for value, name in ((bind, "--bind"), (site_bind, "--site-bind")):
-        if _bind(value) or value.startswith("unix:"):
+        if check_bind(value) or value.startswith("unix:"):
             raise click.BadParameter("expected HOST:PORT", param_hint=name)
     if bind == site_bind:
         raise click.BadParameter("the proxy and the stand-in need different addresses", param_hint="--site-bind")

@@ -96,7 +96,8 @@ def _not_negative(value: float) -> str | None:
 
 
 @_described("``HOST:PORT`` or ``unix:PATH``")
-def _bind(value: str) -> str | None:
+def check_bind(value: str) -> str | None:
+    """Why ``value`` is not a gunicorn bind address, or None when it is one."""
     if value.startswith("unix:") or re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", value):
         return None
     return "expected HOST:PORT (or unix:PATH)"
@@ -222,7 +223,7 @@ class WebConfig:
     bind: str = _setting("127.0.0.1:8010", "HOST:PORT the proxy listens on",
                          doc="Address ``sgcache web`` listens on. An IPv6 host goes in brackets: "
                              "``[::1]:8010``.",
-                         check=_bind)
+                         check=check_bind)
     workers: int = _setting(2, "gunicorn worker processes", doc="gunicorn worker processes of the proxy.",
                             check=_at_least_one)
     threads: int = _setting(8, "threads per worker (slow passthroughs do not block others)",

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from sgcache.query import summarize
-from sgcache.query.paths import Context, ReadState
+from sgcache.query.paths import Context
 from sgcache.query.read import Values
 from sgcache.query.summarize import compile_summarize
+from sgcache.store.readstate import ReadState
 
 STATUSES = ["wtg", "ip", "fin", None]
 EVERYTHING = {"logical_operator": "and", "conditions": []}

@@ -39,11 +39,12 @@ from sgcache.mocksite import MockSite
 from sgcache.mocksite.server import MockServer
 from sgcache.mocksite.studio import build_studio
 from sgcache.query import Uncertain
-from sgcache.query.paths import Context, load_state
+from sgcache.query.paths import Context
 from sgcache.schema import load
 from sgcache.store import state
 from sgcache.store.migrate import migrate
 from sgcache.store.reader import read_entities
+from sgcache.store.readstate import load_state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors

@@ -251,14 +251,21 @@ def test_a_retirement_older_than_a_revival_a_scan_already_read_does_not_retire_t
     assert s.diff(["Asset"]) == []
 
 
+def change_the_watcher_reads_from_the_site(s) -> tuple:
+    """(a caught-up watcher, a shot): an evented change of the shot waits, one the watcher
+    applies by reading the shot from the site (a project move)."""
+    shot = s.world["shots"][1]
+    watcher = s.watcher()
+    s.drain(watcher)
+    s.sg().update("Shot", shot, {"project": link("Project", s.world["projects"][1])})
+    return watcher, shot
+
+
 def test_an_answer_asked_before_a_scan_wrote_the_row_is_asked_again(sync):
     # The watcher asks the site outside its transaction: a scan may write the row between the
     # question and the transaction, with a later value. The older answer must not win.
     s = sync
-    shot = s.world["shots"][1]
-    watcher = s.watcher()
-    s.drain(watcher)
-    s.sg().update("Shot", shot, {"project": link("Project", s.world["projects"][1])})  # read from the site
+    watcher, shot = change_the_watcher_reads_from_the_site(s)
     real_fetch = watcher.remote.fetch
     asked = []
 
@@ -283,10 +290,7 @@ def test_a_row_written_by_another_process_inside_the_watchers_transaction_is_not
     # newer read after the watcher took the row's version for this round and before the
     # watcher's own write: the watcher's older answer must not win; it asks again.
     s = sync
-    shot = s.world["shots"][1]
-    watcher = s.watcher()
-    s.drain(watcher)
-    s.sg().update("Shot", shot, {"project": link("Project", s.world["projects"][1])})  # read from the site
+    watcher, shot = change_the_watcher_reads_from_the_site(s)
     real_upsert = watcher.writer.upsert
     other = Writer(s.engine, s.tables)
     meddled: list[bool] = []

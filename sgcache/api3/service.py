@@ -40,11 +40,12 @@ from sgcache.config import Config
 from sgcache.errors import SgcacheError
 from sgcache.logs import loggable
 from sgcache.query import Uncertain
-from sgcache.query.paths import Context, ReadState, load_state
+from sgcache.query.paths import Context
 from sgcache.query.read import compile_read
-from sgcache.query.schema import METHODS as SCHEMA_METHODS
-from sgcache.query.schema import SiteSchema
+from sgcache.query.site_schema import METHODS as SCHEMA_METHODS
+from sgcache.query.site_schema import SiteSchema
 from sgcache.query.summarize import compile_summarize
+from sgcache.store.readstate import ReadState, load_state
 from sgcache.sync.refresh import Refresher
 from sgcache.upstream import FORWARDED_HEADERS, SiteBusy, SiteUnavailable, Upstream
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 from sgcache.errors import ConversionError
 from sgcache.schema.model import Field
-
-log = logging.getLogger(__name__)
 
 #: data type name -> field class
 REGISTRY: dict[str, type[FieldType]] = {}
@@ -90,38 +87,3 @@ class UncachedField(FieldType):
 
     def from_db(self, row: Any) -> Any:
         raise ConversionError(f"{self.type_name}.{self.name} is not cached ({self.reason})")
-
-
-class UnknownField(UncachedField):
-    """A data type sgcache has no class for: treated as uncached, with a warning."""
-
-    reason = "unknown data type"
-
-
-CALCULATED_PROPERTIES = ("query", "summary_value", "calculated_function")
-
-
-def is_calculated(field: Field) -> bool:
-    """Query, summary and formula fields: the site computes them, the cache cannot."""
-    return field.data_type in ("summary", "query", "calculated") or any(
-        p in field.properties for p in CALCULATED_PROPERTIES)
-
-
-_warned: set[tuple[str, str]] = set()
-
-
-def make_field(type_name: str, field: Field) -> FieldType:
-    """The handler for one field of one entity type."""
-    from sgcache.fields.uncached import CalculatedField
-
-    if is_calculated(field):
-        return CalculatedField(type_name, field)
-    cls = REGISTRY.get(field.data_type)
-    if cls is None:
-        key = (type_name, field.name)
-        if key not in _warned:
-            _warned.add(key)
-            log.warning("event=unknown_data_type entity_type=%s field=%s data_type=%s action=uncached",
-                        type_name, field.name, field.data_type)
-        return UnknownField(type_name, field)
-    return cls(type_name, field)

@@ -18,3 +18,9 @@ class PivotColumnField(UncachedField):
 @register("summary", "query", "calculated")
 class CalculatedField(UncachedField):
     reason = "calculated (query, summary or formula) fields are computed by the site"
+
+
+class UnknownField(UncachedField):
+    """A data type sgcache has no class for: treated as uncached, with a warning."""
+
+    reason = "unknown data type"

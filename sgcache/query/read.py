@@ -249,7 +249,7 @@ def _sort_columns(ctx: Context, scope: Scope, spec: Any) -> list[sa.ColumnElemen
     return [k.desc().nulls_first() for k in keys]
 
 
-def _archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
+def archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
     """include_archived_projects: false hides archived projects and what belongs to them."""
     project = ctx.entity_table("Project")
     archived = ctx.handler(project, "archived")
@@ -342,7 +342,7 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     where = [group(scope, args.get("filters")), et.table.c._active.is_(return_only == "active")]
     where += visible_rows(ctx, et)
     if args.get("include_archived_projects", True) is False:
-        hidden = _archived_filter(ctx, et)
+        hidden = archived_filter(ctx, et)
         if hidden is not None:
             where.append(hidden)
     order = [col for spec in sorts for col in _sort_columns(ctx, scope, spec)]

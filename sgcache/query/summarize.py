@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sgcache.query import Uncertain
 from sgcache.query.filters import group
 from sgcache.query.paths import Context, Scope
-from sgcache.query.read import FieldPlans, Values, _archived_filter, plan_fields, visible_rows
+from sgcache.query.read import FieldPlans, Values, archived_filter, plan_fields, visible_rows
 from sgcache.store.tables import EntityTable
 
 SUMMARY_FAMILIES = {
@@ -507,7 +507,7 @@ def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
     scope = Scope(ctx, et)
     where = [group(scope, args.get("filters")), et.table.c._active.is_(True), *visible_rows(ctx, et)]
     if args.get("include_archived_projects", True) is False:
-        hidden = _archived_filter(ctx, et)
+        hidden = archived_filter(ctx, et)
         if hidden is not None:
             where.append(hidden)
     columns = [et.table.c[c] for c in Values.columns(fields)]

@@ -84,3 +84,12 @@ def check_connection(engine: sa.Engine) -> None:
     except sa.exc.DBAPIError as e:
         reason = str(e.orig).strip().splitlines()[0] if e.orig else type(e).__name__
         raise SgcacheError(f"cannot connect to the database {safe_url(engine.url)}: {reason}") from None
+
+
+#: A table every migrated cache database has (made by the first migration, with the event cursor).
+SET_UP_MARK = "_sgcache_cursor"
+
+
+def is_set_up(engine: sa.Engine) -> bool:
+    """Whether a migration has made sgcache's tables in this database."""
+    return SET_UP_MARK in sa.inspect(engine).get_table_names()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -175,6 +176,29 @@ def clear_backfill(conn: sa.Connection, st: StateTables, entity_type: str,
     return conn.execute(stmt.values(needs_backfill=False, backfill_reason=None)).rowcount
 
 
+#: ``_sgcache_meta`` key of the cached project set (see read_projects).
+PROJECTS = "projects"
+
+
+def decode_projects(raw: str | None) -> list[int] | None:
+    """The cached project set as stored: None before any import, [] when every project is
+    cached, else the project ids."""
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return sorted(value) if isinstance(value, list) else []
+
+
+def read_projects(conn: sa.Connection, st: StateTables) -> list[int] | None:
+    """The cached project set (see decode_projects)."""
+    return decode_projects(conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == PROJECTS)).scalar())
+
+
+def write_projects(conn: sa.Connection, st: StateTables, projects: list[int]) -> None:
+    """Record the cached project set ([] for every project)."""
+    set_meta(conn, st, PROJECTS, json.dumps(sorted(projects) or "all"))
+
+
 def set_meta(conn: sa.Connection, st: StateTables, key: str, value: str) -> None:
     """Set one ``_sgcache_meta`` key in a single statement (safe when two processes do it at once)."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
@@ -191,16 +215,12 @@ def bump_auth_epoch(conn: sa.Connection, st: StateTables, why: str) -> None:
 
 def tripped_groups(conn: sa.Connection, st: StateTables) -> dict[str, dict]:
     """{group code: what tripped it} for the groups switched to passthrough by a shadow check."""
-    import json
-
     value = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == AUTH_TRIPPED)).scalar()
     data = json.loads(value) if value else {}
     return data if isinstance(data, dict) else {}
 
 
 def trip_group(conn: sa.Connection, st: StateTables, group: str, detail: dict) -> None:
-    import json
-
     tripped = tripped_groups(conn, st)
     tripped.setdefault(group, detail)
     set_meta(conn, st, AUTH_TRIPPED, json.dumps(tripped, sort_keys=True))
@@ -208,8 +228,6 @@ def trip_group(conn: sa.Connection, st: StateTables, group: str, detail: dict) -
 
 def clear_tripped(conn: sa.Connection, st: StateTables, groups: list[str] | None = None) -> list[str]:
     """Let these groups (None: all) have cached answers again; return the codes cleared."""
-    import json
-
     tripped = tripped_groups(conn, st)
     cleared = sorted(tripped if groups is None else [g for g in groups if g in tripped])
     for code in cleared:

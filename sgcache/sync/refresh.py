@@ -14,7 +14,6 @@ never puts an older value back.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from sgcache.config import SiteConfig
+from sgcache.store import state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, Writer
 from sgcache.sync import links
@@ -66,11 +66,10 @@ class Refresher:
         return self.remote.newest_event_id()
 
     def _projects(self) -> set[int] | None:
-        meta = self.tables.state.meta
+        """The cached project set, or None when every project is cached."""
         with self.engine.connect() as conn:
-            raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
-        value = json.loads(raw) if raw else None
-        return set(value) if isinstance(value, list) and value else None
+            projects = state.read_projects(conn, self.tables.state)
+        return set(projects) if projects else None
 
     def refresh(self, targets: Targets, as_of: int | None, follow_levels: int | None = None) -> int:
         """Re-read ``targets`` (type -> ids), then the other sides of the links those reads changed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,7 +37,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
             other_sides = {"queued": count or 0, "oldest": oldest}
         scans = {r["entity_type"]: dict(r) for r in conn.execute(sa.select(st.types)).mappings()}
         marks = state.backfill_marks(conn, st)
-        projects = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == "projects")).scalar()
+        projects = state.read_projects(conn, st)
         lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
         rebuilding = rebuild.rebuilding(conn, tables)
         counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
@@ -57,7 +56,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "dead_letters": dead,  # unresolved: their types' reads pass through
         "dead_letters_resolved": resolved,
         "other_sides": other_sides,  # entities queued to be read again for a changed link to them
-        "projects": json.loads(projects) if projects else None,
+        "projects": None if projects is None else (projects or "all"),
         "rebuilding": rebuilding,
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},

@@ -16,7 +16,6 @@ applied from a newer event is not overwritten by an older page.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import queue
 import threading
@@ -313,13 +312,8 @@ class Scanner:
 
     def recorded_projects(self) -> list[int] | None:
         """The cached project set ([] for all projects), or None before any import."""
-        meta = self.tables.state.meta
         with self.engine.connect() as conn:
-            raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
-        if raw is None:
-            return None
-        value = json.loads(raw)
-        return value if isinstance(value, list) else []
+            return state.read_projects(conn, self.tables.state)
 
     def full(self, types: list[str] | None = None, projects: list[int] | None = None) -> ScanReport:
         """Import ``types`` (default: all cached) in full. ``projects`` changes the cached project
@@ -359,7 +353,7 @@ class Scanner:
         return self.full(needed, projects)
 
     def _set_projects(self, conn: sa.Connection, projects: list[int]) -> None:
-        state.set_meta(conn, self.tables.state, "projects", json.dumps(projects or "all"))
+        state.write_projects(conn, self.tables.state, projects)
 
     def _forget_full_imports(self, conn: sa.Connection, types: list[EntityTable]) -> None:
         """A new project set: until each project-scoped type is imported again, it holds the old

@@ -29,8 +29,9 @@ from sgcache.config import ScannerConfig
 from sgcache.errors import SgcacheError
 from sgcache.query import Uncertain
 from sgcache.query.filters import group
-from sgcache.query.paths import Context, Scope, load_state
+from sgcache.query.paths import Context, Scope
 from sgcache.store.reader import read_entities
+from sgcache.store.readstate import load_state
 from sgcache.store.tables import EntityTable, Tables
 from sgcache.sync import cursor as cursors
 from sgcache.sync.compare import Difference, SiteRows, compare_rows

@@ -24,7 +24,7 @@ from sgcache.config import WatcherConfig
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.scalar import DateTimeField
-from sgcache.query import schema as site_schema
+from sgcache.query import site_schema
 from sgcache.store import samples
 from sgcache.store import state as store_state
 from sgcache.store.tables import Tables
@@ -225,10 +225,8 @@ class Watcher:
 
     def _projects(self, conn: sa.Connection) -> set[int] | None:
         """The cached project set, or None when every project is cached."""
-        meta = self.tables.state.meta
-        raw = conn.execute(sa.select(meta.c.value).where(meta.c.key == "projects")).scalar()
-        value = json.loads(raw) if raw else None
-        return set(value) if isinstance(value, list) and value else None
+        projects = store_state.read_projects(conn, self.tables.state)
+        return set(projects) if projects else None
 
     def _outside_projects(self, conn: sa.Connection, entity_type: str, entity: dict) -> bool:
         projects = self._projects(conn)
