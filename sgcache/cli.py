@@ -143,12 +143,10 @@ def schema_filter(rules_path: Path, output: Path | None, input_path: Path) -> No
 @click.pass_obj
 def schema_show(state: _State, type_names: tuple[str, ...], dialect: str | None) -> None:
     """Print what the cache will store, table by table (every type when none is named)."""
-    from sgcache.schema import load
     from sgcache.store import show
-    from sgcache.store.tables import Tables
 
     config = state.config()
-    tables = Tables(load(config.schema.path))
+    tables = _tables(config)
     dialect = dialect or ("sqlite" if config.database.url.startswith("sqlite") else "postgresql")
     if type_names:
         for name in type_names:
@@ -162,15 +160,12 @@ def schema_show(state: _State, type_names: tuple[str, ...], dialect: str | None)
 @click.pass_obj
 def schema_migrate(state: _State, dry_run: bool) -> None:
     """Make the cache database agree with the schema file (safe to run again)."""
-    from sgcache.schema import load
-    from sgcache.store.db import check_connection, create_engine, safe_url
+    from sgcache.store.db import safe_url
     from sgcache.store.migrate import migrate
-    from sgcache.store.tables import Tables
 
     config = state.config()
-    tables = Tables(load(config.schema.path))
-    engine = create_engine(config.database.url)
-    check_connection(engine)
+    tables = _tables(config)
+    engine = _connected(config)
     report = migrate(engine, tables, dry_run=dry_run)
     verb = "would make" if dry_run else "made"
     if state.verbose or dry_run:
@@ -247,18 +242,31 @@ def _stop_on_signals():
     return stop
 
 
+def _tables(config: Config):
+    """The cache's tables for the configured schema file."""
+    from sgcache.schema import load
+    from sgcache.store.tables import Tables
+
+    return Tables(load(config.schema.path))
+
+
+def _connected(config: Config):
+    """An engine for the configured database, its connection checked (a clear error if not)."""
+    from sgcache.store.db import check_connection, create_engine
+
+    engine = create_engine(config.database.url)
+    check_connection(engine)
+    return engine
+
+
 def _sync_parts(state: _State):
     """(config, engine, tables, remote) for the sync commands, with the database migrated."""
-    from sgcache.schema import load
-    from sgcache.store.db import check_connection, create_engine
     from sgcache.store.migrate import migrate
-    from sgcache.store.tables import Tables
     from sgcache.sync.remote import Remote
 
     config = state.config("site.base_url", "site.script_name", "site.api_key")
-    tables = Tables(load(config.schema.path))
-    engine = create_engine(config.database.url)
-    check_connection(engine)
+    tables = _tables(config)
+    engine = _connected(config)
     migrate(engine, tables)
     return config, engine, tables, Remote(config.site)
 
@@ -416,15 +424,12 @@ def status(state: _State, as_json: bool) -> None:
     """What the cache holds and how far behind it is: cursor, gaps, dead letters, scans, backfill."""
     import json as jsonlib
 
-    from sgcache.schema import load
-    from sgcache.store.db import check_connection, create_engine, is_set_up, safe_url
-    from sgcache.store.tables import Tables
+    from sgcache.store.db import is_set_up, safe_url
     from sgcache.sync import report
 
     config = state.config()
-    tables = Tables(load(config.schema.path))
-    engine = create_engine(config.database.url)
-    check_connection(engine)
+    tables = _tables(config)
+    engine = _connected(config)
     if not is_set_up(engine):
         click.echo(f"event log: not started ({safe_url(engine.url)} is not set up yet: run "
                    "`sgcache scan --full`)")
@@ -499,11 +504,9 @@ def auth_clear(state: _State, groups: tuple[str, ...], everything: bool) -> None
 
 
 def _engine_and_tables(config: Config):
-    from sgcache.schema import load
     from sgcache.store.db import create_engine
-    from sgcache.store.tables import Tables
 
-    return create_engine(config.database.url), Tables(load(config.schema.path))
+    return create_engine(config.database.url), _tables(config)
 
 
 @cli.group()
@@ -531,22 +534,18 @@ def _checked(check, *args):
 
 
 def _validate_schema(state: _State):
-    from sgcache.schema import load
-    from sgcache.store.tables import Tables
-
     config = state.config("site.base_url", "site.script_name", "site.api_key")
-    return config, Tables(load(config.schema.path))
+    return config, _tables(config)
 
 
 def _validator(config: Config, tables, *, wait: float, rate: float, page_size: int = 500,
                progress: bool | None = None):
-    from sgcache.store.db import check_connection, create_engine, is_set_up, safe_url
+    from sgcache.store.db import is_set_up, safe_url
     from sgcache.store.migrate import migrate
     from sgcache.sync.remote import Remote
     from sgcache.sync.validate import Validator
 
-    engine = create_engine(config.database.url)
-    check_connection(engine)
+    engine = _connected(config)
     # Validating only reads: a database behind the schema file is reported, not migrated.
     if not is_set_up(engine):
         engine.dispose()

@@ -250,3 +250,23 @@ def test_uncached_fields_have_no_columns(tables, engine):
     cols = {c["name"] for c in sa.inspect(engine).get_columns("shot")}
     assert "step_0" not in cols and "sg_password" not in cols and "sg_total" not in cols
     assert {"sg_sequence__type", "sg_sequence__id"} <= cols
+
+
+def test_every_storing_class_names_its_storage_itself_and_no_two_share_a_key():
+    # The key is recorded in _sgcache_fields.storage: it must not follow the Python class name
+    # (a rename would remake every such field's storage) and must tell association storage apart.
+    from sgcache.fields.base import STORAGE, register, storage_has_association
+
+    storing = {cls for cls in REGISTRY.values() if cls.cached}
+    assert storing == set(STORAGE.values())
+    assert all(STORAGE[cls.storage_key] is cls for cls in storing)
+    assert storage_has_association("MultiEntityField:1") and not storage_has_association("EntityField:1")
+    assert not storage_has_association("uncached") and not storage_has_association("NoSuchField:1")
+    with pytest.raises(TypeError, match="storage_key of its own"):
+        @register()
+        class Renamed(STORAGE["TextField"]):  # inherits TextField's key: refused
+            pass
+    with pytest.raises(TypeError, match="storage_key of its own"):
+        @register()
+        class Clash(STORAGE["TextField"]):
+            storage_key = "IntegerField"  # another class's key: refused

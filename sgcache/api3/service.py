@@ -225,14 +225,15 @@ class Service:
             answers.append(payload["results"])
         return answers[0], answers[1]
 
-    def _cached_answer_allowed(self, req: RpcRequest, headers: Mapping[str, str]) -> str | None:
-        """Why this caller may not have a cached answer now (None: it may)."""
+    def _cache_unusable(self) -> str | None:
+        """The passthrough reason when the cache database cannot be used now, else None."""
         if self.cache is None or not self.cache.usable:
             return "database_down"
         return None
 
-    def _verified(self, req: RpcRequest, entity_type: str) -> Answer | None:
-        """None when the caller's credentials are good; else the answer to give instead."""
+    def _verified(self, req: RpcRequest, entity_type: str) -> _Pass | Answer | None:
+        """None when the site accepts the caller's credentials; else a fault to answer with, or
+        why the request passes through (the site could not say)."""
         try:
             if self.verifier.verify(req.auth, entity_type):
                 return None
@@ -240,7 +241,7 @@ class Service:
             return fault_answer(fault, "credentials rejected")
         except SiteUnavailable as e:
             return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
-        return Answer(0, b"", "passthrough", detail="credentials_not_verified")
+        return _Pass("credentials_not_verified")
 
     def _decided(self, req: RpcRequest, state: ReadState) -> Decision | Answer:
         """What this (verified) caller may get from the cache, or the answer to give instead."""
@@ -252,7 +253,7 @@ class Service:
 
     def schema(self, req: RpcRequest, headers: Mapping[str, str]) -> Answer:
         """schema_read / schema_entity_read / schema_field_read from the copy of the site's schema."""
-        why = self._cached_answer_allowed(req, headers)
+        why = self._cache_unusable()
         if why:
             return self._passthrough_because(req, headers, why)
         if headers.get("locale"):
@@ -263,9 +264,9 @@ class Service:
             self.cache.failed(e)
             return self._passthrough_because(req, headers, "database_down")
         refused = self._verified(req, "Project")
+        if isinstance(refused, _Pass):
+            return self._passthrough_because(req, headers, refused.reason)
         if refused is not None:
-            if refused.status == 0:
-                return self._passthrough_because(req, headers, refused.detail)
             return refused
         decision = self._decided(req, state)
         if isinstance(decision, Answer):
@@ -320,7 +321,7 @@ class Service:
     def _table_answer(self, req: RpcRequest, compile_request) -> tuple[Any, Decision] | _Pass | Answer:
         """(results, the caller's decision) from the cache tables; else why not (passthrough), or a
         fault to answer with."""
-        why = self._cached_answer_allowed(req, {})
+        why = self._cache_unusable()
         if why:
             return _Pass(why)
         entity_type = req.entity_type
@@ -336,7 +337,7 @@ class Service:
         # Who is asking comes first: nothing is compiled or learned for credentials the site refuses.
         refused = self._verified(req, entity_type)
         if refused is not None:
-            return _Pass(refused.detail) if refused.status == 0 else refused
+            return refused
         decision = self._decided(req, state)
         if isinstance(decision, Answer):
             return decision

@@ -11,15 +11,30 @@ from sgcache.schema.model import Field
 
 #: data type name -> field class
 REGISTRY: dict[str, type[FieldType]] = {}
+#: storage key -> field class (see FieldType.storage_key)
+STORAGE: dict[str, type[FieldType]] = {}
 
 
 def register(*data_types: str):
-    """Class decorator: this class handles these Shotgun data types."""
+    """Class decorator: this class handles these Shotgun data types. A class that stores its
+    field names its storage itself (``storage_key``, unique, never inherited)."""
     def wrap(cls: type[FieldType]) -> type[FieldType]:
+        if cls.cached:
+            key = vars(cls).get("storage_key")
+            if not key or STORAGE.get(key, cls) is not cls:
+                raise TypeError(f"{cls.__name__} needs a storage_key of its own, not {key!r}")
+            STORAGE[key] = cls
         for name in data_types:
             REGISTRY[name] = cls
         return cls
     return wrap
+
+
+def storage_has_association(storage: str) -> bool:
+    """Whether the storage recorded for a field (``_sgcache_fields.storage``) is an association
+    table rather than columns."""
+    cls = STORAGE.get(storage.split(":", 1)[0])
+    return cls is not None and cls.association
 
 
 class FieldType:
@@ -31,8 +46,14 @@ class FieldType:
 
     #: False when the cache cannot hold this field faithfully; reads of it pass through.
     cached: ClassVar[bool] = True
+    #: The stable name of the storage this class makes, recorded with ``storage_version`` in
+    #: ``_sgcache_fields.storage`` (``TextField:1``): set on each storing class, never derived
+    #: from its Python name, so renaming a class remakes no one's tables.
+    storage_key: ClassVar[str] = ""
     #: Bump when the storage layout of a class changes, so migrations rebuild the field.
     storage_version: ClassVar[int] = 1
+    #: Whether the storage is an association table of its own (else columns of the entity table).
+    association: ClassVar[bool] = False
     #: Which filter relations and sorts the read compiler offers for it (sgcache.query.filters):
     #: text, number, checkbox, date, date_time, entity, multi_entity; "none" passes through.
     family: ClassVar[str] = "none"
@@ -50,7 +71,7 @@ class FieldType:
         """What the storage depends on; a change means drop and recreate."""
         if not self.cached:
             return "uncached"
-        return f"{type(self).__name__}:{self.storage_version}"
+        return f"{self.storage_key}:{self.storage_version}"
 
     def columns(self) -> list[sa.Column]:
         """Columns this field adds to its entity's table."""

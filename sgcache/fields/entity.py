@@ -25,6 +25,7 @@ class EntityField(FieldType):
     """``<field>__type`` and ``<field>__id``; read back as ``{"type", "id"}`` (the read path adds
     ``name`` from the linked entity's identifier field, as the site computes it live)."""
 
+    storage_key = "EntityField"
     family = "entity"
 
     def __init__(self, type_name, field):
@@ -52,6 +53,8 @@ class EntityField(FieldType):
 class MultiEntityField(FieldType):
     """Rows of ``<entity>_<field>`` (parent_id, position, child_type, child_id), in list order."""
 
+    storage_key = "MultiEntityField"
+    association = True
     family = "multi_entity"
 
     def association_table(self, metadata: sa.MetaData, name: str) -> sa.Table:

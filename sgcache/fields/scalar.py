@@ -43,6 +43,7 @@ class ScalarField(FieldType):
 class TextField(ScalarField):
     """Strings. footage is feet-frames text (``12-04``); color is ``R,G,B`` or a keyword."""
 
+    storage_key = "TextField"
     family = "text"
 
     sql_type = sa.Text
@@ -64,6 +65,7 @@ class TextField(ScalarField):
 class IntegerField(ScalarField):
     """Whole numbers: duration in minutes, timecode in milliseconds, percent as 0-100."""
 
+    storage_key = "IntegerField"
     family = "number"
 
     sql_type = sa.BigInteger
@@ -78,6 +80,7 @@ class IntegerField(ScalarField):
 
 @register("float", "currency")
 class FloatField(ScalarField):
+    storage_key = "FloatField"
     family = "number"
     sql_type = sa.Double
 
@@ -89,6 +92,7 @@ class FloatField(ScalarField):
 
 @register("checkbox")
 class CheckboxField(ScalarField):
+    storage_key = "CheckboxField"
     family = "checkbox"
     sql_type = sa.Boolean
 
@@ -110,6 +114,7 @@ WIRE_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
 class DateField(ScalarField):
     """Wire ``YYYY-MM-DD``; stored as a date."""
 
+    storage_key = "DateField"
     family = "date"
 
     sql_type = sa.Date
@@ -139,6 +144,7 @@ class DateTimeField(ScalarField):
     A datetime object with a time zone is converted to UTC; a naive one is taken as UTC.
     """
 
+    storage_key = "DateTimeField"
     family = "date_time"
 
     sql_type = UTCDateTime
@@ -180,6 +186,7 @@ class JSONField(ScalarField):
 class UrlField(JSONField):
     """File/link fields: ``{"url", "name", "content_type", "link_type", ...}`` dicts."""
 
+    storage_key = "UrlField"
     expected = (dict,)
     expected_text = "a mapping (url, name, link_type, ...)"
 
@@ -188,6 +195,7 @@ class UrlField(JSONField):
 class ImageField(JSONField):
     """Thumbnail URL strings (or the site's placeholder dicts)."""
 
+    storage_key = "ImageField"
     expected = (str, dict)
     expected_text = "a URL string"
 
@@ -196,6 +204,7 @@ class ImageField(JSONField):
 class TagListField(JSONField):
     """A list of tag names."""
 
+    storage_key = "TagListField"
     expected = (list,)
     expected_text = "a list of tag names"
 
@@ -209,3 +218,5 @@ class TagListField(JSONField):
 @register("serializable")
 class SerializableField(JSONField):
     """Any JSON structure (EventLogEntry.meta, Task.splits, ...)."""
+
+    storage_key = "SerializableField"

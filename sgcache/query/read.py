@@ -168,6 +168,13 @@ class Values:
         def live(link):
             return names.get(link, (False, None))[0]
 
+        def live_links(handler, row, i) -> list[tuple[str, int]]:
+            """The links a row's entity or multi-entity field holds to live entities, in order."""
+            if isinstance(handler, EntityField):
+                link = (row[handler.type_column], row[handler.id_column])
+                return [link] if link[1] is not None and live(link) else []
+            return [c for c in lists[handler.name][i] if live(c)]
+
         for fp in plans.fields:
             if fp.handler is None and fp.hop is None:
                 for i in ids:
@@ -180,13 +187,11 @@ class Values:
                     row = rows.get(i)
                     if row is None:
                         continue
-                    if isinstance(handler, EntityField):
-                        link = (row[handler.type_column], row[handler.id_column])
-                        out[i][fp.name] = ({"type": link[0], "id": link[1], "name": names[link][1]}
-                                           if link[1] is not None and live(link) else None)
-                    elif isinstance(handler, MultiEntityField):
-                        out[i][fp.name] = [{"type": t, "id": c, "name": names[(t, c)][1]}
-                                           for t, c in lists[handler.name][i] if live((t, c))]
+                    if isinstance(handler, (EntityField, MultiEntityField)):
+                        values = [{"type": t, "id": c, "name": names[(t, c)][1]}
+                                  for t, c in live_links(handler, row, i)]
+                        out[i][fp.name] = values if isinstance(handler, MultiEntityField) else \
+                            (values[0] if values else None)
                     else:
                         out[i][fp.name] = handler.from_db(row)
                 continue
@@ -197,11 +202,7 @@ class Values:
                 row = rows.get(i)
                 if row is None:
                     continue
-                if isinstance(hop, EntityField):
-                    link = (row[hop.type_column], row[hop.id_column])
-                    followed[i] = [link[1]] if link[0] == target.name and link[1] is not None and live(link) else []
-                else:
-                    followed[i] = [c for t, c in lists[hop.name][i] if t == target.name and live((t, c))]
+                followed[i] = [c for t, c in live_links(hop, row, i) if t == target.name]
             wanted = sorted({t for targets in followed.values() for t in targets})
             inner = self.fetch(fp.rest, wanted)
             (rest_plan,) = fp.rest.fields

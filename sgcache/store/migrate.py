@@ -17,7 +17,7 @@ from sqlalchemy.schema import CreateColumn
 
 from sgcache.errors import SchemaError
 from sgcache.fields import FieldType, make_field, names
-from sgcache.fields.entity import MultiEntityField
+from sgcache.fields.base import storage_has_association
 from sgcache.schema.model import Field
 from sgcache.store import state
 from sgcache.store.tables import EntityTable, Tables
@@ -165,7 +165,7 @@ class _Migration:
             if self.dry_run:
                 self.added_columns.add((table_name, column.name))
                 self.dropped_columns.discard((table_name, column.name))
-        if isinstance(handler, MultiEntityField):
+        if handler.association:
             assoc = et.associations[handler.name]
             self.claim(assoc.name)
             if not self.exists(assoc.name):
@@ -194,7 +194,7 @@ class _Migration:
         self.owned = {t.name for t in st.all()}
         for (type_name, field_name), previous in known.items():
             self.owned.add(names.entity_table(type_name))
-            if previous.storage.startswith("MultiEntityField"):
+            if storage_has_association(previous.storage):
                 self.owned.add(names.association_table(type_name, field_name))
         # Tables created in this run already carry their indexes.
         self.inspected_before = set(self.existing_tables)
@@ -253,7 +253,7 @@ class _Migration:
         for type_name in sorted({t for t, _ in known} - set(self.tables.entities)):
             fields = [f for t, f in known if t == type_name]
             for field_name in fields:
-                if known[type_name, field_name].storage.startswith("MultiEntityField"):
+                if storage_has_association(known[type_name, field_name].storage):
                     self.drop_table(names.association_table(type_name, field_name))
             self.drop_table(names.entity_table(type_name))
             self.report.add(f"forget entity type {type_name}")
