@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ from test_sync import (  # noqa: F401,E501 (fixtures)
     poison,
     read_refusal,
     sync,
+    wait_for,
 )
 
 from sgcache.store.writer import Writer
@@ -114,6 +117,32 @@ def test_a_dead_letter_waits_for_its_next_try_minutes_later(sync):
     assert tries == [bad_id]  # not tried again before its time
     assert read_refusal(s, "Shot") == "dead_letter"
     assert s.type_state("Shot")["needs_rescan"] is False  # one failed event does not cost a full import
+
+
+def test_a_watcher_asked_to_stop_between_tries_of_a_failing_event_stops_at_once_and_keeps_it(sync):
+    # Its pauses between tries grow to seconds: SIGTERM must not wait them out, nor turn the
+    # event into a dead letter; the next start tries it again.
+    s = sync
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(max_attempts=10)
+    tries = poison(watcher, bad_id)
+    stop = threading.Event()
+    runner = threading.Thread(target=watcher.run, args=(stop,))
+    runner.start()
+    wait_for(lambda: len(tries) >= 3, 20, what="a few tries of the failing event")  # pauses 0.2, 0.4, 0.8...
+    asked = time.monotonic()
+    stop.set()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert time.monotonic() - asked < 0.5
+    assert dead_letters(s.engine, s.tables) == []
+    assert bad_id not in s.applied_ids()
+    again = s.watcher()
+    s.drain(again)
+    assert bad_id in s.applied_ids()
+    assert s.row("Shot", shot, "description")["description"] == "poison"
 
 
 def test_a_dead_letter_is_resolved_when_a_later_try_applies_it(sync, caplog):

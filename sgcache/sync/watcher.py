@@ -199,6 +199,7 @@ class Watcher:
         self.refresher = Refresher(engine, tables, None, remote=remote)
         self.on_schema_change = on_schema_change
         self.applied = 0  # events applied by this process (tests and status)
+        self.stop: threading.Event | None = None  # set by run(): pauses between tries end at once
         self._sampled_at: float | None = None  # monotonic time of the last lag sample
 
     # --- one event --------------------------------------------------------------------------------
@@ -582,7 +583,13 @@ class Watcher:
                     self._commit(event, cursor, dead=error, attempts=attempt)
                     return
                 log.warning("event=apply_retry id=%s attempt=%d error=%r", event["id"], attempt, error)
-                time.sleep(delay)
+                if self.stop is not None:
+                    if self.stop.wait(delay):
+                        # Asked to stop: the event is neither applied nor a dead letter; the next
+                        # start tries it again from the first attempt.
+                        raise Stopped(f"event {event['id']}: stopping between tries") from None
+                else:
+                    time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def start(self) -> cursors.Cursor:
@@ -672,6 +679,7 @@ class Watcher:
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set: at once after a full batch, slower and slower when idle."""
+        self.stop = stop
         pause = self.config.min_poll_interval
         while not stop.is_set():
             try:
