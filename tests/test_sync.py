@@ -1100,11 +1100,7 @@ def test_a_gap_given_up_moves_the_scan_watermarks_back_before_it(sync):
 
 def test_a_dead_letter_makes_reads_of_its_type_pass_through_until_the_type_is_imported_again(sync):
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=1)
-    poison(watcher, bad_id)
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=1)
     s.drain(watcher)
 
     assert read_refusal(s, "Shot") == "dead_letter"
@@ -1390,6 +1386,16 @@ def poison(watcher, event_id: int, *, times: int | None = None) -> list[int]:
 
     watcher.apply = apply
     return tries
+
+
+def poisoned_change(s: Sync, **settings) -> tuple:
+    """(watcher, shot, event id, tries): an evented change of the first shot that this new
+    watcher (with ``settings``) fails to apply every time (see poison)."""
+    shot = s.world["shots"][0]
+    s.sg().update("Shot", shot, {"description": "poison"})
+    bad_id = s.newest_event_id()
+    watcher = s.watcher(**settings)
+    return watcher, shot, bad_id, poison(watcher, bad_id)
 
 
 def test_widening_the_project_set_passes_a_type_through_until_it_is_imported_again(make_sync):

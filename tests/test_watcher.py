@@ -21,6 +21,7 @@ from test_sync import (  # noqa: F401,E501 (fixtures)
     make_sync,
     move_watermarks_past_the_world,
     poison,
+    poisoned_change,
     read_refusal,
     sync,
     wait_for,
@@ -103,11 +104,7 @@ def test_the_watcher_asks_the_site_only_with_no_transaction_open(sync):
 
 def test_a_dead_letter_waits_for_its_next_try_minutes_later(sync):
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=1, dead_letter_retry=120)
-    tries = poison(watcher, bad_id)
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=1, dead_letter_retry=120)
     s.drain(watcher)
     row = dead_letter_row(s, bad_id)
     wait = (row["next_retry_at"] - row["failed_at"]).total_seconds()
@@ -123,11 +120,7 @@ def test_a_watcher_asked_to_stop_between_tries_of_a_failing_event_stops_at_once_
     # Its pauses between tries grow to seconds: SIGTERM must not wait them out, nor turn the
     # event into a dead letter; the next start tries it again.
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=10)
-    tries = poison(watcher, bad_id)
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=10)
     stop = threading.Event()
     runner = threading.Thread(target=watcher.run, args=(stop,))
     runner.start()
@@ -172,11 +165,7 @@ def test_a_dead_letter_is_resolved_when_a_later_try_applies_it(sync, caplog):
 
 def test_a_dead_letter_that_still_fails_is_resolved_by_reading_its_entity_again(sync):
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=1)
-    poison(watcher, bad_id)  # for ever
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=1)  # for ever
     s.drain(watcher)
     assert s.row("Shot", shot, "description")["description"] == "shot 00"
     make_due(s, bad_id)
@@ -190,11 +179,7 @@ def test_a_dead_letter_that_still_fails_is_resolved_by_reading_its_entity_again(
 
 def test_a_dead_letter_whose_tries_keep_failing_waits_longer_each_time_then_asks_for_a_full_import(sync):
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=1, dead_letter_retry=60, dead_letter_retry_max=200)
-    poison(watcher, bad_id)
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=1, dead_letter_retry=60, dead_letter_retry_max=200)
     real_fetch_into = watcher._fetch_into
 
     def fetch_into(conn, site, entity_type, entity_id, *args, **kwargs):
@@ -223,11 +208,7 @@ def test_a_dead_letter_whose_tries_keep_failing_waits_longer_each_time_then_asks
 
 def test_a_dead_letter_meets_a_site_outage_and_is_tried_again_when_the_site_is_back(sync):
     s = sync
-    shot = s.world["shots"][0]
-    s.sg().update("Shot", shot, {"description": "poison"})
-    bad_id = s.newest_event_id()
-    watcher = s.watcher(max_attempts=1)
-    poison(watcher, bad_id)
+    watcher, shot, bad_id, tries = poisoned_change(s, max_attempts=1)
     s.drain(watcher)
     make_due(s, bad_id)
 
