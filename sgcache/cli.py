@@ -298,7 +298,6 @@ def scan(state: _State, full: bool, types: str | None, projects: str | None, int
     config, engine, tables, remote = _sync_parts(state)
     # SIGTERM or Ctrl-C stops it between two pages (or during a pause between tries of the site).
     stop = _stop_on_signals()
-    remote.stop = stop
     scanner = Scanner(engine, tables, remote, config.scanner, progress=progress, stop=stop)
     type_list = _csv(types)
     project_list = _csv(projects, int)
@@ -380,7 +379,6 @@ def watch(state: _State, once: bool) -> None:
         click.echo(f"applied {watcher.applied} events", err=True)
         return
     stop = _stop_on_signals()
-    remote.stop = stop  # no waiting out the pauses between tries of the site once asked to stop
     leader = Leadership(engine, "watch")
     if not leader.acquire(stop):
         return

@@ -541,6 +541,21 @@ def test_a_row_read_again_for_a_revival_still_updates_the_other_side_of_its_chan
     assert s.diff() == []
 
 
+def test_status_shows_the_other_sides_queued_until_a_scan_reads_them(sync):
+    s = sync
+    old_shot, new_shot, task = s.world["shots"][0], s.world["shots"][1], s.world["tasks"][0]
+    Writer(s.engine, s.tables).upsert("Task", [{"type": "Task", "id": task, "entity": link("Shot", new_shot)}])
+    data = report.status(s.engine, s.tables)
+    assert data["other_sides"]["queued"] == 2 and data["other_sides"]["oldest"] is not None
+    assert "other sides of links to read again: 2" in report.format_status(data)
+    s.quiet().update("Task", task, {"entity": link("Shot", new_shot)})
+    assert s.scanner().incremental().other_sides >= 2  # the two shots, and what the scan itself queued
+    data = report.status(s.engine, s.tables)
+    assert data["other_sides"]["queued"] == 0
+    assert "other sides of links" not in report.format_status(data)
+    assert link("Task", task) not in s.row("Shot", old_shot, "tasks")["tasks"]
+
+
 def test_a_list_set_without_events_clears_the_link_of_a_retired_entity_it_held(make_sync):
     # The site drops a retired shot from a sequence's shots when the list is set, though no read
     # of the list ever showed it (the import read it hidden): the retired shot's own sg_sequence

@@ -31,7 +31,8 @@ from sgcache.store.tables import EntityTable, Tables
 CHUNK = 1000
 
 
-def _chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
+    """``items`` in slices of ``size`` (for IN lists and executemany batches)."""
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -73,6 +74,7 @@ class Writer:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._link_back: dict[tuple[str, str], bool] = {}  # (target type, source type): may link back
         self._follow_fields: dict[str, list[str]] = {}  # type: link fields whose changes are queued
+        self._pointing: dict[str, list[tuple[EntityTable, str]]] = {}  # type: link fields that may point at it
 
     @contextmanager
     def _transaction(self, conn: sa.Connection | None):
@@ -131,33 +133,42 @@ class Writer:
                 if kept:
                     self._replace_links(c, et.associations[field_name], kept)
             if fields and written:
-                targets: dict[Link, str] = {}
-                lists_changed: dict[int, str] = {}
-                for entity_id in sorted(written):
-                    if entity_id not in before and other_sides != OTHER_SIDES_ALL:
-                        continue
-                    old = before.get(entity_id, {})
-                    for name in fields:
-                        new = self._new_links(et, name, by_id[entity_id], links, entity_id)
-                        if new is None:
-                            continue  # not part of this write
-                        changed = new ^ old.get(name, set())
-                        for target in changed:
-                            if self._may_link_back(target[0], et.name) and target != (et.name, entity_id):
-                                targets.setdefault(target, f"{et.name} {entity_id}.{name}")
-                        if changed and entity_id in before and isinstance(et.fields[name], MultiEntityField):
-                            lists_changed.setdefault(entity_id, name)
-                if lists_changed:
-                    # A list set on the site drops the retired entities it held too, which no read
-                    # of the list shows: the retired rows that link here may have lost that link.
-                    for target, entity_id in self._retired_referrers(c, et, sorted(lists_changed)).items():
-                        targets.setdefault(target, f"{et.name} {entity_id}.{lists_changed[entity_id]} (retired)")
+                targets = self._other_sides(c, et, fields, written, before, by_id, links,
+                                            new_rows=other_sides == OTHER_SIDES_ALL)
                 self._queue_other_sides(c, targets, now)
                 if queued is not None:
                     queued.update(targets)
         return len(written)
 
     # --- the other side of links ----------------------------------------------------------------
+
+    def _other_sides(self, conn: sa.Connection, et: EntityTable, fields: list[str], written: set[int],
+                     before: dict[int, dict[str, set[Link]]], by_id: dict[int, dict],
+                     links: dict[str, dict[int, list[dict]]], *, new_rows: bool) -> dict[Link, str]:
+        """The entities whose links to the ``written`` rows changed (-> why), rows that were new
+        counted only with ``new_rows``."""
+        targets: dict[Link, str] = {}
+        lists_changed: dict[int, str] = {}
+        for entity_id in sorted(written):
+            if entity_id not in before and not new_rows:
+                continue
+            old = before.get(entity_id, {})
+            for name in fields:
+                new = self._new_links(et, name, by_id[entity_id], links, entity_id)
+                if new is None:
+                    continue  # not part of this write
+                changed = new ^ old.get(name, set())
+                for target in changed:
+                    if self._may_link_back(target[0], et.name) and target != (et.name, entity_id):
+                        targets.setdefault(target, f"{et.name} {entity_id}.{name}")
+                if changed and entity_id in before and isinstance(et.fields[name], MultiEntityField):
+                    lists_changed.setdefault(entity_id, name)
+        if lists_changed:
+            # A list set on the site drops the retired entities it held too, which no read of
+            # the list shows: the retired rows that link here may have lost that link.
+            for target, entity_id in self._retired_referrers(conn, et, sorted(lists_changed)).items():
+                targets.setdefault(target, f"{et.name} {entity_id}.{lists_changed[entity_id]} (retired)")
+        return targets
 
     def _following(self, et: EntityTable) -> list[str]:
         """The link fields of ``et`` whose targets may hold a reverse field (queued when changed)."""
@@ -194,7 +205,7 @@ class Writer:
         out: dict[int, dict[str, set[Link]]] = {}
         single = [f for f in fields if isinstance(et.fields[f], EntityField)]
         multi = [f for f in fields if isinstance(et.fields[f], MultiEntityField)]
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             columns = [t.c.id]
             for name in single:
                 h = et.fields[name]
@@ -216,25 +227,30 @@ class Writer:
         """Cached retired rows whose reversible links point at the rows ``ids`` of ``et``: the
         retired row -> the id it links to."""
         out: dict[Link, int] = {}
-        for other in self.tables:
-            for name in reverse_link_fields(other):
-                handler = other.fields[name]
-                allowed = handler.field.entity_types
-                if allowed and et.name not in allowed:
-                    continue
-                t = other.table
-                for chunk in _chunks(ids):
-                    if isinstance(handler, MultiEntityField):
-                        assoc = other.associations[name]
-                        stmt = (sa.select(assoc.c.parent_id, assoc.c.child_id)
-                                .join(t, t.c.id == assoc.c.parent_id)
-                                .where(assoc.c.child_type == et.name).where(assoc.c.child_id.in_(chunk)))
-                    else:
-                        stmt = (sa.select(t.c.id, t.c[handler.id_column])
-                                .where(t.c[handler.type_column] == et.name).where(t.c[handler.id_column].in_(chunk)))
-                    for referrer, target in conn.execute(stmt.where(t.c._active.is_(False))):
-                        out.setdefault((other.name, referrer), target)
+        for other, name in self._pointing_at(et.name):
+            handler = other.fields[name]
+            t = other.table
+            for chunk in chunks(ids):
+                if isinstance(handler, MultiEntityField):
+                    assoc = other.associations[name]
+                    stmt = (sa.select(assoc.c.parent_id, assoc.c.child_id)
+                            .join(t, t.c.id == assoc.c.parent_id)
+                            .where(assoc.c.child_type == et.name).where(assoc.c.child_id.in_(chunk)))
+                else:
+                    stmt = (sa.select(t.c.id, t.c[handler.id_column])
+                            .where(t.c[handler.type_column] == et.name).where(t.c[handler.id_column].in_(chunk)))
+                for referrer, target in conn.execute(stmt.where(t.c._active.is_(False))):
+                    out.setdefault((other.name, referrer), target)
         return out
+
+    def _pointing_at(self, type_name: str) -> list[tuple[EntityTable, str]]:
+        """(type, field) of every reversible link field of a cached type that may point at ``type_name``."""
+        known = self._pointing.get(type_name)
+        if known is None:
+            known = self._pointing[type_name] = [
+                (other, name) for other in self.tables for name in reverse_link_fields(other)
+                if not other.fields[name].field.entity_types or type_name in other.fields[name].field.entity_types]
+        return known
 
     @staticmethod
     def _new_links(et: EntityTable, name: str, row: dict, links: dict[str, dict[int, list[dict]]],
@@ -257,7 +273,7 @@ class Writer:
         stmt = self._insert(table)
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.entity_type, table.c.entity_id],
                                           set_={"queued_at": stmt.excluded.queued_at, "because": stmt.excluded.because})
-        for chunk in _chunks(rows):
+        for chunk in chunks(rows):
             conn.execute(stmt, chunk)
 
     def _convert(self, et: EntityTable, entity: Mapping[str, Any]) -> tuple[dict, dict[str, list[dict]]]:
@@ -314,7 +330,7 @@ class Writer:
 
     def _replace_links(self, conn: sa.Connection, assoc: sa.Table, rows_by_parent: dict[int, list[dict]]) -> None:
         parents = list(rows_by_parent)
-        for chunk in _chunks(parents):
+        for chunk in chunks(parents):
             conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
         rows = [{"parent_id": parent, **r} for parent, link_rows in rows_by_parent.items() for r in link_rows]
         if rows:
@@ -334,7 +350,7 @@ class Writer:
                            for name, linked in held.items() for target in linked
                            if self._may_link_back(target[0], et.name)}
                 self._queue_other_sides(c, targets, _now())
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 for assoc in et.associations.values():
                     c.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
                 removed += c.execute(sa.delete(et.table).where(et.table.c.id.in_(chunk))).rowcount
@@ -362,7 +378,7 @@ class Writer:
             values["_last_event_id"] = event_id
         changed = 0
         with self._transaction(conn) as c:
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 stmt = sa.update(t).where(t.c.id.in_(chunk)).values(**values)
                 if event_id is not None:
                     stmt = stmt.where(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= event_id))

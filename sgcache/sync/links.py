@@ -14,17 +14,13 @@ from sgcache.sync.remote import Remote
 Link = tuple[str, int]
 
 
-def link_fields(tables: Tables, entity_type: str) -> list[str]:
-    return writer.link_fields(tables[entity_type])
-
-
 def referrers_on_site(remote: Remote, tables: Tables, target: Link) -> set[Link]:
     """Cached-type entities (active or retired) whose link fields point at ``target`` on the site."""
     target_type, target_id = target
     out: set[Link] = set()
     link = {"type": target_type, "id": target_id}
     for et in tables:
-        for name in link_fields(tables, et.name):
+        for name in writer.link_fields(et):
             targets = et.fields[name].field.entity_types
             if targets and target_type not in targets:
                 continue

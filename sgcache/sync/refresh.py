@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sgcache.config import SiteConfig
 from sgcache.store import state
 from sgcache.store.tables import Tables
-from sgcache.store.writer import OTHER_SIDES_ALL, Writer
+from sgcache.store.writer import OTHER_SIDES_ALL, Writer, chunks
 from sgcache.sync import links
 from sgcache.sync.remote import Remote
 
@@ -95,12 +95,6 @@ class Refresher:
     DRAIN_LIMIT = 2000
     DRAIN_PAGE = 200
 
-    def pending(self) -> int:
-        """How many entities wait in the queue of other sides."""
-        table = self.tables.state.other_sides
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0
-
     def drain(self, limit: int | None = None) -> int:
         """Read again the entities queued because a write changed a link to them, oldest first,
         until the queue is empty or ``limit`` (DRAIN_LIMIT) were taken; return how many were taken.
@@ -113,6 +107,9 @@ class Refresher:
         columns = (table.c.queued_at, table.c.entity_type, table.c.entity_id)
         taken = 0
         last = None  # each entry once per call: one left queued (its write refused) waits for the next call
+        projects = self._projects()
+        forget = (sa.delete(table).where(table.c.entity_type == sa.bindparam("t"))
+                  .where(table.c.entity_id == sa.bindparam("i")).where(table.c.queued_at <= sa.bindparam("q")))
         while taken < limit:
             with self.engine.connect() as conn:
                 stmt = sa.select(table.c.entity_type, table.c.entity_id, table.c.queued_at)
@@ -129,19 +126,17 @@ class Refresher:
                         for entity_type, ids in wanted.items()}
             if not batch:
                 break
-            projects = self._projects()
             for entity_type, ids in sorted(held.items()):
                 if ids:
                     # Not stamped with an event id (the stamp says which event's values a row
                     # holds): a row written by anyone since the read began is left for the next.
                     self._refresh_type(entity_type, sorted(ids), None, projects, set())
-            with self.engine.begin() as conn:
-                # Not held (or of a type no longer cached): nothing to read. Held ones were removed
-                # by their writes; an entry queued again meanwhile has a later time and stays.
-                for entity_type, entity_id, queued_at in batch:
-                    if entity_id not in held.get(entity_type, ()):
-                        conn.execute(sa.delete(table).where(table.c.entity_type == entity_type)
-                                     .where(table.c.entity_id == entity_id).where(table.c.queued_at <= queued_at))
+            # Not held (or of a type no longer cached): nothing to read. Held ones were removed by
+            # their writes; an entry queued again meanwhile has a later time and stays.
+            unheld = [{"t": t, "i": i, "q": q} for t, i, q in batch if i not in held.get(t, ())]
+            if unheld:
+                with self.engine.begin() as conn:
+                    conn.execute(forget, unheld)
             taken += len(batch)
             last = (batch[-1].queued_at, batch[-1].entity_type, batch[-1].entity_id)
             log.info("event=other_sides_read queued=%d held=%d", len(batch), sum(len(v) for v in held.values()))
@@ -202,7 +197,7 @@ class Refresher:
             # (a newer event's change may not have been a whole read: a later drain reads it).
             done = [i for i in ids if i not in keep or i in written_ids]
             table = self.tables.state.other_sides
-            for chunk in (done[i:i + 1000] for i in range(0, len(done), 1000)):
+            for chunk in chunks(done):
                 conn.execute(sa.delete(table).where(table.c.entity_type == entity_type)
                              .where(table.c.entity_id.in_(chunk)).where(table.c.queued_at <= started))
         log.debug("event=refresh entity_type=%s ids=%d found=%d written=%d", entity_type, len(ids), len(found),

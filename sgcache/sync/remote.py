@@ -33,6 +33,14 @@ class Stopped(SiteError):
     skipped, the work at hand is left undone and done again at the next start."""
 
 
+def wait(stop: threading.Event | None, seconds: float, what: str) -> None:
+    """Sleep ``seconds``, or raise Stopped as soon as ``stop`` is set (when there is one)."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise Stopped(f"{what}: stopping")
+
+
 class SiteRefused(SgcacheError):
     """The site answered this one request with a Fault: a problem of the request, not an outage
     (the watcher retries it, then records it as a dead letter and goes on)."""
@@ -102,11 +110,7 @@ class Remote:
                 log.warning("event=site_retry what=%s attempt=%d error=%r pause=%.1f", what, attempt,
                             f"{type(e).__name__}: {e}", pause)
                 self._sg = None  # a fresh connection after a network failure
-                if self.stop is not None:
-                    if self.stop.wait(pause):
-                        raise Stopped(f"{what}: stopping") from None
-                else:
-                    time.sleep(pause)
+                wait(self.stop, pause, what)
         raise AssertionError("unreachable")
 
     # --- entities ------------------------------------------------------------------------------

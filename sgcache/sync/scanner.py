@@ -105,6 +105,8 @@ class Scanner:
         # Set (SIGTERM, Ctrl-C): Stopped between two pages; an unfinished import stays unfinished
         # (its type is not marked complete) and is done again at the next start.
         self.stop = stop
+        if stop is not None:
+            remote.stop = stop  # and between two tries of the site
         self.tables = tables
         self.remote = remote
         self.config = config
@@ -455,13 +457,11 @@ class Scanner:
     def drain_other_sides(self) -> int:
         """Read again the entities queued because writes changed links to them (any process's
         writes: this scan's, the watcher's, the proxy's); return how many were taken."""
-        taken = 0
-        while self.refresher.pending():
-            drained = self.refresher.drain()
+        taken = drained = self.refresher.drain()
+        while drained == self.refresher.DRAIN_LIMIT and taken < 10 * self.refresher.DRAIN_LIMIT:
+            drained = self.refresher.drain()  # more were queued than one call takes
             taken += drained
-            if not drained or taken >= 10 * self.refresher.DRAIN_LIMIT:
-                break  # queued faster than read: the next pass goes on
-        return taken
+        return taken  # what is queued still (faster than read, or refused) waits for the next pass
 
     def _incremental_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
         with self.engine.connect() as conn:

@@ -32,7 +32,7 @@ from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SID
 from sgcache.sync import cursor as cursors
 from sgcache.sync import links
 from sgcache.sync.refresh import Refresher
-from sgcache.sync.remote import Remote, SiteError, Stopped
+from sgcache.sync.remote import Remote, SiteError, Stopped, wait
 
 log = logging.getLogger(__name__)
 
@@ -583,13 +583,9 @@ class Watcher:
                     self._commit(event, cursor, dead=error, attempts=attempt)
                     return
                 log.warning("event=apply_retry id=%s attempt=%d error=%r", event["id"], attempt, error)
-                if self.stop is not None:
-                    if self.stop.wait(delay):
-                        # Asked to stop: the event is neither applied nor a dead letter; the next
-                        # start tries it again from the first attempt.
-                        raise Stopped(f"event {event['id']}: stopping between tries") from None
-                else:
-                    time.sleep(delay)
+                # Asked to stop meanwhile (Stopped): the event is neither applied nor a dead
+                # letter; the next start tries it again from the first attempt.
+                wait(self.stop, delay, f"event {event['id']}")
                 delay = min(delay * 2, 5.0)
 
     def start(self) -> cursors.Cursor:
@@ -678,8 +674,9 @@ class Watcher:
                     self.config.gap_timeout, back_to.isoformat())
 
     def run(self, stop: threading.Event) -> None:
-        """Poll until ``stop`` is set: at once after a full batch, slower and slower when idle."""
-        self.stop = stop
+        """Poll until ``stop`` is set: at once after a full batch, slower and slower when idle.
+        Pauses between tries (of the site, of a failing event) end as soon as it is set."""
+        self.stop = self.remote.stop = stop
         pause = self.config.min_poll_interval
         while not stop.is_set():
             try:
