@@ -154,14 +154,14 @@ def test_entity_field_refuses_malformed_links(value):
 def test_multi_entity_keeps_order_through_positions():
     h = handler("multi_entity", entity_types=["Asset", "Shot"])
     assert isinstance(h, MultiEntityField)
-    rows = h.to_db([{"type": "Asset", "id": 9}, {"type": "Shot", "id": 2}, {"type": "Asset", "id": 1}])
+    rows = h.to_rows([{"type": "Asset", "id": 9}, {"type": "Shot", "id": 2}, {"type": "Asset", "id": 1}])
     assert rows == [{"position": 0, "child_type": "Asset", "child_id": 9},
                     {"position": 1, "child_type": "Shot", "child_id": 2},
                     {"position": 2, "child_type": "Asset", "child_id": 1}]
-    assert h.from_db(list(reversed(rows))) == [{"type": "Asset", "id": 9}, {"type": "Shot", "id": 2},
-                                               {"type": "Asset", "id": 1}]
-    assert h.to_db([]) == [] and h.to_db(None) == []
-    assert h.from_db([]) == []
+    assert h.from_rows(list(reversed(rows))) == [{"type": "Asset", "id": 9}, {"type": "Shot", "id": 2},
+                                                 {"type": "Asset", "id": 1}]
+    assert h.to_rows([]) == [] and h.to_rows(None) == []
+    assert h.from_rows([]) == []
 
 
 # --- through a real database, on both backends -------------------------------------------------

@@ -40,14 +40,11 @@ from conftest import SCRIPT_AUTH, ProxyServer, imported_proxy, report
 from sgcache.fields import REGISTRY, UncachedField
 from sgcache.mocksite import Fault, MockSite
 from sgcache.mocksite.server import MockServer
+from sgcache.query import filters
 from sgcache.schema import loads
 
-RELATIONS = [
-    "is", "is_not", "less_than", "greater_than", "contains", "not_contains", "starts_with", "ends_with",
-    "between", "not_between", "in", "not_in", "in_last", "not_in_last", "in_next", "not_in_next",
-    "in_calendar_day", "in_calendar_week", "in_calendar_month", "in_calendar_year", "type_is", "type_is_not",
-    "name_contains", "name_not_contains", "name_is", "name_starts_with", "name_ends_with",
-]
+#: every relation of the site (the one list, in sgcache/query/filters.py)
+RELATIONS = list(filters.RELATIONS)
 DATA_TYPES = [
     "text", "color", "entity_type", "footage", "list", "status_list", "url_template", "uuid", "number", "duration",
     "percent", "timecode", "float", "currency", "date", "date_time", "checkbox", "entity", "multi_entity", "url",
@@ -108,7 +105,7 @@ MATRIX_FIELDS = sorted(yaml.safe_load(SCHEMA_YAML)["Matrix"]["fields"])
 MATRIX_TYPES = {name: (spec if isinstance(spec, str) else spec["type"])
                 for name, spec in yaml.safe_load(SCHEMA_YAML)["Matrix"]["fields"].items()}
 
-# --- what the proxy answers itself (sgcache/query/filters.py, sgcache/query/read.py) -----------------
+# --- what the proxy answers itself (sgcache/query/families.py) -----------------
 
 ORDERED = {"is", "is_not", "less_than", "greater_than", "between", "not_between", "in", "not_in"}
 TEXT_MATCH = {"contains", "not_contains", "starts_with", "ends_with"}
@@ -127,7 +124,7 @@ CACHED_RELATIONS = {
     "multi_entity": LINK,
     "none": set(),
 }
-#: families the cache sorts by (read.py UNSORTABLE is multi_entity and none)
+#: families the cache sorts by (multi_entity and none have no sort_keys)
 CACHED_SORTS = {"text", "number", "checkbox", "date", "date_time", "entity"}
 
 

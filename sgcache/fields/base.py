@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -38,10 +39,14 @@ def storage_has_association(storage: str) -> bool:
 
 
 class FieldType:
-    """How one Shotgun field is stored: its columns and conversions between wire and database.
+    """How one Shotgun field is stored: its storage, and (in the two kinds of storing class below)
+    the conversions between wire and database values.
 
     Wire values are what the site's JSON carries (``"2024-01-31T12:00:00Z"`` for a date_time);
-    database values are what SQLAlchemy binds and returns for the column types below.
+    database values are what SQLAlchemy binds and returns for the column types below. A field is
+    stored either in columns of its entity's table (:class:`ColumnField`: ``to_db`` / ``from_db``
+    over one row) or in an association table of its own (:class:`AssociationField`:
+    ``to_rows`` / ``from_rows`` over the rows of one entity); ``association`` says which.
     """
 
     #: False when the cache cannot hold this field faithfully; reads of it pass through.
@@ -77,17 +82,14 @@ class FieldType:
         """Columns this field adds to its entity's table."""
         return []
 
+    @functools.cached_property
+    def column_names(self) -> tuple[str, ...]:
+        """The names of :meth:`columns`, worked out once."""
+        return tuple(c.name for c in self.columns())
+
     def association_table(self, metadata: sa.MetaData, name: str) -> sa.Table | None:
         """A separate table holding this field's values, if it has one."""
         return None
-
-    def to_db(self, value: Any) -> dict[str, Any]:
-        """Wire value -> {column name: database value}."""
-        raise NotImplementedError
-
-    def from_db(self, row: Any) -> Any:
-        """A row (mapping by column name) -> wire value."""
-        raise NotImplementedError
 
     def error(self, value: Any, expected: str) -> ConversionError:
         shown = repr(value)
@@ -97,14 +99,34 @@ class FieldType:
                                f"expected {expected}, got {shown}")
 
 
+class ColumnField(FieldType):
+    """A field stored in columns of its entity's table."""
+
+    def to_db(self, value: Any) -> dict[str, Any]:
+        """Wire value -> {column name: database value}."""
+        raise NotImplementedError
+
+    def from_db(self, row: Any) -> Any:
+        """A row (mapping by column name) -> wire value."""
+        raise NotImplementedError
+
+
+class AssociationField(FieldType):
+    """A field stored in an association table of its own, several rows per entity."""
+
+    association = True
+
+    def to_rows(self, value: Any) -> list[dict[str, Any]]:
+        """Wire value -> the association rows of one entity (without its id)."""
+        raise NotImplementedError
+
+    def from_rows(self, rows: Any) -> Any:
+        """The association rows of one entity (mappings by column name), in any order -> wire value."""
+        raise NotImplementedError
+
+
 class UncachedField(FieldType):
     """A field the cache does not store; every read touching it passes through."""
 
     cached = False
     reason = "not cached"
-
-    def to_db(self, value: Any) -> dict[str, Any]:
-        return {}
-
-    def from_db(self, row: Any) -> Any:
-        raise ConversionError(f"{self.type_name}.{self.name} is not cached ({self.reason})")

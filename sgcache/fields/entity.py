@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sgcache.fields import names
-from sgcache.fields.base import FieldType, register
+from sgcache.fields.base import AssociationField, ColumnField, FieldType, register
 
 
 def _link(field: FieldType, value: Any) -> tuple[str, int]:
@@ -21,7 +21,7 @@ def _link(field: FieldType, value: Any) -> tuple[str, int]:
 
 
 @register("entity")
-class EntityField(FieldType):
+class EntityField(ColumnField):
     """``<field>__type`` and ``<field>__id``; read back as ``{"type", "id"}`` (the read path adds
     ``name`` from the linked entity's identifier field, as the site computes it live)."""
 
@@ -50,11 +50,10 @@ class EntityField(FieldType):
 
 
 @register("multi_entity")
-class MultiEntityField(FieldType):
+class MultiEntityField(AssociationField):
     """Rows of ``<entity>_<field>`` (parent_id, position, child_type, child_id), in list order."""
 
     storage_key = "MultiEntityField"
-    association = True
     family = "multi_entity"
 
     def association_table(self, metadata: sa.MetaData, name: str) -> sa.Table:
@@ -68,7 +67,7 @@ class MultiEntityField(FieldType):
             sa.Index(names.index(name, "child"), "child_id", "child_type"),
         )
 
-    def to_db(self, value: Any) -> list[dict[str, Any]]:
+    def to_rows(self, value: Any) -> list[dict[str, Any]]:
         """Wire list -> association rows (without parent_id)."""
         if value is None:
             return []
@@ -80,7 +79,7 @@ class MultiEntityField(FieldType):
             rows.append({"position": position, "child_type": link_type, "child_id": link_id})
         return rows
 
-    def from_db(self, rows: Any) -> list[dict[str, Any]]:
+    def from_rows(self, rows: Any) -> list[dict[str, Any]]:
         """Association rows of one parent -> wire list, in stored order."""
         return [{"type": r["child_type"], "id": r["child_id"]}
                 for r in sorted(rows, key=lambda r: r["position"])]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from sgcache import wire
 from sgcache.fields import names
-from sgcache.fields.base import FieldType, register
+from sgcache.fields.base import ColumnField, register
 from sgcache.fields.types import UTCDateTime, json_type
 
 
-class ScalarField(FieldType):
+class ScalarField(ColumnField):
     """One column named after the field."""
 
     sql_type: ClassVar[Any] = sa.Text
@@ -53,9 +53,7 @@ class TextField(ScalarField):
             # shotgun_api3 turns any text of exactly the YYYY-MM-DDTHH:MM:SSZ shape into a
             # datetime, text fields included; that shape is the only one it converts, so writing
             # it back gives the original text exactly.
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.UTC)
-            return value.astimezone(dt.UTC).strftime(WIRE_DATETIME)
+            return wire.format_datetime(value)
         if not isinstance(value, str):
             raise self.error(value, "a string")
         return value
@@ -105,11 +103,6 @@ class CheckboxField(ScalarField):
         return bool(value)
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-WIRE_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
-
-
 @register("date")
 class DateField(ScalarField):
     """Wire ``YYYY-MM-DD``; stored as a date."""
@@ -124,11 +117,9 @@ class DateField(ScalarField):
             raise self.error(value, "a date, not a date and time")
         if isinstance(value, dt.date):
             return value
-        if isinstance(value, str) and _DATE.match(value):
-            try:
-                return dt.date.fromisoformat(value)
-            except ValueError:
-                pass
+        parsed = wire.parse_date(value) if isinstance(value, str) else None
+        if parsed is not None:
+            return parsed
         raise self.error(value, "a YYYY-MM-DD date")
 
     def from_db_value(self, value: Any) -> str:
@@ -154,19 +145,13 @@ class DateTimeField(ScalarField):
             if value.tzinfo is None:
                 return value.replace(tzinfo=dt.UTC)
             return value.astimezone(dt.UTC)
-        if isinstance(value, str) and _DATETIME.match(value):
-            try:
-                # The format is fixed, so slicing is exact (and ~10x cheaper than strptime in bulk).
-                return dt.datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                                   int(value[14:16]), int(value[17:19]), tzinfo=dt.UTC)
-            except ValueError:
-                pass
+        parsed = wire.parse_datetime(value) if isinstance(value, str) else None
+        if parsed is not None:
+            return parsed
         raise self.error(value, "a YYYY-MM-DDTHH:MM:SSZ date and time")
 
     def from_db_value(self, value: dt.datetime) -> str:
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC)
-        return value.strftime(WIRE_DATETIME)
+        return wire.format_datetime(value)
 
 
 class JSONField(ScalarField):

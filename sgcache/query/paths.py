@@ -25,6 +25,9 @@ from sgcache.query import Uncertain
 from sgcache.store.readstate import ReadState
 from sgcache.store.tables import EntityTable, Tables
 
+#: the field classes whose values are links (hops of deep paths)
+_LINKS = (EntityField, MultiEntityField)
+
 
 @dataclass(frozen=True)
 class Visibility:
@@ -143,7 +146,7 @@ class Context:
         parts = path.split(".")
         while len(parts) >= 3:
             hop = self.handler(et, parts[0])
-            if hop.family not in ("entity", "multi_entity") or (hop.family == "multi_entity" and not through_multi):
+            if not isinstance(hop, _LINKS) or (hop.association and not through_multi):
                 raise Uncertain("unsupported_path", f"{path}: through {et.name}.{parts[0]}")
             et = self.entity_table(parts[1])
             parts = parts[2:]
@@ -284,7 +287,7 @@ class Scope:
         if len(parts) != 1:
             raise Uncertain("unsupported_path", path)
         handler = self.ctx.handler(et, parts[0])
-        if self.ctx.visibility is not None and handler.family in ("entity", "multi_entity") \
+        if self.ctx.visibility is not None and isinstance(handler, _LINKS) \
                 and not (parts[0] == "project" and source is self.base):
             # A link to an entity the caller cannot see reads as no link on the site; only the
             # project link is known to point at visible rows (the row filter keeps no other).

@@ -18,14 +18,14 @@ import sqlalchemy as sa
 from sgcache.fields.base import FieldType
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
+from sgcache.query.families import family_of
 from sgcache.query.filters import group
-from sgcache.query.paths import Context, Final, MultiHop, Scope
+from sgcache.query.paths import Context, MultiHop, Scope
 from sgcache.store.tables import EntityTable
 
 PAGE_SIZE = 500
 #: Distinct return fields one read answered from the cache may ask for (more pass through).
 MAX_RETURN_FIELDS = 1_000
-UNSORTABLE = frozenset({"multi_entity", "none"})
 
 
 # --- return fields ------------------------------------------------------------------------------
@@ -118,12 +118,8 @@ class Values:
         columns = {"id"}
         for fp in plans.fields:
             handler = fp.handler or fp.hop
-            if handler is None or isinstance(handler, MultiEntityField):
-                continue
-            if isinstance(handler, EntityField):
-                columns.update((handler.type_column, handler.id_column))
-            else:
-                columns.add(handler.column)
+            if handler is not None:
+                columns.update(handler.column_names)
         return ["id", *sorted(columns - {"id"})]
 
     def fetch(self, plans: FieldPlans, ids: list[int], rows: dict[int, Any] | None = None) -> dict[int, dict[str, Any]]:
@@ -133,86 +129,87 @@ class Values:
         out: dict[int, dict[str, Any]] = {i: {} for i in ids}
         if not ids or not plans.fields:
             return out
-        multi_names = {(fp.handler or fp.hop).name for fp in plans.fields
-                       if isinstance(fp.handler or fp.hop, MultiEntityField)}
         if rows is None:
             rows = {r["id"]: r for r in self.conn.execute(
                 sa.select(*[et.table.c[c] for c in self.columns(plans)]).where(et.table.c.id.in_(ids))).mappings()}
+        held = _Held(self._lists(plans, ids), rows)
+        names = self._link_names(plans, held)
+        for fp in plans.fields:
+            if fp.hop is not None:
+                self._fill_hop(out, fp, held, names)
+            elif fp.handler is not None:
+                self._fill_field(out, fp, held, names)
+            else:  # the end of a deep path: the entity's own id or type
+                for i in rows:
+                    out[i][fp.name] = i if fp.name == "id" else et.name
+        return out
+
+    def _lists(self, plans: FieldPlans, ids: list[int]) -> dict[str, dict[int, list[tuple[str, int]]]]:
+        """The links each association (multi-entity) field of the return fields holds, per id, in order."""
         lists: dict[str, dict[int, list[tuple[str, int]]]] = {}
-        for name in multi_names:
-            assoc = et.associations[name]
+        for fp in plans.fields:
+            handler = fp.handler or fp.hop
+            if handler is None or not handler.association or handler.name in lists:
+                continue
+            assoc = plans.et.associations[handler.name]
             per_parent: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
             for r in self.conn.execute(sa.select(assoc.c.parent_id, assoc.c.child_type, assoc.c.child_id)
                                        .where(assoc.c.parent_id.in_(ids))
                                        .order_by(assoc.c.parent_id, assoc.c.position)):
                 per_parent[r[0]].append((r[1], r[2]))
-            lists[name] = per_parent
+            lists[handler.name] = per_parent
+        return lists
+
+    def _link_names(self, plans: FieldPlans, held: _Held) -> dict[tuple[str, int], tuple[bool, Any]]:
+        """(live, name) of every link the return fields hold: names for link fields returned as
+        they are, liveness only for the links a hop follows (into its target type)."""
         links: set[tuple[str, int]] = set()
         named: set[str] = set()
         for fp in plans.fields:
             handler = fp.handler or fp.hop
-            # A hop needs only the liveness of links into its target type; a link field, names.
-            keep = (lambda t, fp=fp: t == fp.target.name) if fp.hop is not None else (lambda t: True)
-            if fp.handler is not None:
-                named.update(handler.field.entity_types if isinstance(handler, (EntityField, MultiEntityField))
-                             else ())
-            if isinstance(handler, EntityField):
-                for r in rows.values():
-                    if r[handler.id_column] is not None and keep(r[handler.type_column]):
-                        links.add((r[handler.type_column], r[handler.id_column]))
-            elif isinstance(handler, MultiEntityField):
-                for children in lists[handler.name].values():
-                    links.update(c for c in children if keep(c[0]))
-        names = self.names(links, named) if links else {}
-
-        def live(link):
-            return names.get(link, (False, None))[0]
-
-        def live_links(handler, row, i) -> list[tuple[str, int]]:
-            """The links a row's entity or multi-entity field holds to live entities, in order."""
-            if isinstance(handler, EntityField):
-                link = (row[handler.type_column], row[handler.id_column])
-                return [link] if link[1] is not None and live(link) else []
-            return [c for c in lists[handler.name][i] if live(c)]
-
-        for fp in plans.fields:
-            if fp.handler is None and fp.hop is None:
-                for i in ids:
-                    if i in rows:
-                        out[i][fp.name] = i if fp.name == "id" else et.name
+            if handler is None or not family_of(handler).link:
                 continue
-            if fp.handler is not None:
-                handler = fp.handler
-                for i in ids:
-                    row = rows.get(i)
-                    if row is None:
-                        continue
-                    if isinstance(handler, (EntityField, MultiEntityField)):
-                        values = [{"type": t, "id": c, "name": names[(t, c)][1]}
-                                  for t, c in live_links(handler, row, i)]
-                        out[i][fp.name] = values if isinstance(handler, MultiEntityField) else \
-                            (values[0] if values else None)
-                    else:
-                        out[i][fp.name] = handler.from_db(row)
-                continue
-            # A hop: the live linked entities of the named type, then their values.
-            hop, target = fp.hop, fp.target
-            followed: dict[int, list[int]] = {}
-            for i in ids:
-                row = rows.get(i)
-                if row is None:
-                    continue
-                followed[i] = [c for t, c in live_links(hop, row, i) if t == target.name]
-            wanted = sorted({t for targets in followed.values() for t in targets})
-            inner = self.fetch(fp.rest, wanted)
-            (rest_plan,) = fp.rest.fields
-            for i, targets in followed.items():
-                values = [inner[t].get(rest_plan.name) for t in targets]
-                if isinstance(hop, MultiEntityField):
-                    out[i][fp.name] = values
-                else:
-                    out[i][fp.name] = values[0] if values else None
-        return out
+            if fp.hop is None:
+                named.update(handler.field.entity_types)
+            for i in held.rows:
+                links.update(link for link in held.links(handler, i) if fp.hop is None or link[0] == fp.target.name)
+        return self.names(links, named) if links else {}
+
+    def _fill_field(self, out: dict, fp: FieldPlan, held: _Held, names: dict) -> None:
+        handler = fp.handler
+        family = family_of(handler)
+        for i, row in held.rows.items():
+            if family.link:
+                out[i][fp.name] = family.shape([{"type": t, "id": c, "name": names[(t, c)][1]}
+                                                for t, c in held.live(handler, i, names)])
+            else:
+                out[i][fp.name] = handler.from_db(row)
+
+    def _fill_hop(self, out: dict, fp: FieldPlan, held: _Held, names: dict) -> None:
+        """A deep field: the live linked entities of the hop's target type, then their values."""
+        followed = {i: [c for t, c in held.live(fp.hop, i, names) if t == fp.target.name] for i in held.rows}
+        inner = self.fetch(fp.rest, sorted({t for targets in followed.values() for t in targets}))
+        (rest_plan,) = fp.rest.fields
+        shape = family_of(fp.hop).shape
+        for i, targets in followed.items():
+            out[i][fp.name] = shape([inner[t].get(rest_plan.name) for t in targets])
+
+
+@dataclass
+class _Held:
+    """The rows of one fetch and the lists of their association fields: which links each holds."""
+
+    lists: dict[str, dict[int, list[tuple[str, int]]]]
+    rows: dict[int, Any]
+
+    def links(self, handler: FieldType, i: int) -> list[tuple[str, int]]:
+        """The links row ``i``'s link field holds, in order, live or not."""
+        listed = self.lists[handler.name][i] if handler.association else None
+        return family_of(handler).held(handler, self.rows[i], listed)
+
+    def live(self, handler: FieldType, i: int, names: dict) -> list[tuple[str, int]]:
+        """The links row ``i``'s link field holds to live entities the caller may see, in order."""
+        return [link for link in self.links(handler, i) if names.get(link, (False, None))[0]]
 
 
 # --- the query -------------------------------------------------------------------------------------
@@ -227,24 +224,7 @@ def _sort_columns(ctx: Context, scope: Scope, spec: Any) -> list[sa.ColumnElemen
     found = scope.walk(spec["field_name"])
     if isinstance(found, MultiHop):
         raise Uncertain("unsupported_sort", f"{spec['field_name']} goes through a multi-entity field")
-    handler = found.handler
-    family = handler.family
-    if family in UNSORTABLE:
-        raise Uncertain("unsupported_sort", f"{spec['field_name']} ({handler.field.data_type})")
-    if family == "entity":
-        assert isinstance(found, Final)
-        type_col, id_col = found.source.c[handler.type_column], found.source.c[handler.id_column]
-        targets = ctx.link_types(handler)
-        live = ctx.live(type_col, id_col, targets)
-        name = sa.func.coalesce(ctx.link_name(type_col, id_col, targets), "")
-        keys = [sa.case((live, ctx.bytewise(ctx.lower(name))), else_=sa.null()),
-                sa.case((live, ctx.bytewise(type_col)), else_=sa.null()),
-                sa.case((live, id_col), else_=sa.null())]
-    elif family == "text":
-        col = found.source.c[handler.column]
-        keys = [ctx.bytewise(ctx.lower(col)), ctx.bytewise(col)]
-    else:
-        keys = [found.source.c[handler.column]]
+    keys = family_of(found.handler).sort_keys(ctx, found)
     if direction == "asc":
         return [k.asc().nulls_last() for k in keys]
     return [k.desc().nulls_first() for k in keys]

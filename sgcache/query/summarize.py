@@ -17,60 +17,41 @@ site's rules:
 
 Anything outside these rules raises :class:`~sgcache.query.Uncertain` (the site decides).
 
-The common shapes are totalled by the database instead (:class:`Aggregate`): ``record_count``,
-``count``, ``minimum`` and ``maximum`` of the type's own text, number and checkbox fields, and
-``sum`` and ``average`` of its whole-number fields (exact in SQL: no floating-point sum whose
-result would depend on the order of the rows), grouped ``exact`` by such fields. The rows of
-each finest group are counted in SQL and the groups above them added up here, with the same
-ordering and empty-group rules.
+Which summaries and groupings a field takes, and its group keys, are its family's (see
+:mod:`sgcache.query.families`). The common shapes are totalled by the database instead
+(:mod:`sgcache.query.aggregate`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from sgcache.query import Uncertain
+from sgcache.query.aggregate import Aggregate, is_set, sql_totals
+from sgcache.query.families import BUCKETS, DATE_GROUPINGS, Family, family_of
 from sgcache.query.filters import group
 from sgcache.query.paths import Context, Scope
 from sgcache.query.read import FieldPlans, Values, archived_filter, plan_fields, visible_rows
 from sgcache.store.tables import EntityTable
 
-SUMMARY_FAMILIES = {
-    "record_count": None, "count": None,
-    "sum": {"number"}, "maximum": {"number"}, "minimum": {"number"}, "average": {"number"},
-    "earliest": {"date", "date_time"}, "latest": {"date", "date_time"},
-    "checked": {"checkbox"}, "unchecked": {"checkbox"},
-    "percentage": {"text", "number", "checkbox"}, "status_percentage": {"text"}, "status_list": {"text"},
-}
-GROUP_FAMILIES = {
-    "exact": {"text", "number", "checkbox", "date", "date_time", "entity"},
-    "tens": {"number"}, "hundreds": {"number"}, "thousands": {"number"}, "tensofthousands": {"number"},
-    "hundredsofthousands": {"number"}, "millions": {"number"},
-    "day": {"date", "date_time"}, "oneday": {"date", "date_time"}, "fivedays": {"date", "date_time"},
-    "week": {"date", "date_time"}, "month": {"date", "date_time"}, "quarter": {"date", "date_time"},
-    "year": {"date", "date_time"},
-    "entitytype": {"entity"}, "firstletter": {"text", "entity", "number"},
-}
-BUCKETS = {"tens": 10, "hundreds": 100, "thousands": 1000, "tensofthousands": 10_000,
-           "hundredsofthousands": 100_000, "millions": 1_000_000}
+#: every summary type; record_count and count take any field, the others what its family offers
+SUMMARY_TYPES = frozenset({"record_count", "count", "sum", "maximum", "minimum", "average", "earliest", "latest",
+                           "checked", "unchecked", "percentage", "status_percentage", "status_list"})
+#: every grouping type (which fields each takes: their family's ``groupings``)
+GROUPING_TYPES = frozenset({"exact", "entitytype", "firstletter", *BUCKETS, *DATE_GROUPINGS})
 #: matching rows read, and held, at a time by a summarize not totalled in SQL
 BATCH_ROWS = 5000
-
-
-def _is_set(value: Any) -> bool:
-    return value is not None and value != [] and value != ""
 
 
 def _percent(part: int, whole: int) -> int:
     return round(100 * part / whole) if whole else 0
 
 
-def _family(ctx: Context, et: EntityTable, path: str) -> str:
-    return ctx.final_handler(et, path, through_multi=False).family
+def _family(ctx: Context, et: EntityTable, path: str) -> Family:
+    return family_of(ctx.final_handler(et, path, through_multi=False))
 
 
 class _Rows:
@@ -93,7 +74,7 @@ class _Count:
         self.present = 0
 
     def add(self, value: Any) -> None:
-        if _is_set(value):
+        if is_set(value):
             self.present += 1
 
     def result(self) -> int:
@@ -111,7 +92,7 @@ class _Sum:
         self.present = 0
 
     def add(self, value: Any) -> None:
-        if _is_set(value):
+        if is_set(value):
             self.total = self.total + value
             self.present += 1
 
@@ -131,7 +112,7 @@ class _Extreme:
         self.best: Any = None
 
     def add(self, value: Any) -> None:
-        if _is_set(value) and (self.best is None or (value > self.best if self.highest else value < self.best)):
+        if is_set(value) and (self.best is None or (value > self.best if self.highest else value < self.best)):
             self.best = value
 
     def result(self) -> Any:
@@ -169,7 +150,7 @@ class _StatusList:
         self.counts: dict[Any, int] = {}
 
     def add(self, value: Any) -> None:
-        if _is_set(value):
+        if is_set(value):
             self.counts[value] = self.counts.get(value, 0) + 1
 
     def result(self) -> dict:
@@ -201,7 +182,7 @@ class _Group:
             tally.add(plan._value(row, field))
         if self.depth < len(plan.grouping):
             spec = plan.grouping[self.depth]
-            key, value, name = plan._key(row, spec, spec["_family"])
+            key, value, name = plan._key(row, spec)
             marker = repr(key)
             sub = self.subgroups.get(marker)
             if sub is None:
@@ -239,7 +220,7 @@ class SummarizePlan:
 
     def run(self, conn: sa.Connection) -> dict:
         if self.aggregate is not None:
-            return self.aggregate.run(conn, self)
+            return self.aggregate.run(conn, self.summaries, self.grouping)
         whole = _Group(self, 0)
         values = Values(self.ctx, conn)
         # One query reads the matching rows' own columns, BATCH_ROWS at a time (a server-side
@@ -256,211 +237,12 @@ class SummarizePlan:
     def _value(self, row: dict, path: str) -> Any:
         return row["id"] if path == "id" else row.get(path)
 
-    def _key(self, row: dict, spec: dict, family: str) -> tuple[Any, Any, str]:
+    def _key(self, row: dict, spec: dict) -> tuple[Any, Any, str]:
         """(sort key, group_value, group_name) of a row under one grouping."""
-        kind = spec.get("type", "exact")
         value = self._value(row, spec["field"])
-        if not _is_set(value):
+        if not is_set(value):
             return None, None, ""
-        if kind == "exact":
-            if family == "entity":
-                name = value.get("name")
-                return ((name or "").lower(), value["type"], value["id"]), value, name or ""
-            return value, value, str(value)
-        if kind in BUCKETS:
-            size = BUCKETS[kind]
-            low = (value // size) * size
-            return low, low, f"{low} - {low + size - 1}"
-        if kind in ("day", "oneday", "fivedays", "week", "month", "quarter", "year"):
-            if family == "date_time":
-                moment = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-                day = moment.astimezone(self.ctx.tz).date()
-            else:
-                day = dt.date.fromisoformat(value)
-            if kind in ("day", "oneday"):
-                start = day
-            elif kind == "fivedays":
-                start = dt.date.fromordinal(day.toordinal() - day.toordinal() % 5)
-            elif kind == "week":
-                start = day - dt.timedelta(days=(day.weekday() + 1) % 7)
-            elif kind == "month":
-                first = day.replace(day=1)
-                return first, first.strftime("%Y-%m"), first.strftime("%B %Y")
-            elif kind == "quarter":
-                quarter = (day.month - 1) // 3 + 1
-                return (day.year, quarter), f"{day.year} Q{quarter}", f"Q{quarter} {day.year}"
-            else:
-                return day.year, str(day.year), str(day.year)
-            return start, start.isoformat(), start.isoformat()
-        if kind == "entitytype":
-            return value["type"], value["type"], value["type"]
-        # firstletter
-        text = value.get("name") if isinstance(value, dict) else value
-        letter = (text if isinstance(text, str) else str(text))[:1].upper()
-        return letter, letter, letter
-
-
-SQL_SUMMARIES = {"record_count", "count", "sum", "maximum", "minimum", "average"}
-SQL_FAMILIES = {"text", "number", "checkbox"}
-
-
-@dataclass
-class _Totals:
-    """What one group's rows add up to: rows, and per summarized field the set values' count,
-    sum, minimum and maximum."""
-
-    rows: int = 0
-    fields: dict[str, list[Any]] | None = None  # field -> [count, sum, min, max]
-
-    def add(self, other: _Totals) -> None:
-        self.rows += other.rows
-        for name, (n, total, low, high) in (other.fields or {}).items():
-            mine = self.fields.setdefault(name, [0, None, None, None])
-            mine[0] += n
-            mine[1] = total if mine[1] is None else (mine[1] if total is None else mine[1] + total)
-            mine[2] = low if mine[2] is None else (mine[2] if low is None else min(mine[2], low))
-            mine[3] = high if mine[3] is None else (mine[3] if high is None else max(mine[3], high))
-
-
-@dataclass
-class Aggregate:
-    """A summarize totalled in SQL: one row per finest group (see the module docstring)."""
-
-    select: sa.Select
-    group_handlers: list[Any]
-    field_handlers: dict[str, Any]
-
-    def run(self, conn: sa.Connection, plan: SummarizePlan) -> dict:
-        finest: list[tuple[tuple, _Totals]] = []
-        for row in conn.execute(self.select):
-            keys = tuple(self._value(h, row[i]) for i, h in enumerate(self.group_handlers))
-            totals = _Totals(rows=row[len(keys)], fields={})
-            at = len(keys) + 1
-            for name, handler in self.field_handlers.items():
-                n, total, low, high = row[at:at + 4]
-                at += 4
-                totals.fields[name] = [n or 0, _whole(total), self._value(handler, low), self._value(handler, high)]
-            finest.append((keys, totals))
-        whole = _Totals(fields={})
-        for _, totals in finest:
-            whole.add(totals)
-        result: dict[str, Any] = {"summaries": self._summaries(plan, whole)}
-        result["groups"] = self._groups(plan, finest, 0) if plan.grouping else []
-        return result
-
-    @staticmethod
-    def _value(handler: Any, value: Any) -> Any:
-        if value is None:
-            return None
-        return handler.from_db({handler.column: value})
-
-    def _summaries(self, plan: SummarizePlan, totals: _Totals) -> dict:
-        out = {}
-        for spec in plan.summaries:
-            kind, name = spec["type"], spec["field"]
-            if kind == "record_count":
-                out[name] = totals.rows
-                continue
-            n, total, low, high = totals.fields.get(name, [0, None, None, None])
-            if kind == "count":
-                out[name] = n
-            elif kind == "sum":
-                out[name] = total or 0
-            elif kind == "average":
-                out[name] = total / n if n else None
-            elif kind == "minimum":
-                out[name] = low
-            else:
-                out[name] = high
-        return out
-
-    def _groups(self, plan: SummarizePlan, rows: list[tuple[tuple, _Totals]], level: int) -> list[dict]:
-        spec = plan.grouping[level]
-        merged: dict[Any, tuple[list, _Totals]] = {}
-        for keys, totals in rows:
-            value = keys[level] if _is_set(keys[level]) else None
-            members, sum_ = merged.setdefault(repr(value), ([], _Totals(fields={})))
-            members.append((keys, totals))
-            sum_.add(totals)
-        present = sorted((k for k in merged if k != "None"), key=lambda k: merged[k][0][0][0][level],
-                         reverse=spec.get("direction", "asc") == "desc")
-        out = []
-        for marker in present + (["None"] if "None" in merged else []):
-            members, totals = merged[marker]
-            value = members[0][0][level] if marker != "None" else None
-            entry: dict[str, Any] = {"group_name": "" if value is None else str(value), "group_value": value,
-                                     "summaries": self._summaries(plan, totals)}
-            if level + 1 < len(plan.grouping):
-                entry["groups"] = self._groups(plan, members, level + 1)
-            out.append(entry)
-        return out
-
-
-class _IdField:
-    """The entity's id, summarized as the whole number it is (``count`` of ``id`` is common)."""
-
-    family = "number"
-    column = "id"
-
-    @staticmethod
-    def from_db(row: Any) -> int:
-        return row["id"]
-
-    @staticmethod
-    def columns() -> list[sa.Column]:
-        return [sa.Column("id", sa.Integer)]
-
-
-def _whole(value: Any) -> Any:
-    """A database sum of whole numbers as a Python int (PostgreSQL gives bigint sums as Decimal)."""
-    if value is None or isinstance(value, int):
-        return value
-    return int(value)
-
-
-def _aggregate(ctx: Context, et: EntityTable, scope: Scope, where: list, summaries: list[dict],
-               grouping: list[dict]) -> Aggregate | None:
-    """The SQL totalling of this summarize, or None when only the row-by-row path is exact."""
-    if any(spec["type"] not in SQL_SUMMARIES for spec in summaries):
-        return None
-    handlers: dict[str, Any] = {}
-    for spec in summaries:
-        if spec["type"] == "record_count":
-            continue
-        name = spec["field"]
-        if "." in name:
-            return None
-        handler = _IdField() if name == "id" else ctx.handler(et, name)
-        if handler.family not in SQL_FAMILIES:
-            return None
-        if spec["type"] in ("sum", "average") and not isinstance(handler.columns()[0].type, sa.Integer):
-            return None
-        handlers[name] = handler
-    group_handlers = []
-    for spec in grouping:
-        name = spec["field"]
-        if spec.get("type", "exact") != "exact" or "." in name or name == "id":
-            return None
-        handler = ctx.handler(et, name)
-        if handler.family not in SQL_FAMILIES:
-            return None
-        group_handlers.append(handler)
-    t = et.table
-    group_cols = [t.c[h.column] for h in group_handlers]
-    columns: list[Any] = [*group_cols, sa.func.count()]
-    for handler in handlers.values():
-        col = t.c[handler.column]
-        is_set = col.is_not(None)
-        if handler.family == "text":
-            is_set = sa.and_(is_set, col != "")
-        present = sa.case((is_set, col), else_=sa.null())
-        summable = sa.func.sum(present) if isinstance(handler.columns()[0].type, sa.Integer) else sa.null()
-        ordered = ctx.bytewise(present) if handler.family == "text" else present  # code point order, as the site
-        columns += [sa.func.count(present), summable, sa.func.min(ordered), sa.func.max(ordered)]
-    select = sa.select(*columns).select_from(scope.from_clause()).where(*where)
-    if group_cols:
-        select = select.group_by(*group_cols)
-    return Aggregate(select, group_handlers, handlers)
+        return spec["_family"].group_key(self.ctx, spec.get("type", "exact"), value)
 
 
 def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
@@ -475,30 +257,27 @@ def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
     wanted: list[str] = []
     for spec in summaries:
         if not isinstance(spec, dict) or not isinstance(spec.get("field"), str) \
-                or spec.get("type") not in SUMMARY_FAMILIES:
+                or spec.get("type") not in SUMMARY_TYPES:
             raise Uncertain("unsupported_summary", repr(spec)[:80])
-        families = SUMMARY_FAMILIES[spec["type"]]
         if spec["type"] != "record_count":
             family = _family(ctx, et, spec["field"])
-            if families is not None and family not in families:
-                raise Uncertain("unsupported_summary", f"{spec['type']} of {spec['field']} ({family})")
-            if family == "multi_entity" and spec["type"] != "count":
-                raise Uncertain("unsupported_summary", f"{spec['type']} of {spec['field']}")
+            if spec["type"] != "count" and spec["type"] not in family.summaries:
+                raise Uncertain("unsupported_summary", f"{spec['type']} of {spec['field']} ({family.name})")
             wanted.append(spec["field"])
     specs = []
     for spec in grouping:
         if not isinstance(spec, dict) or not isinstance(spec.get("field"), str) \
-                or spec.get("type", "exact") not in GROUP_FAMILIES \
+                or spec.get("type", "exact") not in GROUPING_TYPES \
                 or spec.get("direction", "asc") not in ("asc", "desc"):
             raise Uncertain("unsupported_grouping", repr(spec)[:80])
         family = _family(ctx, et, spec["field"])
-        if family not in GROUP_FAMILIES[spec.get("type", "exact")]:
-            raise Uncertain("unsupported_grouping", f"{spec.get('type', 'exact')} on {spec['field']} ({family})")
+        if spec.get("type", "exact") not in family.groupings:
+            raise Uncertain("unsupported_grouping", f"{spec.get('type', 'exact')} on {spec['field']} ({family.name})")
         specs.append({**spec, "_family": family})
         wanted.append(spec["field"])
     if ctx.visibility is not None:
         for name in wanted:
-            if "." in name or (name != "project" and _family(ctx, et, name) in ("entity", "multi_entity")):
+            if "." in name or (name != "project" and _family(ctx, et, name).link):
                 # Links the caller cannot see count as none on the site; only project links are
                 # known to point at visible rows.
                 raise Uncertain("restricted_link", f"{name}: a link summary or grouping for a caller who sees "
@@ -513,4 +292,4 @@ def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
     columns = [et.table.c[c] for c in Values.columns(fields)]
     select_ids = sa.select(*columns).select_from(scope.from_clause()).where(*where).order_by(et.table.c.id)
     return SummarizePlan(ctx, et, select_ids, fields, summaries, specs,
-                         _aggregate(ctx, et, scope, where, summaries, specs))
+                         sql_totals(ctx, et, scope, where, summaries, specs))

@@ -11,7 +11,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sgcache.fields.entity import MultiEntityField
 from sgcache.store.tables import META_COLUMNS, Tables
 
 
@@ -29,7 +28,7 @@ def read_entities(conn: sa.Connection, tables: Tables, type_name: str, ids: Iter
     links: dict[str, dict[int, list]] = {}
     for name in wanted:
         handler = et.fields[name]
-        if isinstance(handler, MultiEntityField):
+        if handler.association:
             assoc = et.associations[name]
             per_parent: dict[int, list] = {i: [] for i in found}
             if found:
@@ -41,8 +40,8 @@ def read_entities(conn: sa.Connection, tables: Tables, type_name: str, ids: Iter
         entity: dict[str, Any] = {"type": type_name, "id": r["id"]}
         for name in wanted:
             handler = et.fields[name]
-            if isinstance(handler, MultiEntityField):
-                entity[name] = handler.from_db(links[name][r["id"]])
+            if handler.association:
+                entity[name] = handler.from_rows(links[name][r["id"]])
             else:
                 entity[name] = handler.from_db(r)
         if include_meta:

@@ -290,8 +290,8 @@ class Writer:
             handler = et.fields.get(key)
             if handler is None or not handler.cached:
                 continue
-            if isinstance(handler, MultiEntityField):
-                links[key] = handler.to_db(value)
+            if handler.association:
+                links[key] = handler.to_rows(value)
             else:
                 row.update(handler.to_db(value))
         return row, links
