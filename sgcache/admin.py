@@ -38,7 +38,7 @@ def health(service: Service) -> tuple[int, dict[str, str]]:
     """(HTTP status, body): can this process serve requests now? Short words only, for anyone
     to read: ``status`` ok, degraded or down; ``database`` ok or down; ``site`` ok, down or
     recovering."""
-    database_ok = service.cache is not None and service.cache.usable
+    database_ok = service.cache is not None and service.cache.is_usable()
     breaker = service.upstream.breaker.state
     site_ok = breaker == "closed"
     body = {
@@ -99,7 +99,7 @@ class RowCounts:
 def _sync_status(service: Service, row_counts: RowCounts | None = None) -> dict[str, Any] | None:
     """The sync part of the status, with the row counts of ``row_counts`` when given (not for
     metrics, which have no use for them)."""
-    if service.cache is None or not service.cache.usable:
+    if service.cache is None or not service.cache.is_usable():
         return None
     if not is_set_up(service.cache.engine):
         return {"cursor": None, "event_lag": None, "dead_letters": [], "projects": None, "types": {}}
@@ -150,7 +150,7 @@ def status(service: Service, metrics: Metrics, row_counts: RowCounts) -> dict[st
 def auth_status(service: Service) -> dict[str, Any]:
     """The policy, the groups a shadow check switched off (all processes) and this process's checks."""
     switched_off: dict[str, Any] = {}
-    if service.cache is not None and service.cache.usable:
+    if service.cache is not None and service.cache.is_usable():
         try:
             with service.cache.engine.connect() as conn:
                 switched_off = store_state.tripped_groups(conn, service.cache.tables.state)
@@ -210,7 +210,7 @@ def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metr
         denied = refused()
         if denied:
             return denied
-        metrics.health(database_up=service.cache is not None and service.cache.usable,
+        metrics.health(database_up=service.cache is not None and service.cache.is_usable(),
                        breaker_open=service.upstream.breaker.state != "closed")
         body, content_type = metrics.exposition(DatabaseCollector(lambda: _sync_status(service)))
         return Response(body, content_type=content_type)

@@ -7,6 +7,13 @@ class SgcacheError(Exception):
     exit_code = 1
 
 
+class SiteFailure(SgcacheError):
+    """The site gave no usable answer: it could not be reached, timed out, refused sgcache's own
+    credentials, or the process is stopping while it waits on it. The one root of every "the site
+    failed" error, whichever part met it (:class:`sgcache.upstream.SiteUnavailable` for the proxy,
+    :class:`sgcache.sync.remote.SiteError` for the sync engine)."""
+
+
 class ConfigError(SgcacheError):
     """The configuration is invalid: names the key and where it came from."""
 

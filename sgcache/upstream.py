@@ -25,6 +25,7 @@ import requests.adapters
 import urllib3
 
 from sgcache.config import SiteConfig
+from sgcache.errors import SiteFailure
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def api_path(base_url: str) -> str:
     return urljoin(urljoin(urlsplit(base_url).path or "/", "api3/"), "json")
 
 
-class SiteUnavailable(Exception):
+class SiteUnavailable(SiteFailure):
     """No answer from the site: it could not be reached, timed out, or the breaker is open.
 
     ``maybe_applied`` is true when the request may have reached the site before the failure.
@@ -83,7 +84,8 @@ class SiteBusy(SiteUnavailable):
 class Breaker:
     """A circuit breaker: closed (calls go through), open (calls fail at once), half-open (one try)."""
 
-    def __init__(self, failures: int, cooldown: float, clock=time.monotonic):
+    def __init__(self, failures: int, cooldown: float, clock=time.monotonic, *,
+                 on_failure: Callable[[str], None] | None = None):
         self.threshold = failures
         self.cooldown = cooldown
         self.clock = clock
@@ -93,7 +95,8 @@ class Breaker:
         self._probing = False
         self.last_error: str | None = None
         #: called with each failure's description (metrics)
-        self.on_failure: Callable[[str], None] | None = None
+        #: told of every failure (the metrics count them)
+        self.on_failure = on_failure
 
     @property
     def state(self) -> str:
@@ -207,7 +210,8 @@ class Reply:
 class Upstream:
     """The site, as the proxy sees it: one pooled session shared by every thread of a process."""
 
-    def __init__(self, site: SiteConfig, *, max_concurrent: int | None = None, max_queued: int = 1):
+    def __init__(self, site: SiteConfig, *, max_concurrent: int | None = None, max_queued: int = 1,
+                 on_failure: Callable[[str], None] | None = None):
         if not site.base_url:
             raise ValueError("site.base_url is not set")
         self.site = site
@@ -221,7 +225,7 @@ class Upstream:
         parts = urlsplit(site.base_url)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.rpc_url = self.origin + api_path(site.base_url)
-        self.breaker = Breaker(site.breaker_failures, site.breaker_cooldown)
+        self.breaker = Breaker(site.breaker_failures, site.breaker_cooldown, on_failure=on_failure)
         self.session = requests.Session()
         self.session.trust_env = False  # the site's address is the configured one, not a proxy's
         # No retries at this level: a write must never be sent twice.

@@ -17,18 +17,29 @@ import time
 import uuid
 import zlib
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 from sgcache.admin import add_admin_routes
 from sgcache.api3 import uploads
+from sgcache.api3.answers import Answer, fault_answer
+from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.identity import IdentityBook, SessionBook
+from sgcache.api3.policy import Policy
 from sgcache.api3.protocol import Fault
-from sgcache.api3.service import Answer, Service, fault_answer
+from sgcache.api3.readback import ReadBack
+from sgcache.api3.reads import CacheReads
+from sgcache.api3.service import Service
+from sgcache.api3.shadow import ShadowChecker
+from sgcache.api3.siteinfo import SiteInfo
 from sgcache.config import Config
 from sgcache.logs import loggable
 from sgcache.metrics import Metrics, SampleSaver, multiprocess_dir
+from sgcache.query import Uncertain
+from sgcache.query.site_schema import SiteSchema
 from sgcache.store import samples
 from sgcache.upstream import SiteUnavailable, Upstream, chunks, file_headers, relay_headers
 
@@ -119,16 +130,20 @@ def site_turns(config: Config) -> int:
 
 
 def build_service(config: Config, engine: Any = None) -> Service:
-    """The proxy's parts for one process: the upstream client, the cache database, the refresher."""
+    """The proxy's parts for one process, each built here and wired once: the metrics, the one
+    pooled client to the site, the cache database, what the proxy learns of callers, the cache's
+    answers, the write read-back and the site's info."""
     from sgcache.schema import load
     from sgcache.store.db import create_engine
     from sgcache.store.tables import Tables
     from sgcache.sync.refresh import Refresher
 
     config.require("site.base_url", "site.script_name", "site.api_key")
+    metrics = Metrics()
     turns = site_turns(config)
     # Requests waiting for a turn hold threads too: leave at least one thread for cached reads.
-    upstream = Upstream(config.site, max_concurrent=turns, max_queued=max(0, config.web.threads - turns - 1))
+    upstream = Upstream(config.site, max_concurrent=turns, max_queued=max(0, config.web.threads - turns - 1),
+                        on_failure=metrics.upstream_error)
     tables = Tables(load(config.schema.path))
     if engine is None:
         engine = create_engine(config.database.url, **_pool_args(config))
@@ -136,8 +151,36 @@ def build_service(config: Config, engine: Any = None) -> Service:
     if config.database.read_url:
         read_engine = create_engine(config.database.read_url, **_pool_args(config))
     cache = CacheDatabase(engine, tables, read_engine=read_engine)
-    refresher = Refresher(engine, tables, config.site, page_size=config.scanner.page_size)
-    return Service(config, upstream, cache, refresher)
+    site = config.site
+    own_auth = {"script_name": site.script_name, "script_key": site.api_key.reveal() if site.api_key else ""}
+    verifier = Verifier(config.auth, upstream)
+    sessions = SessionBook(engine, tables.state)
+    identities = IdentityBook(upstream, own_auth, sessions, config.auth.verify_ttl)
+    policy = Policy(config.auth, identities, tables, site.script_name or "")
+    site_schema = SiteSchema(engine, tables, lambda: fetch_site_schema(upstream, own_auth))
+    reads = CacheReads(cache, verifier, identities, policy, site_schema, ZoneInfo(site.timezone))
+    shadow = ShadowChecker(config.auth, upstream, recompute=reads.recompute, trip=reads.trip_group,
+                           on_result=metrics.shadow)
+    refresher = Refresher(engine, tables, site, page_size=config.scanner.page_size)
+    readback = ReadBack(cache, refresher, timeout=site.timeout, threads=config.web.threads)
+    return Service(config, upstream, cache, verifier=verifier, reads=reads, readback=readback,
+                   site_info=SiteInfo(upstream, cache, site.info_ttl), shadow=shadow, sessions=sessions,
+                   metrics=metrics)
+
+
+def fetch_site_schema(upstream: Upstream, auth: dict) -> tuple[dict, dict]:
+    """The site's schema_read and schema_entity_read answers, asked as sgcache's own script."""
+    answers = []
+    for method in ("schema_read", "schema_entity_read"):
+        try:
+            reply = upstream.call(method, [auth])
+            payload = reply.json() if reply.status == 200 else None
+        except (SiteUnavailable, ValueError):
+            payload = None
+        if not isinstance(payload, dict) or not isinstance(payload.get("results"), dict):
+            raise Uncertain("site_schema_unavailable", method)
+        answers.append(payload["results"])
+    return answers[0], answers[1]
 
 
 def _pool_args(config: Config) -> dict:
@@ -165,9 +208,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     service = service or build_service(config)
     app.extensions["sgcache"] = service
     max_body = config.web.max_body
-    metrics = Metrics()
-    service.metrics = metrics
-    service.upstream.breaker.on_failure = metrics.upstream_error
+    metrics = service.metrics
     add_admin_routes(app, config, service, metrics)
     if service.cache is not None:
         saver = SampleSaver(metrics, lambda histogram: _save_latency(service, histogram), config.admin.sample_interval)
@@ -269,7 +310,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
                 break
         target = uploads.upload_target(name, uploads.text_fields(prefix, request.headers.get("Content-Type")))
         g.entity_type = loggable(next(iter(target))) if target else "-"
-        as_of = service.before_write() if target else None
+        as_of = service.readback.before_write() if target else None
         try:
             upstream_response = service.upstream.stream(
                 "POST", f"/upload/{name}", request.query_string.decode("latin-1"),
@@ -285,7 +326,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         finally:
             upstream_response.close()
         if target and uploads.confirmed(upstream_response.status_code, body):
-            g.detail = service.read_back("upload", target, as_of)
+            g.detail = service.readback.read_back("upload", target, as_of)
         elif as_of is not None:
             as_of.cancel()
         headers = [(k, v) for k, v in relay_headers(upstream_response.headers)
@@ -329,7 +370,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
 
 
 def _save_latency(service: Service, histogram: samples.LatencyHistogram) -> None:
-    if not service.cache.usable:
+    if not service.cache.is_usable():
         return
     with service.cache.engine.begin() as conn:
         samples.save(conn, service.cache.tables.state, "latency", histogram.to_data())

@@ -136,7 +136,7 @@ def check_person(config: Config, login: str, *, n: int = 200, mode: str | None =
     make = service_factory or build_service
     probe = make(config)
     try:
-        identity = probe.identities.lookup(Claim("person", login))
+        identity = probe.policy.identities.lookup(Claim("person", login))
         if identity is None:
             raise SgcacheError(f"no active person with login {login!r} on the site (or the script in site.script_name "
                                "may not read HumanUser)")

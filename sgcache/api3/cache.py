@@ -85,9 +85,9 @@ class CacheDatabase:
                 self.problem = None
                 self._checked_at = self.clock()
 
-    @property
-    def usable(self) -> bool:
-        """Can the cache be used now? Checks a failed database again at most every few seconds."""
+    def is_usable(self) -> bool:
+        """Can the cache be used now? Checks a failed database again at most every few seconds (a
+        query, the first time and when due)."""
         with self._lock:
             healthy, due = self._healthy, self.clock() - self._checked_at >= RECHECK_SECONDS
         if healthy is None or (healthy is False and due):
@@ -114,7 +114,7 @@ class CacheDatabase:
     # --- the site's info, kept so a restarted proxy can answer it while the site is down ---------
 
     def saved_info(self) -> Any:
-        if not self.usable:
+        if not self.is_usable():
             return None
         meta = self.tables.state.meta
         try:
@@ -129,7 +129,7 @@ class CacheDatabase:
             return None
 
     def save_info(self, info: Any) -> None:
-        if not self.usable:
+        if not self.is_usable():
             return
         try:
             with self.engine.begin() as conn:

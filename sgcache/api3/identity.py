@@ -23,14 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from sgcache.api3.memory import Expiring
 from sgcache.store.state import StateTables
 from sgcache.upstream import Upstream
 
@@ -115,25 +115,29 @@ class SessionBook:
         return Claim(row[0], row[1]) if row is not None else None
 
 
+@dataclass(eq=False)
 class IdentityBook:
     """Looks up callers' identities on the site (as sgcache's own script) and remembers them."""
 
-    def __init__(self, upstream: Upstream, own_auth: dict, sessions: SessionBook | None, ttl: float,
-                 clock=time.monotonic):
-        self.upstream = upstream
-        self.own_auth = own_auth
-        self.sessions = sessions
-        self.ttl = ttl
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._known: OrderedDict[Claim, tuple[float, Identity | None]] = OrderedDict()
-        self._tokens: OrderedDict[Claim, tuple[float, Claim | None]] = OrderedDict()
-        self.lookups = 0  # calls made to the site to learn an identity
+    upstream: Upstream
+    #: sgcache's own script credentials, which ask the site who a caller is
+    own_auth: dict
+    #: the session tokens minted through the proxy and their owners (None: not kept)
+    sessions: SessionBook | None
+    #: seconds an identity is remembered (auth.verify_ttl)
+    ttl: float
+    _: KW_ONLY
+    clock: Callable[[], float] = time.monotonic
+    #: calls made to the site to learn an identity
+    lookups: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self._known: Expiring[Claim, Identity | None] = Expiring(MAX_IDENTITIES, self.ttl, clock=self.clock)
+        self._tokens: Expiring[Claim, Claim | None] = Expiring(MAX_IDENTITIES, self.ttl, clock=self.clock)
 
     def forget_all(self) -> None:
-        with self._lock:
-            self._known.clear()
-            self._tokens.clear()
+        self._known.clear()
+        self._tokens.clear()
 
     def resolve(self, auth: dict | None) -> Identity | None:
         """The caller's identity, or None when it cannot be known.
@@ -157,33 +161,24 @@ class IdentityBook:
             return None
         key = Claim("session", token_digest(token))
         now = self.clock()
-        with self._lock:
-            held = self._tokens.get(key)
-            if held is not None and held[0] > now:
-                return held[1]
+        held, owner = self._tokens.get(key)
+        if held:
+            return owner
         try:
             owner = self.sessions.owner(token)
         except sa.exc.SQLAlchemyError as e:
             log.warning("event=session_lookup_failed error=%r", type(e).__name__)
             return None
-        with self._lock:
-            self._tokens[key] = (now + self.ttl, owner)
-            while len(self._tokens) > MAX_IDENTITIES:
-                self._tokens.popitem(last=False)
+        self._tokens.put(key, owner, since=now)
         return owner
 
     def lookup(self, who: Claim) -> Identity | None:
         now = self.clock()
-        with self._lock:
-            held = self._known.get(who)
-            if held is not None and held[0] > now:
-                return held[1]
+        held, identity = self._known.get(who)
+        if held:
+            return identity
         identity = self._ask_site(who)
-        with self._lock:
-            self._known[who] = (now + self.ttl, identity)
-            self._known.move_to_end(who)
-            while len(self._known) > MAX_IDENTITIES:
-                self._known.popitem(last=False)
+        self._known.put(who, identity, since=now)
         return identity
 
     def _ask_site(self, who: Claim) -> Identity | None:

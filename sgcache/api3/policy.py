@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from sgcache.api3.identity import Claim, Identity, IdentityBook
+from sgcache.api3.memory import Expiring
 from sgcache.config import AuthConfig
 from sgcache.query import Uncertain
 from sgcache.query.paths import Visibility
@@ -52,20 +50,25 @@ class Decision:
         return (self.identity.group if self.identity is not None else None) or "-"
 
 
+@dataclass(eq=False)
 class Policy:
     """Decides per caller; learns and remembers what visible_projects callers may see."""
 
-    def __init__(self, config: AuthConfig, identities: IdentityBook, upstream: Upstream, tables: Tables | None,
-                 own_script: str, clock=time.monotonic):
-        self.config = config
-        self.identities = identities
-        self.upstream = upstream
-        self.tables = tables
-        self.own_script = own_script
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._visibility: OrderedDict[str, tuple[float, Visibility]] = OrderedDict()
-        self.probes = 0  # requests made to the site to learn visibility
+    config: AuthConfig
+    #: who callers are (and the site and clock this policy asks and counts with)
+    identities: IdentityBook
+    #: the cache's tables (None: no cache; every caller passes through)
+    tables: Tables | None
+    #: the name of sgcache's own script, whose group is ``all`` unless listed
+    own_script: str
+
+    def __post_init__(self) -> None:
+        self.upstream: Upstream = self.identities.upstream
+        self.clock = self.identities.clock
+        self._visibility: Expiring[str, _Learned] = Expiring(MAX_VISIBILITIES, self.config.visibility_ttl,
+                                                             clock=self.clock)
+        #: requests made to the site to learn visibility
+        self.probes = 0
 
     def describe(self) -> str:
         """The policy in one line, for the startup log."""
@@ -75,8 +78,7 @@ class Policy:
                 f"caller passes through{scripts}")
 
     def forget_all(self) -> None:
-        with self._lock:
-            self._visibility.clear()
+        self._visibility.clear()
 
     def own_group(self) -> str | None:
         own = self.identities.lookup(Claim("script", self.own_script))
@@ -116,16 +118,11 @@ class Policy:
         """What this caller may see among ``types``, asked of the site as the caller when not remembered."""
         key = identity.label
         now = self.clock()
-        with self._lock:
-            held = self._visibility.get(key)
-            if held is not None and held[0] > now and held[1].checked.issuperset(types):
-                return held[1].visibility
+        held, learned = self._visibility.get(key)
+        if held and learned.checked.issuperset(types):
+            return learned.visibility
         learned = self._learn(auth, types)
-        with self._lock:
-            self._visibility[key] = (now + self.config.visibility_ttl, learned)
-            self._visibility.move_to_end(key)
-            while len(self._visibility) > MAX_VISIBILITIES:
-                self._visibility.popitem(last=False)
+        self._visibility.put(key, learned, since=now)
         return learned.visibility
 
     def _learn(self, auth: dict, types: list[str]) -> _Learned:

@@ -14,7 +14,7 @@ import shotgun_api3
 from shotgun_api3.shotgun import _translate_filters
 
 from sgcache.config import SiteConfig
-from sgcache.errors import SgcacheError
+from sgcache.errors import SgcacheError, SiteFailure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -23,7 +23,7 @@ T = TypeVar("T")
 TRANSIENT = (shotgun_api3.ProtocolError, OSError, socket.timeout, http.client.HTTPException, TimeoutError)
 
 
-class SiteError(SgcacheError):
+class SiteError(SiteFailure):
     """The site could not be reached (after retries) or refused our credentials: nothing can
     proceed until it is back, so the watcher pauses instead of skipping anything."""
 
