@@ -5,7 +5,8 @@ shotgun_api3's own emulator, ``shotgun_api3.lib.mockgun``, store entities and ev
 so the cache is checked against semantics written by the client's authors. Where mockgun
 deviates from a real site or lacks something, a thin layer corrects it. Every correction:
 
-Emulator (:mod:`sgcache.mocksite.emulator`, a mockgun subclass)
+Emulator (:mod:`sgcache.mocksite.emulator`, a mockgun subclass through the adapter
+:mod:`sgcache.mocksite.store`, the only module that knows mockgun's internals)
  1. Built from the schema file instead of mockgun's pickled schema; no "Hello_Mockgun_World" event.
  2. Filters arrive in the wire format (nested ``logical_operator`` groups to any depth) and are
     translated to mockgun's list format; mockgun's own dict path dropped nested groups.
@@ -32,7 +33,7 @@ Emulator (:mod:`sgcache.mocksite.emulator`, a mockgun subclass)
 13. Candidate rows are narrowed by top-level id conditions, and reads ordered by id stop after
     the requested page, so paging by id through 100,000 rows stays fast.
 
-Site (:mod:`sgcache.mocksite.site`)
+Site (:mod:`sgcache.mocksite.site` and the parts it composes)
 14. Authentication: script name + key, login + password, session tokens (expiring), sudo_as_login;
     a bad credential is error_code 102. Each caller sees what its permission group shows
     (:mod:`sgcache.mocksite.permissions`: Admin, Manager, Artist, Vendor, API Admin).
@@ -69,6 +70,8 @@ Site (:mod:`sgcache.mocksite.site`)
     created with a task_template gets copies of the template's tasks.
 """
 
-from sgcache.mocksite.site import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Fault, Human, MockSite, Script
+from sgcache.mocksite.accounts import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Human, Script
+from sgcache.mocksite.faults import Fault
+from sgcache.mocksite.site import MockSite
 
 __all__ = ["DEFAULT_HUMANS", "DEFAULT_SCRIPTS", "Fault", "Human", "MockSite", "Script"]

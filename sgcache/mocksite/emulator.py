@@ -1,7 +1,8 @@
 """shotgun_api3's own emulator (mockgun) with the corrections a faithful stand-in site needs.
 
 mockgun keeps the rows and evaluates filters; this subclass only steps in where mockgun is
-wrong or silent. Every correction is listed in :mod:`sgcache.mocksite`'s docstring.
+wrong or silent. Every correction is listed in :mod:`sgcache.mocksite`'s docstring. It reaches
+mockgun only through :class:`~sgcache.mocksite.store.MockgunStore`'s public methods.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shotgun_api3 import ShotgunError
-from shotgun_api3.lib import mockgun
+
+from sgcache.mocksite.store import MockgunStore
 
 TEXT_LIKE = {"text", "color", "entity_type", "footage", "list", "status_list", "url_template", "uuid"}
 NUMERIC = {"number", "float", "duration", "percent", "timecode", "currency"}
@@ -77,7 +79,7 @@ def calendar_range(now: dt.datetime, unit: str, offset: int) -> tuple[dt.datetim
     return start, start.replace(year=start.year + 1)
 
 
-class Emulator(mockgun.Shotgun):
+class Emulator(MockgunStore):
     """mockgun's storage and filter evaluation, corrected.
 
     Built from ``schema_read``-shaped dicts instead of mockgun's pickle files. Rows hold
@@ -87,12 +89,7 @@ class Emulator(mockgun.Shotgun):
 
     def __init__(self, schema_fields: dict, schema_entities: dict, identifiers: dict[str, str | None],
                  timezone: str = "UTC", clock=None):
-        # mockgun.Shotgun.__init__ reads pickled schema files and creates an event; do its job here.
-        self._schema = schema_fields
-        self._schema_entity = schema_entities
-        self._db = {entity_type: {} for entity_type in self._schema}
-        self._ids: dict[str, list[int]] = {entity_type: [] for entity_type in self._schema}
-        self.high_water: dict[str, int] = {}
+        super().__init__(schema_fields, schema_entities)
         self.identifiers = identifiers
         self.tz = ZoneInfo(timezone)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -102,52 +99,43 @@ class Emulator(mockgun.Shotgun):
 
     # --- storage helpers ---------------------------------------------------------------------
 
-    def insert_row(self, entity_type: str, row: dict) -> None:
-        self._db[entity_type][row["id"]] = row
-        # Like a database sequence, ids never go back, even when a failed batch removes rows.
-        self.high_water[entity_type] = max(self.high_water.get(entity_type, 0), row["id"])
-        ids = self._ids[entity_type]
-        if not ids or row["id"] > ids[-1]:
-            ids.append(row["id"])
-        else:
-            bisect.insort(ids, row["id"])
+    def dump(self) -> dict:
+        return {**super().dump(), "hidden": self.hidden_until}
 
-    def next_id(self, entity_type: str) -> int:
-        ids = self._ids[entity_type]
-        return max(ids[-1] if ids else 0, self.high_water.get(entity_type, 0)) + 1
+    def load(self, state: dict) -> None:
+        super().load(state)
+        self.hidden_until = state["hidden"]
 
     def new_row(self, entity_type: str) -> dict:
-        row = self._get_new_row(entity_type)
+        row = self.blank_row(entity_type)
         # A site's schema may give a checkbox's default as 0 or 1; its values are always booleans.
-        for name, info in self._schema[entity_type].items():
+        for name, info in self.schema_fields[entity_type].items():
             if info["data_type"]["value"] == "checkbox":
                 row[name] = bool(row[name])
         return row
 
     def field_type(self, entity_type: str, field: str) -> str:
         """Data type of ``field`` (dotted paths allowed); FilterError if it does not exist."""
+        schema = self.schema_fields
         parts = field.split(".")
         while len(parts) >= 3:
             first, linked_type = parts[0], parts[1]
-            if first not in self._schema.get(entity_type, {}):
+            if first not in schema.get(entity_type, {}):
                 raise FilterError(f"{entity_type}.{first} doesn't exist")
-            if linked_type not in self._schema:
+            if linked_type not in schema:
                 raise FilterError(f"{linked_type} is not a valid entity type (in path {field!r})")
             entity_type, parts = linked_type, parts[2:]
         name = ".".join(parts)
-        if name in ("id", "type") and name not in self._schema[entity_type]:
+        if name in ("id", "type") and name not in schema[entity_type]:
             return "number" if name == "id" else "entity_type"
         try:
-            return self._schema[entity_type][name]["data_type"]["value"]
+            return schema[entity_type][name]["data_type"]["value"]
         except KeyError:
             raise FilterError(f"{entity_type}.{name} doesn't exist") from None
 
-    def _get_field_type(self, entity_type, field):
-        return self.field_type(entity_type, field)
-
     def link_name(self, link: dict) -> Any:
         """The ``name`` the site gives a link: the target's identifier field, computed live."""
-        target = self._db.get(link["type"], {}).get(link["id"])
+        target = self.row(link["type"], link["id"])
         identifier = self.identifiers.get(link["type"])
         if target is None or identifier is None:
             return None
@@ -157,12 +145,12 @@ class Emulator(mockgun.Shotgun):
         return value
 
     def is_live(self, link: dict) -> bool:
-        target = self._db.get(link["type"], {}).get(link["id"])
+        target = self.row(link["type"], link["id"])
         return target is not None and not target["__retired"]
 
     # --- reading values ------------------------------------------------------------------------
 
-    def _get_field_from_row(self, entity_type, row, field):
+    def field_value(self, entity_type: str, row: dict, field: str) -> Any:
         """Correction: a deep path through a link of another type (or to a retired entity) is
         None, not an error; values are copies, so filters never write into stored rows."""
         parts = field.split(".", 2)
@@ -174,17 +162,17 @@ class Emulator(mockgun.Shotgun):
                 for link in value:
                     if link["type"] != linked_type or not self.is_live(link):
                         continue
-                    out.append(self._get_field_from_row(linked_type, self._db[linked_type][link["id"]], rest))
+                    out.append(self.field_value(linked_type, self.table(linked_type)[link["id"]], rest))
                 return out
             if not isinstance(value, dict) or value.get("type") != linked_type or not self.is_live(value):
                 return None
-            return self._get_field_from_row(linked_type, self._db[linked_type][value["id"]], rest)
+            return self.field_value(linked_type, self.table(linked_type)[value["id"]], rest)
         value = row.get(field)
         if isinstance(value, list):
             return [copy.copy(v) if isinstance(v, dict) else v for v in value
                     if not (isinstance(v, dict) and "id" in v and "type" in v and not self.is_live(v))]
         if isinstance(value, dict):
-            data_type = self._schema[entity_type].get(field, {}).get("data_type", {}).get("value")
+            data_type = self.schema_fields[entity_type].get(field, {}).get("data_type", {}).get("value")
             if data_type == "entity" and not self.is_live(value):
                 return None
             return copy.deepcopy(value)
@@ -192,15 +180,15 @@ class Emulator(mockgun.Shotgun):
 
     # --- filters -------------------------------------------------------------------------------
 
-    def _row_matches_filter(self, entity_type, row, sg_filter, retired_only):
+    def filter_matches(self, entity_type: str, row: dict, sg_filter: list, retired_only: bool) -> bool:
         try:
             field, operator, rval = sg_filter
         except ValueError:
             raise FilterError("Filters must be in the form [path, relation, values]") from None
         if field is None:
-            return super()._row_matches_filter(entity_type, row, sg_filter, retired_only)
+            return self.nested_matches(entity_type, row, sg_filter, retired_only)
         field_type = self.field_type(entity_type, field)
-        lval = self._get_field_from_row(entity_type, row, field)
+        lval = self.field_value(entity_type, row, field)
         return self.compare(field_type, lval, operator, rval)
 
     def compare(self, field_type: str, lval: Any, operator: str, rval: Any) -> bool:
@@ -352,15 +340,12 @@ class Emulator(mockgun.Shotgun):
     def _unsupported(self, operator: str, field_type: str) -> bool:
         raise FilterError(f"the {operator} relation is not supported on {field_type} fields")
 
-    def _compare(self, field_type, lval, operator, rval):
-        return self.compare(field_type, lval, operator, rval)
-
     # --- find ------------------------------------------------------------------------------------
 
     def candidates(self, entity_type: str, filters: list, filter_operator: str | None) -> list[dict]:
         """Rows that may match, in id order: narrowed by top-level id conditions when all must hold."""
-        ids = self._ids[entity_type]
-        table = self._db[entity_type]
+        ids = self.ids(entity_type)
+        table = self.table(entity_type)
         low, high = 0, len(ids)
         if filter_operator in (None, "all"):
             for f in filters:
@@ -390,28 +375,29 @@ class Emulator(mockgun.Shotgun):
         """
         self.finds += 1
         out = []
-        rearranged = self._rearrange_filters(filters)
+        rearranged = self.rearrange(filters)
         for row in self.candidates(entity_type, rearranged, filter_operator):
             if bool(row["__retired"]) != bool(retired_only):
                 continue
             if extra is not None and not extra(row):
                 continue
             if filter_operator == "any":
-                ok = any(self._row_matches_filter(entity_type, row, f, retired_only) for f in rearranged) \
+                ok = any(self.filter_matches(entity_type, row, f, retired_only) for f in rearranged) \
                     if rearranged else True
             else:
-                ok = all(self._row_matches_filter(entity_type, row, f, retired_only) for f in rearranged)
+                ok = all(self.filter_matches(entity_type, row, f, retired_only) for f in rearranged)
             if ok:
                 out.append(row)
                 if stop_after is not None and len(out) >= stop_after:
                     break
         return out
 
-    def _row_matches_filters(self, entity_type, row, filters, filter_operator, retired_only):
+    def group_matches(self, entity_type: str, row: dict, filters: list, filter_operator: str | None,
+                      retired_only: bool) -> bool:
         # Nested groups: mockgun's own version also re-checks retirement, which the top level did.
-        filters = self._rearrange_filters(filters)
+        filters = self.rearrange(filters)
         if filter_operator in ("all", None):
-            return all(self._row_matches_filter(entity_type, row, f, retired_only) for f in filters)
+            return all(self.filter_matches(entity_type, row, f, retired_only) for f in filters)
         if filter_operator == "any":
-            return any(self._row_matches_filter(entity_type, row, f, retired_only) for f in filters)
+            return any(self.filter_matches(entity_type, row, f, retired_only) for f in filters)
         raise FilterError(f"{filter_operator} is not a valid logical operator")

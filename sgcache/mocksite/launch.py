@@ -11,9 +11,10 @@ from pathlib import Path
 import yaml
 
 from sgcache.errors import SgcacheError
+from sgcache.mocksite.accounts import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Human, Script
 from sgcache.mocksite.permissions import GROUPS
 from sgcache.mocksite.server import MockServer
-from sgcache.mocksite.site import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Human, MockSite, Script
+from sgcache.mocksite.site import MockSite
 from sgcache.schema import load
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, 
             raise SgcacheError(f"{e}: it was saved by another version of the stand-in; delete it (sgcache demo "
                                "--fresh does) to start a new site") from None
         log.info("event=mock_site_restored path=%s entities=%d", state_file,
-                 sum(len(rows) for rows in site.emu._db.values()))
+                 sum(len(rows) for rows in site.emu.tables.values()))
         return site
     scripts, humans = list(DEFAULT_SCRIPTS), list(DEFAULT_HUMANS)
     if users_path:

@@ -25,7 +25,8 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.serving import make_server
 
-from sgcache.mocksite.site import Fault, MockSite
+from sgcache.mocksite.faults import Fault, fault_envelope
+from sgcache.mocksite.site import MockSite
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,37 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
     app = Flask("sgcache.mocksite")
     failures = failures or Failures()
     app.config["failures"] = failures
+    _add_request_hooks(app, failures, latency_ms)
+    _add_rpc_routes(app, site)
+    _add_file_routes(app, site)
+    if admin:
+        _add_admin_routes(app, site, failures, server)
+    return app
+
+
+def _injected_failure(failures: Failures) -> Response | None:
+    """The answer to a request that meets an injected failure (None: answer it normally)."""
+    mode = failures.take()
+    if mode in ("502", "503", "504"):
+        code = int(mode)
+        return Response(f"{code} {_REASONS[code]} (injected by the stand-in site)", status=code,
+                        content_type="text/plain")
+    if mode == "stall":
+        time.sleep(failures.stall_seconds)
+    elif mode == "drop":
+        sock = request.environ.get("werkzeug.socket")
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        return Response("", status=500)
+    return None
+
+
+def _add_request_hooks(app: Flask, failures: Failures, latency_ms: float) -> None:
+    """Latency and failure injection before each request (not the admin routes); a log line after."""
 
     @app.before_request
     def before() -> Response | None:
@@ -96,23 +128,7 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
             return None
         if latency_ms:
             time.sleep(latency_ms / 1000)
-        mode = failures.take()
-        if mode in ("502", "503", "504"):
-            code = int(mode)
-            return Response(f"{code} {_REASONS[code]} (injected by the stand-in site)", status=code,
-                            content_type="text/plain")
-        if mode == "stall":
-            time.sleep(failures.stall_seconds)
-        elif mode == "drop":
-            sock = request.environ.get("werkzeug.socket")
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-            return Response("", status=500)
-        return None
+        return _injected_failure(failures)
 
     @app.after_request
     def after(response: Response) -> Response:
@@ -121,13 +137,17 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
                  g.get("entity_type", "-"), response.status_code, elapsed)
         return response
 
+
+def _add_rpc_routes(app: Flask, site: MockSite) -> None:
+    """``POST /api3/json`` (also under a path prefix): one JSON-RPC call."""
+
     def api() -> Response:
         try:
             payload = json.loads(request.get_data() or b"null")
         except (ValueError, UnicodeDecodeError):
-            return _json_response(Fault("could not parse the request body as JSON").envelope())
+            return _json_response(fault_envelope("could not parse the request body as JSON"))
         if not isinstance(payload, dict):
-            return _json_response(Fault("the request body must be a JSON object {method_name, params}").envelope())
+            return _json_response(fault_envelope("the request body must be a JSON object {method_name, params}"))
         method = payload.get("method_name")
         params = payload.get("params", [])
         g.rpc = method if isinstance(method, str) else "-"
@@ -139,7 +159,7 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
             return _json_response(e.envelope())
         except Exception:
             log.exception("event=internal_error method=%s", g.rpc)
-            return _json_response(Fault("internal error in the stand-in site").envelope(), status=500)
+            return _json_response(fault_envelope("internal error in the stand-in site"), status=500)
         if method == "info":
             return _json_response(result)
         return _json_response({"results": result})
@@ -147,36 +167,42 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
     app.add_url_rule("/api3/json", "api", api, methods=["POST"])
     app.add_url_rule("/<path:prefix>/api3/json", "api_prefixed", lambda prefix: api(), methods=["POST"])
 
-    def upload(thumbnail: bool) -> Response:
-        form = request.form
-        auth = {k: form[k] for k in ("script_name", "script_key", "user_login", "user_password", "session_token",
-                                     "sudo_as_login", "session_uuid") if k in form}
-        file = request.files.get("thumb_image" if thumbnail else "file")
-        g.rpc = "publish_thumbnail" if thumbnail else "upload_file"
-        g.entity_type = form.get("entity_type", "-")
-        try:
-            with site.lock:
-                caller = site.authenticate(auth, g.rpc)
-            if file is None:
-                raise Fault("upload: no file in the request")
-            try:
-                entity_id = int(form.get("entity_id", ""))
-            except ValueError:
-                raise Fault("upload: entity_id must be an integer") from None
-            field_name = form.get("field_name")
-            if thumbnail and form.get("filmstrip"):
-                field_name = "filmstrip_image"
-            attachment_id = site.store_file(
-                caller, form.get("entity_type", ""), entity_id, field_name,
-                form.get("display_name") or file.filename or "upload", file.mimetype or "application/octet-stream",
-                file.read(), thumbnail, request.host_url)
-        except Fault as e:
-            return Response(f"0:{e.message}", status=200, content_type="text/plain")
-        site.calls[g.rpc] += 1
-        return Response(f"1:{attachment_id}", content_type="text/plain")
 
-    app.add_url_rule("/upload/upload_file", "upload_file", lambda: upload(False), methods=["POST"])
-    app.add_url_rule("/upload/publish_thumbnail", "publish_thumbnail", lambda: upload(True), methods=["POST"])
+def _upload(site: MockSite, thumbnail: bool) -> Response:
+    """``upload_file`` / ``publish_thumbnail``: answered ``1:<attachment id>`` or ``0:<message>``."""
+    form = request.form
+    auth = {k: form[k] for k in ("script_name", "script_key", "user_login", "user_password", "session_token",
+                                 "sudo_as_login", "session_uuid") if k in form}
+    file = request.files.get("thumb_image" if thumbnail else "file")
+    g.rpc = "publish_thumbnail" if thumbnail else "upload_file"
+    g.entity_type = form.get("entity_type", "-")
+    try:
+        with site.lock:
+            caller = site.authenticate(auth, g.rpc)
+        if file is None:
+            raise Fault("upload: no file in the request")
+        try:
+            entity_id = int(form.get("entity_id", ""))
+        except ValueError:
+            raise Fault("upload: entity_id must be an integer") from None
+        field_name = form.get("field_name")
+        if thumbnail and form.get("filmstrip"):
+            field_name = "filmstrip_image"
+        attachment_id = site.store_file(
+            caller, form.get("entity_type", ""), entity_id, field_name,
+            form.get("display_name") or file.filename or "upload", file.mimetype or "application/octet-stream",
+            file.read(), thumbnail, request.host_url)
+    except Fault as e:
+        return Response(f"0:{e.message}", status=200, content_type="text/plain")
+    site.calls[g.rpc] += 1
+    return Response(f"1:{attachment_id}", content_type="text/plain")
+
+
+def _add_file_routes(app: Flask, site: MockSite) -> None:
+    """Uploads, and ``GET /file_serve/attachment/<id>``."""
+    app.add_url_rule("/upload/upload_file", "upload_file", lambda: _upload(site, False), methods=["POST"])
+    app.add_url_rule("/upload/publish_thumbnail", "publish_thumbnail", lambda: _upload(site, True),
+                     methods=["POST"])
 
     @app.get("/file_serve/attachment/<int:attachment_id>")
     def file_serve(attachment_id: int) -> Response:
@@ -201,40 +227,41 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
         return Response(chunks(), content_type=stored.content_type,
                         headers={"Content-Disposition": f'attachment; filename="{stored.name}"'})
 
-    if admin:
-        @app.post("/_mock/failure")
-        def set_failure() -> Response:
-            body = request.get_json(silent=True) or {}
-            mode = str(body.get("mode", ""))
-            if mode not in FAILURE_MODES:
-                return _json_response({"error": f"mode must be one of {', '.join(sorted(FAILURE_MODES))}"}, 400)
-            if mode == "down":
-                if server is None:
-                    return _json_response({"error": "this app is not run by a MockServer"}, 400)
-                server.go_down(float(body.get("seconds", 5)))
-                return _json_response({"ok": True, "mode": mode})
-            failures.set(mode, count=body.get("count"), seconds=body.get("seconds"),
-                         stall_seconds=body.get("stall_seconds"))
+
+def _add_admin_routes(app: Flask, site: MockSite, failures: Failures, server: MockServer | None) -> None:
+    """The ``/_mock/...`` routes of the module docstring."""
+
+    @app.post("/_mock/failure")
+    def set_failure() -> Response:
+        body = request.get_json(silent=True) or {}
+        mode = str(body.get("mode", ""))
+        if mode not in FAILURE_MODES:
+            return _json_response({"error": f"mode must be one of {', '.join(sorted(FAILURE_MODES))}"}, 400)
+        if mode == "down":
+            if server is None:
+                return _json_response({"error": "this app is not run by a MockServer"}, 400)
+            server.go_down(float(body.get("seconds", 5)))
             return _json_response({"ok": True, "mode": mode})
+        failures.set(mode, count=body.get("count"), seconds=body.get("seconds"),
+                     stall_seconds=body.get("stall_seconds"))
+        return _json_response({"ok": True, "mode": mode})
 
-        @app.post("/_mock/expire_sessions")
-        def expire_sessions() -> Response:
-            return _json_response({"expired": site.expire_sessions()})
+    @app.post("/_mock/expire_sessions")
+    def expire_sessions() -> Response:
+        return _json_response({"expired": site.expire_sessions()})
 
-        @app.get("/_mock/stats")
-        def stats() -> Response:
-            with site.lock:
-                counts = {t: len(rows) for t, rows in site.emu._db.items() if rows}
-                return _json_response({"calls": dict(site.calls), "entities": counts, "version": site.version})
+    @app.get("/_mock/stats")
+    def stats() -> Response:
+        with site.lock:
+            counts = {t: len(rows) for t, rows in site.emu.tables.items() if rows}
+            return _json_response({"calls": dict(site.calls), "entities": counts, "version": site.version})
 
-        @app.post("/_mock/save")
-        def save() -> Response:
-            if server is None or server.state_file is None:
-                return _json_response({"error": "no state file"}, 400)
-            server.save()
-            return _json_response({"ok": True})
-
-    return app
+    @app.post("/_mock/save")
+    def save() -> Response:
+        if server is None or server.state_file is None:
+            return _json_response({"error": "no state file"}, 400)
+        server.save()
+        return _json_response({"ok": True})
 
 
 class MockServer:
