@@ -86,10 +86,20 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _not_json(literal: str) -> Any:
+    """NaN, Infinity and -Infinity: Python reads them, JSON (RFC 8259) and strict parsers do not."""
+    raise ValueError(f"{literal} is not a JSON number")
+
+
 def parse(body: bytes) -> RpcRequest:
-    """Parse a request body; raise :class:`Fault` with a clear message when it is not one."""
+    """Parse a request body; raise :class:`Fault` with a clear message when it is not one.
+
+    Only strict JSON in UTF-8 is read (no byte order mark, no UTF-16, no NaN or Infinity): a body
+    another parser could read differently is refused, never relayed to mean something else there."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise Fault("sgcache: the request body starts with a byte order mark; send UTF-8 JSON without one")
     try:
-        payload = json.loads(body, object_pairs_hook=_unique_keys)
+        payload = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_not_json)
     except UnicodeDecodeError:
         raise Fault("sgcache: the request body is not UTF-8 text") from None
     except ValueError as e:

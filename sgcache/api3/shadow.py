@@ -13,6 +13,7 @@ it (``sgcache auth clear``).
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import json
 import logging
 import random
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from sgcache import wire
 from sgcache.api3.policy import Decision
 from sgcache.api3.protocol import RpcRequest
 from sgcache.config import AuthConfig
@@ -135,7 +137,7 @@ class ShadowChecker:
                       "to passthrough; fix auth.groups, then sgcache auth clear %s'", loggable(group), decision.mode,
                       loggable(req.method), loggable(req.entity_type), loggable(who), loggable(group))
             self.trip(group, {"method": req.method, "type": req.entity_type, "mode": decision.mode,
-                              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                              "at": wire.format_datetime(dt.datetime.now(dt.UTC))})
         # Counted once the group is switched off, so whoever sees the count sees the switch too.
         with self._lock:
             self.counts[(group, result)] += 1

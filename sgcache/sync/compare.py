@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sgcache import wire
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.store.reader import read_entities
 from sgcache.store.tables import Tables
@@ -51,7 +52,7 @@ def _json(value: Any) -> str:
 
 def _wire(value: Any) -> Any:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return wire.format_datetime(value)
     if isinstance(value, dict) and "type" in value and "id" in value and set(value) <= {"type", "id", "name"}:
         return {"type": value["type"], "id": value["id"]}
     if isinstance(value, list):
