@@ -121,6 +121,10 @@ def decoded_for_caller(body: bytes, headers: list[tuple[str, str]],
     return body, kept
 
 
+#: request ids taken from the caller's X-Request-Id (anything else gets a fresh id)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def site_turns(config: Config) -> int:
     """site.max_concurrent, or when 0 the web threads less a quarter (at least 2 less, at least 1)."""
     if config.site.max_concurrent:
@@ -219,7 +223,9 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     @app.before_request
     def start() -> None:
         g.started = time.perf_counter()
-        g.request_id = (request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16])[:64]
+        given = request.headers.get("X-Request-Id") or ""
+        # A caller's id is kept only when it cannot add or hide anything in a log line.
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         g.method, g.entity_type, g.outcome, g.caller, g.detail = "-", "-", "-", "-", ""
         raw_path = (request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or "").split("?", 1)[0]
         problem = path_problem(raw_path, request.path)

@@ -11,6 +11,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import re
 import threading
 import time
 
@@ -224,6 +225,17 @@ def test_every_answer_carries_a_request_id_and_the_outcome(proxy):
                              headers={"X-Request-Id": "abc123"})
     assert response.headers["X-Sgcache-Request-Id"] == "abc123"
     assert response.headers["X-Sgcache-Outcome"] in ("cache", "passthrough")
+
+
+@sqlite_only
+@pytest.mark.parametrize("given", ["abc status=500", "x\ty", "a'b", "\u00e9t\u00e9", "r" * 65])
+def test_a_request_id_that_could_forge_log_keys_is_replaced_by_a_fresh_one(proxy, caplog, given):
+    with caplog.at_level(logging.INFO, logger="sgcache.web"):
+        response = requests.post(proxy.url + "/api3/json", json={"method_name": "info", "params": []}, timeout=5,
+                                 headers={"X-Request-Id": given.encode("utf-8")})
+    assert re.fullmatch(r"[0-9a-f]{16}", response.headers["X-Sgcache-Request-Id"])
+    (line,) = [r.getMessage() for r in caplog.records if "event=request" in r.getMessage()]
+    assert f"id={response.headers['X-Sgcache-Request-Id']} " in line and line.count("status=") == 1
 
 
 @sqlite_only
