@@ -7,6 +7,9 @@ the table cannot drift from the code. :func:`table_lines` is plain Python, for t
 from __future__ import annotations
 
 import sgcache.config
+import sgcache.config.checks
+import sgcache.config.reference
+import sgcache.config.sections
 from sgcache.config import env_name, iter_settings, setting_default_doc, setting_doc, setting_type_doc
 
 HEADER = ("Key", "Type", "Default", "Environment variable", "Description")
@@ -36,7 +39,8 @@ def setup(app):
         """Renders :func:`table_lines` in place; takes no arguments or content."""
 
         def run(self) -> list[nodes.Node]:
-            self.env.note_dependency(sgcache.config.__file__)
+            for module in (sgcache.config.sections, sgcache.config.checks, sgcache.config.reference):
+                self.env.note_dependency(module.__file__)
             source = f"{sgcache.config.__name__} (sgcache-settings)"
             content = StringList(table_lines(), source=source)
             holder = nodes.Element()

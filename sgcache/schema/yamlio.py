@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from sgcache.errors import SchemaError
+from sgcache.files import read_text
 from sgcache.schema.model import EntityType, Field, Schema
 
 #: libyaml's safe loader when PyYAML was built with it (several times faster on a 77-type schema).
@@ -163,10 +164,4 @@ def loads(text: str, where: str = "schema") -> Schema:
 
 def load(path: str | Path) -> Schema:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SchemaError(f"{path}: schema file not found") from None
-    except OSError as e:
-        raise SchemaError(f"{path}: cannot read the schema file: {e.strerror}") from None
-    return loads(text, where=str(path))
+    return loads(read_text(path, "schema file", SchemaError), where=str(path))
