@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -176,6 +176,7 @@ def format_data(report: DataReport) -> str:
 # --- the checks ----------------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
 class Validator:
     """Counts and field values of the cache checked against the site.
 
@@ -183,20 +184,21 @@ class Validator:
     filters the cache cannot evaluate); ``progress`` is as for :class:`Progress`.
     """
 
-    def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, *, wait: float = 10.0,
-                 page_size: int = 500, progress: bool | None = None, poll: float = 0.2,
-                 note: Callable[[str], None] = log.info):
-        self.engine = engine
-        self.tables = tables
-        self.remote = remote
-        self.wait = wait
-        self.page_size = page_size
-        self.progress = progress
-        self.poll = poll
-        self.note = note
-        # The scanner decides which rows a project set holds: ask it rather than repeat its rule.
-        self._scope = Scanner(engine, tables, remote, ScannerConfig(), progress=False)
-        self._projects: list[int] | None = None
+    engine: sa.Engine
+    tables: Tables
+    remote: Remote
+    _: KW_ONLY
+    wait: float = 10.0
+    page_size: int = 500
+    progress: bool | None = None
+    poll: float = 0.2
+    note: Callable[[str], None] = log.info
+    # The scanner decides which rows a project set holds: ask it rather than repeat its rule.
+    _scope: Scanner = field(init=False, repr=False)
+    _projects: list[int] | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._scope = Scanner(self.engine, self.tables, self.remote, ScannerConfig(), progress=False)
 
     # --- shared --------------------------------------------------------------------------------
 

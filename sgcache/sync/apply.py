@@ -1,0 +1,264 @@
+"""How one event becomes a change in the cache, inside the transaction that records it.
+
+:class:`EventApplier` writes what an event says (or what the site says now, when the event
+cannot be trusted alone) through the one writer; everything it needs from the site comes from
+:class:`~sgcache.sync.answers.SiteAnswers`. The watcher (:mod:`sgcache.sync.watcher`) decides
+when, with its cursor, ledger and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from sgcache.config import WatcherConfig
+from sgcache.errors import ConversionError
+from sgcache.fields.entity import EntityField, MultiEntityField
+from sgcache.query import site_schema
+from sgcache.store import state as store_state
+from sgcache.store.tables import Tables
+from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
+from sgcache.sync import links
+from sgcache.sync.answers import SiteAnswers
+from sgcache.sync.events import (
+    Parsed,
+    auth_subject,
+    aware,
+    carries_value,
+    is_retired_back_reference,
+    is_schema_event,
+    parse,
+    stamp,
+)
+from sgcache.sync.remote import Remote
+
+#: The watcher's log: one logger for everything the watcher does, whichever module does it.
+log = logging.getLogger("sgcache.sync.watcher")
+
+
+class EventApplier:
+    """Applies single events to the cache, each inside a transaction the caller opened."""
+
+    def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, config: WatcherConfig, *,
+                 on_schema_change=None):
+        self.engine = engine
+        self.tables = tables
+        self.remote = remote
+        self.config = config
+        # Every change an event makes goes through the one writer (which queues the other sides).
+        self.writer = Writer(engine, tables)
+        self.on_schema_change = on_schema_change  # called with (entity type, field) of a schema event
+
+    # --- what the cache holds ------------------------------------------------------------------------
+
+    def _newer_than(self, conn: sa.Connection, entity_type: str, entity_id: int, event: dict) -> bool:
+        """Whether the cached row was read from the site after a later write than ``event``: its
+        ``updated_at`` (a scan or a read-back wrote it) is past the event's time. The event's
+        stamp cannot tell, since a scan stamps rows with the events applied *before* it read.
+        Then the event must not be written over the row; the site says what is current."""
+        t = self.tables[entity_type].table
+        created = aware(event.get("created_at"))
+        if created is None or "updated_at" not in t.c:
+            return False
+        updated = aware(conn.execute(sa.select(t.c.updated_at).where(t.c.id == entity_id)).scalar())
+        return updated is not None and updated > created
+
+    def _exists(self, conn: sa.Connection, entity_type: str, entity_id: int) -> bool:
+        return self._held_active(conn, entity_type, entity_id) is not None
+
+    def _held_active(self, conn: sa.Connection, entity_type: str, entity_id: int) -> bool | None:
+        """Whether the cache holds the row active (True), retired (False), or not at all (None)."""
+        t = self.tables[entity_type].table
+        return conn.execute(sa.select(t.c._active).where(t.c.id == entity_id)).scalar()
+
+    def _projects(self, conn: sa.Connection) -> set[int] | None:
+        """The cached project set, or None when every project is cached."""
+        projects = store_state.read_projects(conn, self.tables.state)
+        return set(projects) if projects else None
+
+    def _outside_projects(self, conn: sa.Connection, entity_type: str, entity: dict) -> bool:
+        projects = self._projects(conn)
+        if projects is None or "project" not in self.tables[entity_type].fields:
+            return False
+        project = entity.get("project")
+        return not (isinstance(project, dict) and project.get("id") in projects)
+
+    # --- reading an entity again ---------------------------------------------------------------------
+
+    def _fetch_into(self, conn: sa.Connection, site: SiteAnswers, entity_type: str, entity_id: int,
+                    event_id: int | None, *, unseen: bool = False, referrers: bool = True) -> None:
+        """Read the entity in full from the site and write it (active or retired as the site says).
+
+        When its links differ from the cached ones (a link written without an event, say), the
+        writer queues the entities linked or unlinked, in this transaction: their reverse fields
+        (``Shot.tasks`` for ``Task.entity``) changed with it, and no later scan would see a
+        difference to act on; ``poll_once`` reads them after its events (Refresher.drain).
+        ``unseen``: the entity was made without an event (the cache meets it at a change), so
+        every link it has is new to the other sides too. A row held as retired that the site
+        shows active was revived without an event: rows read while it was retired saw their links
+        to it as None, so with ``referrers`` they are read again (as a Revival event does).
+        """
+        et = self.tables[entity_type]
+        fields = et.cached_fields()
+        t = et.table
+        entity, active = site.fetch(entity_type, entity_id, fields, row_version=lambda: conn.execute(
+            sa.select(t.c._cache_updated_at).where(t.c.id == entity_id)).scalar())
+        if entity is None:
+            return
+        if self._outside_projects(conn, entity_type, entity):
+            # Not in the cached projects (or moved out of them): the cache does not hold it.
+            self.writer.forget(entity_type, [entity_id], conn=conn)
+            return
+        was_active = self._held_active(conn, entity_type, entity_id)
+        other_sides = OTHER_SIDES_ALL if unseen else OTHER_SIDES_CHANGED
+        # Left alone if another process wrote the row after the answer was asked (its read may
+        # be newer); a row this round wrote itself carries this transaction's time.
+        since = None if (entity_type, entity_id) in site.written else site.asked_at(entity_type, entity_id, fields)
+        written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn,
+                                     other_sides=other_sides, unless_written_since=since)
+        if not written:
+            # The row holds a newer event's values (what the site says now is newer still), or
+            # was written after the answer was asked (then the site is asked again).
+            written = self.writer.upsert(entity_type, [entity], active=active, conn=conn, other_sides=other_sides,
+                                         unless_written_since=since)
+            if not written:
+                site.ask_again(entity_type, entity_id, fields)
+                return
+        site.written.add((entity_type, entity_id))
+        if referrers and active and was_active is False:
+            for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
+                self._fetch_into(conn, site, other_type, other_id, None, referrers=False)
+
+    def _retired_back_reference(self, conn: sa.Connection, site: SiteAnswers, event: dict) -> str:
+        """A back reference on an entity retired at read time: ``entity`` is null and meta names
+        the other side, so find the retired rows that link the source, on the site and in the
+        cache, and read them again."""
+        meta = event["meta"]
+        parts = event["event_type"].split("_")
+        entity_type, field_name = "_".join(parts[1:-1]), event.get("attribute_name")
+        if entity_type not in self.tables or not self.tables[entity_type].cached(field_name or ""):
+            return "skipped: type or field not cached"
+        source = {"type": meta.get("entity_type"), "id": meta.get("entity_id")}
+        if not isinstance(source["type"], str) or not isinstance(source["id"], int):
+            return "skipped: no source in meta"
+        et = self.tables[entity_type]
+        handler = et.fields[field_name]
+        ids: set[int] = set()
+        for page in site.pages(entity_type, ["id"], [[field_name, "is", source]], retired=True):
+            ids.update(e["id"] for e in page)
+        if isinstance(handler, MultiEntityField):
+            assoc = et.associations[field_name]
+            ids.update(conn.execute(sa.select(assoc.c.parent_id).where(assoc.c.child_type == source["type"])
+                                    .where(assoc.c.child_id == source["id"])).scalars())
+        elif isinstance(handler, EntityField):
+            t = et.table
+            ids.update(conn.execute(sa.select(t.c.id).where(t.c[handler.type_column] == source["type"])
+                                    .where(t.c[handler.id_column] == source["id"])).scalars())
+        for entity_id in sorted(ids):
+            self._fetch_into(conn, site, entity_type, entity_id, event["id"])
+        return f"fetched {len(ids)} retired"
+
+    # --- one event -----------------------------------------------------------------------------------
+
+    def apply(self, conn: sa.Connection, event: dict, site: SiteAnswers) -> str:
+        """Apply one event inside ``conn``'s transaction; return what was done (for logs).
+
+        Everything it needs from the site comes from ``site``; when that lacks an answer the
+        caller rolls back, asks, and applies again (see SiteAnswers)."""
+        about = auth_subject(event)
+        if about is not None:
+            # Who callers are and what they may see may have changed: every proxy forgets what it
+            # remembered of them (cached or not, whatever else the event does).
+            store_state.bump_auth_epoch(conn, self.tables.state, f"event {event.get('id')} {about}")
+        if is_retired_back_reference(event):
+            return self._retired_back_reference(conn, site, event)
+        if is_schema_event(event):
+            return self._schema_event(conn, event)
+        parsed = parse(event)
+        if parsed is None:
+            return "skipped: not a lifecycle event"
+        if parsed.entity_type not in self.tables or parsed.entity_id is None:
+            return "skipped: type not cached"
+        if parsed.action in ("New", "Revival"):
+            return self._apply_new(conn, site, parsed, event["id"])
+        if parsed.action == "Retirement":
+            return self._apply_retirement(conn, site, parsed, event)
+        return self._apply_change(conn, site, parsed, event)
+
+    def _apply_new(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event_id: int) -> str:
+        self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, referrers=False)
+        if parsed.action == "Revival":
+            # Rows read while it was retired saw their links to it as None: read them again.
+            referrers = links.referrers_on_site(site, self.tables, (parsed.entity_type, parsed.entity_id))
+            for other_type, other_id in sorted(referrers):
+                self._fetch_into(conn, site, other_type, other_id, None)
+        return "fetched"
+
+    def _apply_retirement(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event: dict) -> str:
+        event_id = event["id"]
+        if self._newer_than(conn, parsed.entity_type, parsed.entity_id, event):
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+        elif self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
+            values = stamp(self.tables[parsed.entity_type], event)
+            if values:
+                self.writer.upsert(parsed.entity_type, [{"id": parsed.entity_id, **values}], event_id=event_id,
+                                   conn=conn, other_sides=OTHER_SIDES_NONE)
+        else:
+            # Never held, or the row carries a later event's stamp while still active: do not
+            # drop the retirement, read what the entity is on the site now (as a Change does).
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+        return "retired"
+
+    def _apply_change(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event: dict) -> str:
+        et = self.tables[parsed.entity_type]
+        event_id = event["id"]
+        handler = et.fields.get(parsed.field or "")
+        if handler is None or not handler.cached:
+            return "skipped: field not cached"
+        held = self._held_active(conn, parsed.entity_type, parsed.entity_id)
+        if held is None:
+            # Never seen (made by a script without events, say): take it whole, not one field.
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, unseen=True)
+            return "fetched"
+        if held is False:
+            # Changed while the cache holds it retired: revived without an event, read it whole
+            # (with the rows that link to it).
+            self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+            return "fetched"
+        meta = event.get("meta") or {}
+        if carries_value(parsed, meta, handler) and not self._newer_than(conn, parsed.entity_type, parsed.entity_id,
+                                                                          event):
+            entity = {"type": parsed.entity_type, "id": parsed.entity_id, parsed.field: meta["new_value"],
+                      **stamp(et, event)}
+            try:
+                # A link's other side has its own back-reference event: nothing to queue.
+                if self.writer.upsert(parsed.entity_type, [entity], event_id=event_id, conn=conn,
+                                      other_sides=OTHER_SIDES_NONE):
+                    return "applied"
+            except ConversionError:
+                pass  # the client reshaped the value (text that looks like a timestamp): ask the site
+        # Multi-entity lists, back references, timestamps, or a row already newer: ask the site.
+        self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
+        return "fetched"
+
+    def _schema_event(self, conn: sa.Connection, event: dict) -> str:
+        meta = event.get("meta") or {}
+        owner = meta.get("entity_type_owner")
+        # The proxies' copy of the site's schema is out of date whatever the type.
+        site_schema.forget(conn, self.tables)
+        if owner in self.tables:
+            t = self.tables.state.types
+            conn.execute(sa.update(t).where(t.c.entity_type == owner).values(needs_rescan=True))
+            field_name = meta.get("field_name")
+            if self.tables[owner].cached(field_name or ""):
+                # The cached copy of this field can no longer be trusted: reads pass it through
+                # until a full import of the type fills it again.
+                f = self.tables.state.fields
+                conn.execute(sa.update(f).where(f.c.entity_type == owner).where(f.c.field_name == field_name)
+                             .values(needs_backfill=True, backfill_reason="changed on the site"))
+            log.warning("event=schema_changed entity_type=%s field=%s hint='update the schema file, "
+                        "migrate, and run sgcache scan --full --types %s'", owner, meta.get("field_name"), owner)
+        if self.on_schema_change is not None:
+            self.on_schema_change(owner, meta.get("field_name"))
+        return "schema change noted"
