@@ -11,15 +11,15 @@ from sgcache.errors import ConversionError
 from sgcache.schema.model import Field
 
 #: data type name -> field class
-REGISTRY: dict[str, type[FieldType]] = {}
-#: storage key -> field class (see FieldType.storage_key)
-STORAGE: dict[str, type[FieldType]] = {}
+REGISTRY: dict[str, type[FieldHandler]] = {}
+#: storage key -> field class (see FieldHandler.storage_key)
+STORAGE: dict[str, type[FieldHandler]] = {}
 
 
 def register(*data_types: str):
     """Class decorator: this class handles these Shotgun data types. A class that stores its
     field names its storage itself (``storage_key``, unique, never inherited)."""
-    def wrap(cls: type[FieldType]) -> type[FieldType]:
+    def wrap(cls: type[FieldHandler]) -> type[FieldHandler]:
         if cls.cached:
             key = vars(cls).get("storage_key")
             if not key or STORAGE.get(key, cls) is not cls:
@@ -38,9 +38,10 @@ def storage_has_association(storage: str) -> bool:
     return cls is not None and cls.association
 
 
-class FieldType:
-    """How one Shotgun field is stored: its storage, and (in the two kinds of storing class below)
-    the conversions between wire and database values.
+class FieldHandler:
+    """The handler of one field of one entity type: how it is stored (its storage and, in the two
+    kinds of storing class below, the conversions between wire and database values) and, by its
+    ``family``, how reads treat it.
 
     Wire values are what the site's JSON carries (``"2024-01-31T12:00:00Z"`` for a date_time);
     database values are what SQLAlchemy binds and returns for the column types below. A field is
@@ -99,7 +100,7 @@ class FieldType:
                                f"expected {expected}, got {shown}")
 
 
-class ColumnField(FieldType):
+class ColumnField(FieldHandler):
     """A field stored in columns of its entity's table."""
 
     def to_db(self, value: Any) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class ColumnField(FieldType):
         raise NotImplementedError
 
 
-class AssociationField(FieldType):
+class AssociationField(FieldHandler):
     """A field stored in an association table of its own, several rows per entity."""
 
     association = True
@@ -125,7 +126,7 @@ class AssociationField(FieldType):
         raise NotImplementedError
 
 
-class UncachedField(FieldType):
+class UncachedField(FieldHandler):
     """A field the cache does not store; every read touching it passes through."""
 
     cached = False

@@ -7,10 +7,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from sgcache.fields import names
-from sgcache.fields.base import AssociationField, ColumnField, FieldType, register
+from sgcache.fields.base import AssociationField, ColumnField, FieldHandler, register
 
 
-def _link(field: FieldType, value: Any) -> tuple[str, int]:
+def _link(field: FieldHandler, value: Any) -> tuple[str, int]:
     """Validate one wire link ``{"type": T, "id": N, ...}``; return (T, N)."""
     if not isinstance(value, dict):
         raise field.error(value, "an entity link {type, id}")

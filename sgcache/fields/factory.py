@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sgcache.fields.base import REGISTRY, FieldType
+from sgcache.fields.base import REGISTRY, FieldHandler
 from sgcache.fields.uncached import CalculatedField, UnknownField
 from sgcache.schema.model import Field
 
@@ -22,7 +22,7 @@ def is_calculated(field: Field) -> bool:
 _warned: set[tuple[str, str]] = set()
 
 
-def make_field(type_name: str, field: Field) -> FieldType:
+def make_field(type_name: str, field: Field) -> FieldHandler:
     """The handler for one field of one entity type."""
     if is_calculated(field):
         return CalculatedField(type_name, field)

@@ -1,6 +1,6 @@
 """What a read does with the fields of each family: filters, sorts, summaries, groupings, values.
 
-Every field class names its family (:attr:`sgcache.fields.base.FieldType.family`); the read
+Every field class names its family (:attr:`sgcache.fields.base.FieldHandler.family`); the read
 compiler asks the family object registered under that name and never branches on families
 itself. A data type that filters, sorts and groups like an existing one is a field class with that
 family; a type with new query behaviour adds one :class:`Family` subclass here, registered with
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from sgcache import wire
-from sgcache.fields.base import FieldType
+from sgcache.fields.base import FieldHandler
 from sgcache.query import Uncertain
 from sgcache.query import relations as rel
 from sgcache.query.dates import CALENDAR_UNITS, SPAN_RELATIONS
@@ -39,7 +39,7 @@ def family(cls: type[Family]) -> type[Family]:
     return cls
 
 
-def family_of(handler: FieldType) -> Family:
+def family_of(handler: FieldHandler) -> Family:
     """The family object of a field (the base :class:`Family`, which offers nothing, if none)."""
     return FAMILIES.get(handler.family, _NONE)
 
@@ -255,7 +255,7 @@ class _Link(Family):
 
     link = True
 
-    def held(self, handler: FieldType, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    def held(self, handler: FieldHandler, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
         """The links a row holds, in order (``listed``: the field's association rows, if it has them)."""
         raise NotImplementedError
 
@@ -269,7 +269,7 @@ class Entity(_Link):
     name = "entity"
     groupings = frozenset({"exact", "entitytype", "firstletter"})
 
-    def held(self, handler: FieldType, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    def held(self, handler: FieldHandler, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
         link_id = row[handler.id_column]
         return [] if link_id is None else [(row[handler.type_column], link_id)]
 
@@ -325,7 +325,7 @@ class MultiEntity(_Link):
 
     name = "multi_entity"
 
-    def held(self, handler: FieldType, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
+    def held(self, handler: FieldHandler, row: Any, listed: list[tuple[str, int]] | None) -> list[tuple[str, int]]:
         return listed or []
 
     def shape(self, values: list) -> Any:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from sgcache.fields.base import FieldType
+from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
 from sgcache.store.readstate import ReadState
@@ -96,7 +96,7 @@ class Context:
                             "until its next full import")
         return self.tables[type_name]
 
-    def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldType:
+    def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldHandler:
         """The handler of a field the read may use (``shown`` False: only to name links, which
         :meth:`check_named` checks when a link to the type is found)."""
         handler = et.fields.get(name)
@@ -118,7 +118,7 @@ class Context:
                             "(run sgcache schema migrate with this schema file and version)")
         return handler
 
-    def link_types(self, handler: FieldType) -> list[EntityTable]:
+    def link_types(self, handler: FieldHandler) -> list[EntityTable]:
         """The tables a link field may point into: all of them must be cached and imported."""
         types = handler.field.entity_types
         if not types:
@@ -141,7 +141,7 @@ class Context:
         if ident is not None:
             self.handler(et, ident)
 
-    def final_handler(self, et: EntityTable, path: str, *, through_multi: bool = True) -> FieldType:
+    def final_handler(self, et: EntityTable, path: str, *, through_multi: bool = True) -> FieldHandler:
         """The handler of the field at the end of ``path``, every hop checked on the way."""
         parts = path.split(".")
         while len(parts) >= 3:
@@ -224,7 +224,7 @@ class Final:
 
     et: EntityTable
     source: sa.FromClause
-    handler: FieldType
+    handler: FieldHandler
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sgcache.fields.base import FieldType
+from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
 from sgcache.query.families import family_of
@@ -36,8 +36,8 @@ class FieldPlan:
     """How to produce one return field of one type: directly, or through a hop."""
 
     name: str
-    handler: FieldType | None = None  # a field of this type
-    hop: FieldType | None = None  # or the link field to follow
+    handler: FieldHandler | None = None  # a field of this type
+    hop: FieldHandler | None = None  # or the link field to follow
     target: EntityTable | None = None
     rest: FieldPlans | None = None
 
@@ -202,12 +202,12 @@ class _Held:
     lists: dict[str, dict[int, list[tuple[str, int]]]]
     rows: dict[int, Any]
 
-    def links(self, handler: FieldType, i: int) -> list[tuple[str, int]]:
+    def links(self, handler: FieldHandler, i: int) -> list[tuple[str, int]]:
         """The links row ``i``'s link field holds, in order, live or not."""
         listed = self.lists[handler.name][i] if handler.association else None
         return family_of(handler).held(handler, self.rows[i], listed)
 
-    def live(self, handler: FieldType, i: int, names: dict) -> list[tuple[str, int]]:
+    def live(self, handler: FieldHandler, i: int, names: dict) -> list[tuple[str, int]]:
         """The links row ``i``'s link field holds to live entities the caller may see, in order."""
         return [link for link in self.links(handler, i) if names.get(link, (False, None))[0]]
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateColumn
 
 from sgcache.errors import SchemaError
-from sgcache.fields import FieldType, make_field, names
+from sgcache.fields import FieldHandler, make_field, names
 from sgcache.fields.base import storage_has_association
 from sgcache.schema.model import Field
 from sgcache.store import state
@@ -153,7 +153,7 @@ class _Migration:
                 self.dropped_columns.add((table_name, column))
                 self.added_columns.discard((table_name, column))
 
-    def create_field_storage(self, et: EntityTable, handler: FieldType) -> None:
+    def create_field_storage(self, et: EntityTable, handler: FieldHandler) -> None:
         table_name = et.table.name
         present = self.columns_of(table_name)
         for column in handler.columns():
@@ -206,7 +206,7 @@ class _Migration:
         now = _now()
         upserts: list[dict] = []
 
-        def record(et: EntityTable, handler: FieldType, backfill_reason: str | None,
+        def record(et: EntityTable, handler: FieldHandler, backfill_reason: str | None,
                    previous: state.FieldState | None) -> None:
             needs = backfill_reason is not None or bool(previous and previous.needs_backfill and handler.cached)
             reason = backfill_reason or (previous.backfill_reason if needs and previous else None)
@@ -265,7 +265,7 @@ class _Migration:
             self._set_meta("state_version", str(state.STATE_VERSION))
         return self.report
 
-    def _migrate_field(self, et: EntityTable, handler: FieldType,
+    def _migrate_field(self, et: EntityTable, handler: FieldHandler,
                        previous: state.FieldState | None) -> str | None:
         """Bring one field's storage in line; return a backfill reason if it was (re)made."""
         if handler.name == "id":

@@ -48,7 +48,7 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("entity_type", sa.Text, primary_key=True),
         sa.Column("field_name", sa.Text, primary_key=True),
         sa.Column("data_type", sa.Text, nullable=False),
-        # what the storage was made for (see FieldType.storage); "uncached" when there is none
+        # what the storage was made for (see FieldHandler.storage); "uncached" when there is none
         sa.Column("storage", sa.Text, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),

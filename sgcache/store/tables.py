@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from sgcache.errors import UnknownEntityType
-from sgcache.fields import FieldType, make_field, names
+from sgcache.fields import FieldHandler, make_field, names
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.types import UTCDateTime
 from sgcache.schema.model import EntityType, Schema
@@ -33,7 +33,7 @@ class EntityTable:
     entity_type: EntityType
     table: sa.Table
     #: every field of the type, cached or not, by name
-    fields: dict[str, FieldType]
+    fields: dict[str, FieldHandler]
     #: multi-entity field name -> its association table
     associations: dict[str, sa.Table] = field(default_factory=dict)
 
@@ -49,7 +49,7 @@ class EntityTable:
         handler = self.fields.get(field_name)
         return handler is not None and handler.cached
 
-    def field_indexes(self, handler: FieldType) -> list[sa.Index]:
+    def field_indexes(self, handler: FieldHandler) -> list[sa.Index]:
         """Indexes that belong to one field (dropped and made again with it)."""
         return [ix for ix in self.table.indexes if ix.info.get("field") == handler.name]
 

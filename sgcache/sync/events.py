@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sgcache.fields.base import FieldType
+from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.scalar import DateTimeField
 from sgcache.store.tables import EntityTable
@@ -84,7 +84,7 @@ def is_schema_event(event: dict) -> bool:
     return (event.get("event_type") or "").startswith("Shotgun_DisplayColumn_")
 
 
-def carries_value(parsed: Parsed, meta: dict, handler: FieldType) -> bool:
+def carries_value(parsed: Parsed, meta: dict, handler: FieldHandler) -> bool:
     """Whether a Change event's ``new_value`` can be written as it is, without asking the site:
     not for multi-entity lists, back references, timestamps (the client reshapes them), a
     project move, or an entity link that is not a link."""
