@@ -509,8 +509,12 @@ def test_a_full_import_stops_between_two_pages_on_sigterm_and_is_done_again_at_t
             return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.full_scan_at.is_not(None))
                                 ).scalar() or 0
 
-    wait_for(lambda: cache.engine.connect().execute(sa.select(sa.func.count()).select_from(
-        cache.tables["Project"].table)).scalar(), 30, what="the import's first page")
+    def projects() -> int:
+        # A connection left open holds its transaction, and the schema's drop at teardown waits on it.
+        with cache.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(cache.tables["Project"].table)).scalar()
+
+    wait_for(projects, 30, what="the import's first page")
     asked = time.monotonic()
     scan.send_signal(signal.SIGTERM)
     assert scan.wait(10) == 0, read(log)
