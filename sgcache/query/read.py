@@ -201,11 +201,17 @@ class _Held:
 
     lists: dict[str, dict[int, list[tuple[str, int]]]]
     rows: dict[int, Any]
+    #: (field, row id) -> its links, read once (names need them first, then the values)
+    _seen: dict[tuple[str, int], list[tuple[str, int]]] = field(default_factory=dict)
 
     def links(self, handler: FieldHandler, i: int) -> list[tuple[str, int]]:
         """The links row ``i``'s link field holds, in order, live or not."""
-        listed = self.lists[handler.name][i] if handler.association else None
-        return family_of(handler).held(handler, self.rows[i], listed)
+        key = (handler.name, i)
+        found = self._seen.get(key)
+        if found is None:
+            listed = self.lists[handler.name][i] if handler.association else None
+            found = self._seen[key] = family_of(handler).held(handler, self.rows[i], listed)
+        return found
 
     def live(self, handler: FieldHandler, i: int, names: dict) -> list[tuple[str, int]]:
         """The links row ``i``'s link field holds to live entities the caller may see, in order."""
