@@ -280,10 +280,12 @@ def test_random_finds_through_the_proxy_equal_the_site_s_answers(proxy_for, site
     check()
     answered = service.cache_answers - before_cache
     reasons = {k: v - before_reasons.get(k, 0) for k, v in service.reasons.items() if v - before_reasons.get(k, 0)}
+    passed = 1 - answered / len(cases)
     report(f"read differential [{backend}]: {len(cases)} cases, seed {SEED}: {answered} answered from the "
-           f"cache, passthrough reasons {dict(sorted(reasons.items()))}")
-    # The test is only as strong as the share of cases the cache answers itself.
-    assert answered >= len(cases) * 0.5, reasons
+           f"cache, passthrough share {passed:.1%}, passthrough reasons {dict(sorted(reasons.items()))}")
+    # The test is only as strong as the share of cases the cache answers itself: of reads of the
+    # types the schema keeps, fewer than one in ten may pass through.
+    assert passed < 0.10, reasons
 
 
 
@@ -358,6 +360,7 @@ def test_random_summaries_through_the_proxy_equal_the_site_s_answers(proxy_for, 
 
     check()
     answered = service.cache_answers - before
+    passed = 1 - answered / len(cases)
     report(f"summarize differential [{backend}]: {len(cases)} cases, seed {SEED}: {answered} answered from the "
-           "cache")
-    assert answered >= len(cases) * 0.5
+           f"cache, passthrough share {passed:.1%}")
+    assert passed < 0.10

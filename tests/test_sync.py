@@ -261,7 +261,10 @@ def make_sync(engine, site_schema, cache_tables, tmp_path):
         overrides = {"site.base_url": server.url, "site.script_name": "sgcache", "site.api_key": "sgcache-demo-key",
                      "site.timeout": "10", "database.url": engine.url.render_as_string(hide_password=False),
                      "watcher.gap_timeout": "60", "watcher.min_poll_interval": "0.01",
-                     "watcher.poll_interval": "0.1"}
+                     "watcher.poll_interval": "0.1",
+                     # The slim records of the ~45 types demo.yml leaves out have their own tests
+                     # (tests/test_slim.py); here they would only add two listings per type per import.
+                     "scanner.slim_records": "false"}
         overrides.update({k: str(v) for k, v in settings.items()})
         config = load_config(empty, env={}, overrides=overrides)
         return Sync(site, server, clock, engine, cache_tables, config, world)

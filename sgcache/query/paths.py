@@ -23,7 +23,11 @@ from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
 from sgcache.store.readstate import ReadState
+from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable, Tables
+
+#: what a link may point into: a cached type's table, or the slim records of a type left out
+Target = EntityTable | SlimType
 
 #: the field classes whose values are links (hops of deep paths)
 _LINKS = (EntityField, MultiEntityField)
@@ -118,15 +122,29 @@ class Context:
                             "(run sgcache schema migrate with this schema file and version)")
         return handler
 
-    def link_types(self, handler: FieldHandler) -> list[EntityTable]:
-        """The tables a link field may point into: all of them must be cached and imported."""
+    def link_types(self, handler: FieldHandler) -> list[Target]:
+        """What a link field may point into: every type cached and imported, or held as slim records."""
         types = handler.field.entity_types
         if not types:
             raise Uncertain("unsupported_path", f"{handler.type_name}.{handler.name} lists no entity types")
-        return [self.cached_table(t) for t in types]
+        return [self.link_target(t) for t in types]
 
-    def identifier(self, et: EntityTable) -> sa.ColumnElement | None:
-        """The column holding the ``name`` of links to this type (None: links have no name)."""
+    def link_target(self, type_name: str) -> Target:
+        """Where links to ``type_name`` are looked up: its table, or its slim records when the schema
+        leaves the type out (only for callers who see everything: what a restricted caller may see
+        of a type the cache does not hold is not known)."""
+        if type_name not in self.tables and type_name in self.state.slim:
+            if self.visibility is not None:
+                raise Uncertain("restricted_link", f"a link to {type_name} (not cached) for a caller who sees only "
+                                "some projects")
+            return self.state.slim[type_name]
+        return self.cached_table(type_name)
+
+    def identifier(self, et: Target) -> sa.ColumnElement | None:
+        """The column holding the ``name`` of links to this type (None: links have no name, or they
+        are named from slim records)."""
+        if isinstance(et, SlimType):
+            return None
         ident = et.entity_type.identifier
         if ident is None:
             return None
@@ -135,8 +153,10 @@ class Context:
             raise Uncertain("unsupported_path", f"{et.name}.{ident} ({handler.field.data_type}) names its links")
         return et.table.c[handler.column]
 
-    def check_named(self, et: EntityTable) -> None:
+    def check_named(self, et: Target) -> None:
         """Links into ``et`` were found: may the caller be shown their names?"""
+        if isinstance(et, SlimType):
+            return  # only callers who see everything get links to slim types (link_target)
         ident = et.entity_type.identifier
         if ident is not None:
             self.handler(et, ident)
@@ -166,29 +186,47 @@ class Context:
         return expr
 
     def alias(self, et: EntityTable) -> sa.Alias:
+        return _alias(et.table, f"j{self._next_alias()}")
+
+    def slim_alias(self) -> sa.Alias:
+        """An alias of the slim records' table (see sgcache.store.slim)."""
+        return _alias(self.tables.state.slim, f"s{self._next_alias()}")
+
+    def _next_alias(self) -> int:
         self._alias_count += 1
         if self._alias_count > MAX_ALIASES:
             # Aliases are made once per process (see _alias): a request may not grow that for ever.
             raise Uncertain("unsupported_filter", f"more than {MAX_ALIASES} joins and subqueries")
-        return _alias(et.table, f"j{self._alias_count}")
+        return self._alias_count
+
+    def exists_live(self, t: Target, id_col: sa.ColumnElement) -> sa.ColumnElement:
+        """True when an entity of ``t`` with this id is live (the link's type is checked apart)."""
+        if isinstance(t, SlimType):
+            slim = self.slim_alias()
+            return sa.exists().where(slim.c.entity_type == t.name, slim.c.id == id_col, slim.c.active.is_(True))
+        target = self.alias(t)  # an alias: the target may be the very table the link is on
+        return sa.exists().where(target.c.id == id_col, target.c._active.is_(True))
 
     def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
-             targets: list[EntityTable]) -> sa.ColumnElement:
+             targets: list[Target]) -> sa.ColumnElement:
         """True when the link (type_col, id_col) points to a live entity; never NULL."""
-        parts = []
-        for t in targets:
-            target = self.alias(t)  # an alias: the target may be the very table the link is on
-            parts.append(sa.and_(type_col.is_not(None), type_col == t.name,
-                                 sa.exists().where(target.c.id == id_col, target.c._active.is_(True))))
-        return sa.or_(*parts)
+        return sa.or_(*[sa.and_(type_col.is_not(None), type_col == t.name, self.exists_live(t, id_col))
+                        for t in targets])
 
     def link_name(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
-                  targets: list[EntityTable]) -> sa.ColumnElement:
+                  targets: list[Target]) -> sa.ColumnElement:
         """The ``name`` of the link: the live target's identifier, else NULL."""
         whens = []
         for t in targets:
             if self.visibility is not None:
                 self.check_named(t)
+            if isinstance(t, SlimType):
+                if t.identifier is None:
+                    continue
+                slim = self.slim_alias()
+                whens.append((type_col == t.name, sa.select(slim.c.name).where(
+                    slim.c.entity_type == t.name, slim.c.id == id_col, slim.c.active.is_(True)).scalar_subquery()))
+                continue
             ident = self.identifier(t)
             if ident is None:
                 continue

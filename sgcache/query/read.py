@@ -21,6 +21,7 @@ from sgcache.query import Uncertain
 from sgcache.query.families import family_of
 from sgcache.query.filters import group
 from sgcache.query.paths import Context, MultiHop, Scope
+from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable
 
 PAGE_SIZE = 500
@@ -98,6 +99,9 @@ class Values:
         out: dict[tuple[str, int], tuple[bool, Any]] = {}
         visibility = self.ctx.visibility
         for type_name, ids in by_type.items():
+            if type_name not in self.ctx.tables:
+                out.update(self._slim_names(self.ctx.link_target(type_name), ids))
+                continue
             if visibility is not None and type_name not in visibility.types:
                 continue  # the caller cannot see the type: its links read as None
             et = self.ctx.entity_table(type_name)
@@ -111,6 +115,13 @@ class Values:
             for row in self.conn.execute(sa.select(*cols).where(et.table.c.id.in_(ids))):
                 out[(type_name, row[0])] = (bool(row[1]) and bool(row[3]), row[2])
         return out
+
+    def _slim_names(self, slim: SlimType, ids: list[int]) -> dict[tuple[str, int], tuple[bool, Any]]:
+        """(live, name) of links to a type held as slim records."""
+        t = self.ctx.tables.state.slim
+        rows = self.conn.execute(sa.select(t.c.id, t.c.active, t.c.name)
+                                 .where(t.c.entity_type == slim.name, t.c.id.in_(ids)))
+        return {(slim.name, r[0]): (bool(r[1]), r[2] if slim.identifier else None) for r in rows}
 
     @staticmethod
     def columns(plans: FieldPlans) -> list[str]:

@@ -147,10 +147,10 @@ def same_links(ctx: Context, type_col, id_col, links: list[tuple[str, int]]) -> 
         by_type.setdefault(type_name, []).append(entity_id)
     parts = []
     for type_name, ids in sorted(by_type.items()):
-        target = ctx.alias(ctx.entity_table(type_name))
         same_id = id_col == ids[0] if len(ids) == 1 else id_col.in_(sorted(set(ids)))
         parts.append(sa.and_(type_col.is_not(None), id_col.is_not(None), type_col == type_name, same_id,
-                             sa.exists().where(target.c.id == id_col, target.c._active.is_(True))))
+                             ctx.exists_live(ctx.entity_table(type_name) if type_name in ctx.tables
+                                             else ctx.link_target(type_name), id_col)))
     return sa.or_(*parts) if parts else FALSE
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from sgcache.store import slim
+from sgcache.store.slim import SlimType
 from sgcache.store.state import AUTH_EPOCH, AUTH_TRIPPED, PROJECTS, decode_projects
 from sgcache.store.tables import Tables
 
@@ -38,6 +40,9 @@ class ReadState:
     tripped: frozenset[str] = frozenset()
     #: types with an unresolved dead letter since their last full import: rows may be stale
     suspect: frozenset[str] = frozenset()
+    #: types the schema leaves out whose slim records are complete (links to them are named
+    #: from those records; see sgcache.store.slim)
+    slim: dict[str, SlimType] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -79,4 +84,5 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
         .where(sa.or_(types.c.full_scan_at.is_(None), dead.c.failed_at > types.c.full_scan_at))).scalars())
     return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
                      {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),
-                     frozenset(tripped) if isinstance(tripped, dict) else frozenset(), suspect)
+                     frozenset(tripped) if isinstance(tripped, dict) else frozenset(), suspect,
+                     {name: t for name, t in slim.ready_types(conn, st.slim_types).items() if name not in tables})

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.fields.types import UTCDateTime
+from sgcache.store import slim as slim_records
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 5
+STATE_VERSION = 6
 
 #: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
 #: groups change on the site (proxies then forget who their callers are and what they may see),
@@ -31,10 +32,13 @@ class StateTables:
     samples: sa.Table
     sessions: sa.Table
     other_sides: sa.Table
+    #: slim records of the types the schema leaves out (see sgcache.store.slim)
+    slim: sa.Table
+    slim_types: sa.Table
 
     def all(self) -> list[sa.Table]:
         return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
-                self.sessions, self.other_sides]
+                self.sessions, self.other_sides, self.slim, self.slim_types]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -135,8 +139,10 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Column("because", sa.Text, nullable=False),  # the write's entity, "Task 120.entity"
         sa.Index("ix_sgcache_other_sides_queued_at", "queued_at"),
     )
+    slim, slim_types = slim_records.define(metadata)
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
-                       dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides)
+                       dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides,
+                       slim=slim, slim_types=slim_types)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from sgcache.config import WatcherConfig
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import site_schema
+from sgcache.store import slim
 from sgcache.store import state as store_state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
@@ -178,13 +179,48 @@ class EventApplier:
         parsed = parse(event)
         if parsed is None:
             return "skipped: not a lifecycle event"
-        if parsed.entity_type not in self.tables or parsed.entity_id is None:
-            return "skipped: type not cached"
+        if parsed.entity_id is None:
+            return "skipped: no entity"
+        if parsed.entity_type not in self.tables:
+            return self._apply_slim(conn, site, parsed, event)
         if parsed.action in ("New", "Revival"):
             return self._apply_new(conn, site, parsed, event["id"])
         if parsed.action == "Retirement":
             return self._apply_retirement(conn, site, parsed, event)
         return self._apply_change(conn, site, parsed, event)
+
+    def _apply_slim(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event: dict) -> str:
+        """An event about a type the schema leaves out: its slim record follows (see
+        sgcache.store.slim); anything but its name, project and retired flag is not held."""
+        st = self.tables.state
+        row = conn.execute(sa.select(st.slim_types).where(st.slim_types.c.entity_type == parsed.entity_type)
+                           ).mappings().first()
+        if row is None or row["error"] is not None:
+            return "skipped: type not cached"
+        t = slim.SlimType(parsed.entity_type, row["identifier"], bool(row["has_project"]), bool(row["has_updated_at"]))
+        event_id = event["id"]
+        if parsed.action == "Retirement":
+            slim.set_active(conn, st.slim, t.name, [parsed.entity_id], False, event_id=event_id)
+            return "slim retired"
+        meta = event.get("meta") or {}
+        held = conn.execute(sa.select(st.slim.c.id).where(st.slim.c.entity_type == t.name,
+                                                          st.slim.c.id == parsed.entity_id)).first() is not None
+        if parsed.action == "Change" and held:
+            if parsed.field not in (t.identifier, "project"):
+                return "skipped: field not held"
+            new = meta.get("new_value")
+            if parsed.field == t.identifier and "new_value" in meta and "actual_attribute_changed" not in meta \
+                    and (new is None or isinstance(new, str)):
+                slim.upsert(conn, st.slim, [{"entity_type": t.name, "id": parsed.entity_id, "name": new}],
+                            event_id=event_id, fields=("name",))
+                return "slim renamed"
+        # New, revived, or met for the first time: what the site says now.
+        fields = sorted({"id", *([t.identifier] if t.identifier else []), *(["project"] if t.has_project else [])})
+        entity, active = site.fetch(t.name, parsed.entity_id, fields)
+        if entity is None:
+            return "slim: not on the site"
+        slim.upsert(conn, st.slim, [slim.record(entity, t, active=active)], event_id=event_id)
+        return "slim fetched"
 
     def _apply_new(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event_id: int) -> str:
         self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, referrers=False)

@@ -26,6 +26,7 @@ from sgcache.sync.progress import Progress
 from sgcache.sync.remote import Stopped
 from sgcache.sync.reread import Rereads
 from sgcache.sync.scanbase import ScanReport, TypeReport, aware, now
+from sgcache.sync.slimscan import SlimScans
 
 #: The scanner's log: one logger for everything the scanner does, whichever module does it.
 log = logging.getLogger("sgcache.sync.scanner")
@@ -58,7 +59,7 @@ def prefetch(pages, depth: int = 2):
     thread.join()
 
 
-class FullImport(Rereads):
+class FullImport(Rereads, SlimScans):
     """Pages listings in, and imports types in full."""
 
     def _import(self, et: EntityTable, filters: list, label: str, total: int | None, as_of: int | None,
@@ -118,6 +119,8 @@ class FullImport(Rereads):
         report = ScanReport("full")
         for et in targets:
             report.types.append(self._full_type(et, projects))
+        if not types:
+            report.types.extend(self.slim_scan(full=True))
         report.other_sides = self.drain_other_sides()
         return report
 

@@ -7,8 +7,9 @@ types that need it.
 
 :class:`Scanner` is the whole scanner; its parts are layered, each building on the one before:
 :mod:`sgcache.sync.scanbase` (the project set's rule, type state, stamped writes),
-:mod:`sgcache.sync.reread` (entities read again by id, revivals), :mod:`sgcache.sync.fullimport`
-(paging listings in, the full import) and this module (the incremental scan).
+:mod:`sgcache.sync.reread` (entities read again by id, revivals), :mod:`sgcache.sync.slimscan`
+(slim records of the types the schema leaves out), :mod:`sgcache.sync.fullimport` (paging
+listings in, the full import) and this module (the incremental scan).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ __all__ = ["ScanReport", "Scanner", "TypeReport", "prefetch"]
 
 
 class Scanner(FullImport):
-    """Full imports and incremental scans of the cached types (see the module)."""
+    """Full imports and incremental scans of the cached types and of the slim records of the
+    others (see the module)."""
 
     # --- incremental -----------------------------------------------------------------------------
 
@@ -39,6 +41,8 @@ class Scanner(FullImport):
         projects = self.recorded_projects() or []
         for et in self.cached_types(types):
             report.types.append(self._incremental_type(et, projects))
+        if not types:
+            report.types.extend(self.slim_scan())
         report.other_sides = self.drain_other_sides()
         return report
 

@@ -1,0 +1,152 @@
+"""Slim records of the types the schema file leaves out: listed in full once, then scanned by
+``updated_at`` with the cached types (see :mod:`sgcache.store.slim`).
+
+Which types, and which field names their links, comes from the site's own schema
+(``schema_read``, as sgcache's script), each time a listing starts: a type added on the site is
+listed at the next scan. A type the site refuses to list, or whose links are named by a field
+the cache cannot hold as text, is recorded with the reason and never trusted (links to it pass
+through). Rows are stamped as of the watcher's cursor when the listing began, as the full import
+does, so an event applied meanwhile is never undone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+from sgcache.schema.site import schema_from_site
+from sgcache.store import slim
+from sgcache.store.slim import SlimType
+from sgcache.sync.progress import Progress
+from sgcache.sync.remote import SiteError, SiteRefused, Stopped
+from sgcache.sync.scanbase import ScanBase, TypeReport, aware, now
+
+log = logging.getLogger("sgcache.sync.scanner")
+
+
+class SlimScans(ScanBase):
+    """Lists and scans the slim records of every type on the site the schema file leaves out."""
+
+    def slim_types_on_site(self) -> tuple[dict[str, SlimType], dict[str, str]]:
+        """(the types to hold as slim records, {type: why not} for those that cannot be)."""
+        schema = schema_from_site(self.remote.schema_read())
+        usable: dict[str, SlimType] = {}
+        refused: dict[str, str] = {}
+        excluded = set(self.config.slim_exclude)
+        for t in schema:
+            if t.name in self.tables or t.name in excluded:
+                continue
+            ident = t.identifier
+            if ident is not None and t.fields[ident].data_type not in slim.NAME_TYPES:
+                refused[t.name] = f"its links are named by {ident} ({t.fields[ident].data_type})"
+                continue
+            project = t.fields.get("project")
+            has_project = project is not None and project.data_type == "entity" \
+                and project.entity_types == ["Project"]
+            usable[t.name] = SlimType(t.name, ident, has_project, "updated_at" in t.fields)
+        return usable, refused
+
+    def _slim_state(self) -> dict[str, dict]:
+        t = self.tables.state.slim_types
+        with self.engine.connect() as conn:
+            return {r["entity_type"]: dict(r) for r in conn.execute(t.select()).mappings()}
+
+    def slim_scan(self, *, full: bool = False, changes: bool = True) -> list[TypeReport]:
+        """List in full the types never listed (every type with ``full``), and (with ``changes``)
+        scan the others for what changed since their watermark."""
+        if not self.config.slim_records:
+            return []
+        try:
+            usable, refused = self.slim_types_on_site()
+        except SiteError as e:
+            log.warning("event=slim_scan_skipped reason=%r", str(e))
+            return []
+        previous = self._slim_state()
+        with self.engine.begin() as conn:
+            for name, why in refused.items():
+                if previous.get(name, {}).get("error") != why:
+                    log.info("event=slim_type_refused entity_type=%s reason=%r", name, why)
+                slim.save_type(conn, self.tables.state.slim_types, name, identifier=None, has_project=False,
+                               has_updated_at=False, full_scan_at=None, error=why)
+        reports = []
+        todo = sorted(usable)
+        progress = Progress(f"slim records ({len(todo)} types)", len(todo), bar=self.progress) if todo else None
+        for name in todo:
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped("slim records: stopping between two types")
+            state = previous.get(name)
+            changed = state is not None and (state["identifier"] != usable[name].identifier
+                                             or bool(state["has_project"]) != usable[name].has_project)
+            try:
+                if full or state is None or state["full_scan_at"] is None or changed:
+                    reports.append(self._slim_full(usable[name]))
+                elif changes:
+                    reports.append(self._slim_incremental(usable[name], state))
+            except SiteRefused as e:
+                # One type the site will not list (a system type, a permission): the others go on.
+                with self.engine.begin() as conn:
+                    slim.save_type(conn, self.tables.state.slim_types, name, identifier=usable[name].identifier,
+                                   has_project=usable[name].has_project, has_updated_at=False,
+                                   full_scan_at=None, error=str(e)[:500])
+                log.warning("event=slim_type_failed entity_type=%s error=%r", name, str(e)[:200])
+                reports.append(TypeReport(name, skipped=str(e)[:200]))
+            if progress is not None:
+                progress.advance(1)
+        if progress is not None:
+            progress.close()
+        return reports
+
+    def _slim_fields(self, t: SlimType) -> list[str]:
+        return sorted({"id", *(["updated_at"] if t.has_updated_at else []), *([t.identifier] if t.identifier else []),
+                       *(["project"] if t.has_project else [])})
+
+    def _slim_pages(self, t: SlimType, filters: list, as_of: int | None, seen: set[int] | None
+                    ) -> tuple[int, dt.datetime | None]:
+        """Page both active and retired entities in; return (count, newest updated_at)."""
+        count, newest = 0, None
+        records = self.tables.state.slim
+        for retired in (False, True):
+            for page in self.remote.pages(t.name, self._slim_fields(t), filters, retired=retired,
+                                          page_size=self.config.page_size):
+                if self.stop is not None and self.stop.is_set():
+                    raise Stopped(f"slim records of {t.name}: stopping after {count}")
+                with self.engine.begin() as conn:
+                    slim.upsert(conn, records, [slim.record(e, t, active=not retired) for e in page], event_id=as_of)
+                count += len(page)
+                for e in page:
+                    if seen is not None:
+                        seen.add(e["id"])
+                    updated = aware(e.get("updated_at"))
+                    if updated is not None and (newest is None or updated > newest):
+                        newest = updated
+        return count, newest
+
+    def _slim_full(self, t: SlimType) -> TypeReport:
+        started, scan_started = time.monotonic(), now()
+        as_of = self._as_of()
+        seen: set[int] = set()
+        count, newest = self._slim_pages(t, [], as_of, seen)
+        with self.engine.begin() as conn:
+            missing = slim.retire_missing(conn, self.tables.state.slim, t.name, seen, as_of=as_of)
+            slim.save_type(conn, self.tables.state.slim_types, t.name, identifier=t.identifier,
+                           has_project=t.has_project, has_updated_at=t.has_updated_at, full_scan_at=scan_started,
+                           watermark=newest or scan_started, last_scan_at=scan_started, error=None)
+        seconds = time.monotonic() - started
+        log.info("event=slim_full_scan entity_type=%s read=%d retired_missing=%d seconds=%.2f", t.name, count,
+                 missing, seconds)
+        return TypeReport(t.name, written=count, retired_missing=missing, seconds=seconds)
+
+    def _slim_incremental(self, t: SlimType, state: dict) -> TypeReport:
+        started, scan_started = time.monotonic(), now()
+        as_of = self._as_of()
+        watermark = aware(state["watermark"]) or aware(state["full_scan_at"])
+        if not t.has_updated_at:  # nothing says what changed: list it all again
+            return self._slim_full(t)
+        since = watermark - dt.timedelta(seconds=self.config.overlap)
+        count, newest = self._slim_pages(t, [["updated_at", "greater_than", since]], as_of, None)
+        with self.engine.begin() as conn:
+            slim.update_type(conn, self.tables.state.slim_types, t.name,
+                             watermark=max(v for v in (newest, watermark) if v is not None), last_scan_at=scan_started)
+        return TypeReport(t.name, written=count, seconds=time.monotonic() - started)
+
