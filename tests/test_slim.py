@@ -166,3 +166,19 @@ def test_a_type_the_site_refuses_to_list_is_recorded_and_never_trusted(make_prox
     assert row["full_scan_at"] is None and row["error"]
     _, cached = answered_from_cache(proxy, lambda: proxy.client().find("Shot", [], ["sg_scene"]))
     assert not cached
+
+
+def test_sgcache_status_says_how_many_slim_records_are_held_and_which_types_have_none(slim_proxy):
+    from sgcache.sync.report import format_status, status
+
+    service = slim_proxy.service
+    slim_types = service.cache.tables.state.slim_types
+    with service.cache.engine.begin() as conn:
+        conn.execute(sa.update(slim_types).where(slim_types.c.entity_type == "Scene")
+                     .values(full_scan_at=None, error="the site answered: permission denied"))
+    data = status(service.cache.engine, service.cache.tables)
+    assert data["slim"]["refused"] == {"Scene": "the site answered: permission denied"}
+    assert data["slim"]["records"] >= 5  # the Scenes and Notes of the fixture, at least
+    text = format_status(data)
+    assert "  Scene: links to it pass through (the site answered: permission denied)" in text
+    assert f"slim records: {data['slim']['records']} entities of {data['slim']['types']} types" in text

@@ -40,6 +40,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         projects = state.read_projects(conn, st)
         lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
         rebuilding = rebuild.rebuilding(conn, tables)
+        slim = _slim_summary(conn, st) if st.slim_types.name in _tables(conn) else None
         counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
         for et in tables if rows else ():
             t = et.table
@@ -58,9 +59,21 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "other_sides": other_sides,  # entities queued to be read again for a changed link to them
         "projects": None if projects is None else (projects or "all"),
         "rebuilding": rebuilding,
+        "slim": slim,  # slim records of the types the schema leaves out (links to them)
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},
     }
+
+
+def _slim_summary(conn: sa.Connection, st) -> dict[str, Any]:
+    """How many types the slim records hold, how many are not trusted yet, and which cannot be."""
+    t = st.slim_types
+    rows = list(conn.execute(sa.select(t.c.entity_type, t.c.full_scan_at, t.c.error)).mappings())
+    records = conn.execute(sa.select(sa.func.count()).select_from(st.slim)).scalar()
+    return {"types": sum(1 for r in rows if r["full_scan_at"] is not None),
+            "not_listed": sorted(r["entity_type"] for r in rows if r["full_scan_at"] is None and not r["error"]),
+            "refused": {r["entity_type"]: r["error"] for r in rows if r["error"]},
+            "records": records}
 
 
 def format_status(data: dict[str, Any]) -> str:
@@ -94,6 +107,12 @@ def format_status(data: dict[str, Any]) -> str:
         when = f", next try {retry.isoformat(timespec='seconds')}" if retry else ""
         lines.append(f"  event {d['event_id']} {d['event_type']}: {d['error']} (tried again {d.get('retries') or 0} "
                      f"times{when})")
+    slim = data.get("slim")
+    if slim and (slim["types"] or slim["refused"] or slim["not_listed"]):
+        lines.append(f"slim records: {slim['records']} entities of {slim['types']} types the schema leaves out"
+                     + (f"; not listed yet: {', '.join(slim['not_listed'])}" if slim["not_listed"] else ""))
+        for name, why in sorted(slim["refused"].items()):
+            lines.append(f"  {name}: links to it pass through ({why})")
     lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
     lines.append(f"{'TYPE':<26}{'ACTIVE':>8}{'RETIRED':>9}  {'FULL IMPORT':<22}{'LAST SCAN':<22}BACKFILL")
     for name, t in data["types"].items():
