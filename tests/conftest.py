@@ -303,7 +303,7 @@ def proxy_config(tmp_path: Path, site_url: str, db_url: str, schema_path: Path, 
                  "auth.shadow_rate": "0",
                  # No slim records of the ~65 types the proxy tests leave out (two listings each per
                  # import) unless a test is about links to them (tests/test_slim.py, the differentials).
-                 "scanner.slim_records": "false"}
+                 "scanner.slim_records": "none"}
     overrides.update({k.replace("__", "."): v for k, v in settings.items()})
     return load_config(empty, env={}, overrides=overrides)
 
@@ -353,7 +353,7 @@ def imported_proxy(backend: str, tmp: Path, site_url: str, schema_path: Path, pg
             url = f"sqlite:///{tmp / 'cache.sqlite'}"
         else:
             url = stack.enter_context(pg_schema(pg_database, "m"))
-        config = proxy_config(tmp, site_url, url, schema_path, **{"scanner__slim_records": "true", **settings})
+        config = proxy_config(tmp, site_url, url, schema_path, **{"scanner__slim_records": "all", **settings})
         engine = create_engine(url)
         stack.callback(engine.dispose)
         tables = Tables(load(schema_path))

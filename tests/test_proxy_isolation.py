@@ -214,7 +214,9 @@ def test_a_return_field_asked_ten_thousand_times_is_fetched_once(cached, sg, wor
         sa.event.remove(engine, "before_cursor_execute", count)
     assert reasons == {}
     assert result == sg.find("Shot", [], fields)
-    assert len(queries) < 10
+    # The read's few queries and the state's (imported types, fields, marks, slim types...):
+    # nowhere near one per copy of the field.
+    assert len(queries) < 12
 
 
 # --- a stalled site never takes every thread --------------------------------------------------------------

@@ -38,7 +38,7 @@ def linked(sg):
 
 @pytest.fixture
 def slim_proxy(make_proxy, linked):
-    proxy = make_proxy(scanner__slim_records="true")
+    proxy = make_proxy(scanner__slim_records="all")
     import_all(proxy)
     return proxy
 
@@ -130,7 +130,7 @@ def test_an_incremental_scan_finds_a_rename_made_without_an_event(slim_proxy, sg
 
 
 def test_without_slim_records_links_to_types_the_schema_leaves_out_pass_through(make_proxy, sg, linked):
-    proxy = make_proxy(scanner__slim_records="false")
+    proxy = make_proxy(scanner__slim_records="none")
     import_all(proxy)
     time.sleep(proxy.service.STATE_TTL)
     result, cached = answered_from_cache(proxy, lambda: proxy.client().find("Shot", [], ["sg_scene"]))
@@ -139,7 +139,7 @@ def test_without_slim_records_links_to_types_the_schema_leaves_out_pass_through(
 
 
 def test_an_excluded_type_passes_through_and_the_others_are_still_answered(make_proxy, sg, linked):
-    proxy = make_proxy(scanner__slim_records="true", scanner__slim_exclude="Scene")
+    proxy = make_proxy(scanner__slim_records="all", scanner__slim_exclude="Scene")
     import_all(proxy)
     time.sleep(proxy.service.STATE_TTL)
     _, cached = answered_from_cache(proxy, lambda: proxy.client().find("Shot", [], ["sg_scene"]))
@@ -149,7 +149,7 @@ def test_an_excluded_type_passes_through_and_the_others_are_still_answered(make_
 
 def test_a_type_the_site_refuses_to_list_is_recorded_and_never_trusted(make_proxy, sg, linked, mock_site,
                                                                         monkeypatch):
-    proxy = make_proxy(scanner__slim_records="true")
+    proxy = make_proxy(scanner__slim_records="all")
     read = mock_site.handlers["read"]
 
     def refuse_scenes(caller, args):

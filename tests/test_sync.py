@@ -264,7 +264,7 @@ def make_sync(engine, site_schema, cache_tables, tmp_path):
                      "watcher.poll_interval": "0.1",
                      # The slim records of the ~45 types demo.yml leaves out have their own tests
                      # (tests/test_slim.py); here they would only add two listings per type per import.
-                     "scanner.slim_records": "false"}
+                     "scanner.slim_records": "none"}
         overrides.update({k: str(v) for k, v in settings.items()})
         config = load_config(empty, env={}, overrides=overrides)
         return Sync(site, server, clock, engine, cache_tables, config, world)

@@ -274,13 +274,15 @@ class ScannerConfig:
                                         "upstream.",
                                     check=checks.at_least_one)
     page_size: int = _setting(500, "Entities asked of the site per page", check=checks.at_least_one)
-    slim_records: bool = _setting(True, "Keep type, id, name, retired flag and project of every entity of the "
-                                  "types the schema file leaves out, so links to them are answered from the cache",
-                                  doc="Keep a slim record (type, id, name, retired flag, project) of every entity "
-                                      "of every type the schema file leaves out, listed with the full import and "
-                                      "kept in step by the watcher and the scans, so a link to any type is "
-                                      "named from the cache (see :doc:`reads`). ``false``: links to types the "
-                                      "schema leaves out pass through.")
+    slim_records: str = _setting("all", "all: keep type, id, name, retired flag and project of every entity of the "
+                                 "types the schema file leaves out (links to them are answered from the cache); "
+                                 "none: keep none",
+                                 doc="``all``: keep a slim record (type, id, name, retired flag, project) of every "
+                                     "entity of every type the schema file leaves out, listed with the full import "
+                                     "and kept in step by the watcher and the scans, so a link to any type is "
+                                     "named from the cache (see :doc:`reads`). ``none``: keep none; links to "
+                                     "types the schema leaves out pass through.",
+                                 choices=("all", "none"))
     slim_exclude: list[str] = _setting(["EventLogEntry"], "Types never held as slim records (links to them pass "
                                        "through)",
                                        doc="Types never held as slim records: links to them pass through. The "

@@ -55,7 +55,7 @@ class SlimScans(ScanBase):
     def slim_scan(self, *, full: bool = False, changes: bool = True) -> list[TypeReport]:
         """List in full the types never listed (every type with ``full``), and (with ``changes``)
         scan the others for what changed since their watermark."""
-        if not self.config.slim_records:
+        if self.config.slim_records == "none":
             return []
         try:
             usable, refused = self.slim_types_on_site()
