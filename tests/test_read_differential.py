@@ -289,6 +289,51 @@ def test_random_finds_through_the_proxy_equal_the_site_s_answers(proxy_for, site
 
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def subset_proxy_for(request, site_and_server, pg_database):
+    """A proxy whose cache holds one project of the stand-in (scanner.projects)."""
+    site, server = site_and_server
+    project = min(site.emu._db["Project"])
+    tmp = Path(tempfile.mkdtemp(prefix="sgcache-diff-subset-"))
+    with imported_proxy(request.param, tmp, server.url, CACHE_SCHEMA, pg_database,
+                        scanner__projects=str(project)) as proxy:
+        yield request.param, proxy, project
+
+
+def test_random_finds_through_a_cache_of_one_project_equal_the_site_s_answers(subset_proxy_for, site_and_server,
+                                                                              pools):
+    """Random finds, most of them kept to the cached project by a top-level project condition:
+    answered or passed through, never different from the site."""
+    backend, proxy, project = subset_proxy_for
+    _, server = site_and_server
+    direct = shotgun_api3.Shotgun(server.url, **SCRIPT_AUTH)
+    via = proxy.client()
+    service = proxy.service
+    before_cache, before_reasons = service.cache_answers, dict(service.reasons)
+    cases = []
+    kept = {"type": "Project", "id": project}
+
+    @seed(SEED)
+    @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, derandomize=False,
+              suppress_health_check=list(HealthCheck))
+    @given(finds(pools), st.sampled_from(["is", "in", None]))
+    def check(call, relation):
+        if relation is not None and "project" in pools.fields[call["entity_type"]]:
+            call = {**call, "filters": [["project", relation, kept if relation == "is" else [kept]],
+                                        *call["filters"]]}
+        cases.append(call)
+        expected = _outcome(direct, call)
+        actual = _outcome(via, call)
+        assert actual == expected, f"find({call!r})"
+
+    check()
+    answered = service.cache_answers - before_cache
+    reasons = {k: v - before_reasons.get(k, 0) for k, v in service.reasons.items() if v - before_reasons.get(k, 0)}
+    report(f"read differential, one project cached [{backend}]: {len(cases)} cases, seed {SEED}: {answered} "
+           f"answered from the cache ({answered / len(cases):.0%}), passthrough reasons {dict(sorted(reasons.items()))}")
+    assert answered >= len(cases) * 0.3, reasons
+
+
 SUMMARY_TYPES = {"record_count": None, "count": None, "sum": "number", "maximum": "number", "minimum": "number",
                  "average": "number", "earliest": ("date", "date_time"), "latest": ("date", "date_time"),
                  "checked": "checkbox", "unchecked": "checkbox", "percentage": ("text", "number", "checkbox"),

@@ -111,3 +111,24 @@ def group(scope: Scope, filters: Any, *, top: bool = True, depth: int = 0) -> sa
     if not parts:
         return TRUE if operator == "and" or top else FALSE
     return sa.and_(*parts) if operator == "and" else sa.or_(*parts)
+
+
+def within_projects(filters: Any, projects: frozenset[int]) -> bool:
+    """Whether a filter group provably keeps a read to ``projects``: a ``project`` ``is`` / ``in``
+    condition naming only those projects, at the top level of an ``and`` group. (Anything
+    subtler, such as ``project.Project.id``, or the condition inside an ``or``, is not trusted.)"""
+    if not isinstance(filters, dict) or filters.get("logical_operator", "and") != "and" \
+            or not isinstance(filters.get("conditions"), list):
+        return False
+    for cond in filters["conditions"]:
+        if not isinstance(cond, dict) or cond.get("path") != "project" or cond.get("relation") not in ("is", "in"):
+            continue
+        values = cond.get("values")
+        if not isinstance(values, list):
+            continue
+        if cond["relation"] == "in" and len(values) == 1 and isinstance(values[0], list):
+            values = values[0]
+        if values and all(isinstance(v, dict) and v.get("type") == "Project" and type(v.get("id")) is int
+                          and v["id"] in projects for v in values):
+            return True
+    return False

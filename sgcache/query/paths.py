@@ -199,13 +199,38 @@ class Context:
             raise Uncertain("unsupported_filter", f"more than {MAX_ALIASES} joins and subqueries")
         return self._alias_count
 
+    def scoped_out(self, et: EntityTable) -> SlimType | None:
+        """With only some projects cached: where the entities of a project-scoped type outside
+        them are named from (None: the type's table holds every entity). The table is the
+        authority for every id it holds; the slim records for the others."""
+        if self.state.projects is None or "project" not in et.fields:
+            return None
+        outside = self.state.outside.get(et.name)
+        if outside is None:
+            raise Uncertain("project_subset", f"links to {et.name} outside the cached projects are not listed yet")
+        return outside
+
+    def _slim_live(self, type_name: str, id_col: sa.ColumnElement) -> sa.ColumnElement:
+        slim = self.slim_alias()
+        return sa.exists().where(slim.c.entity_type == type_name, slim.c.id == id_col,
+                                 slim.c.active.is_(True)).correlate_except(slim)
+
     def exists_live(self, t: Target, id_col: sa.ColumnElement) -> sa.ColumnElement:
         """True when an entity of ``t`` with this id is live (the link's type is checked apart)."""
         if isinstance(t, SlimType):
-            slim = self.slim_alias()
-            return sa.exists().where(slim.c.entity_type == t.name, slim.c.id == id_col, slim.c.active.is_(True))
+            return self._slim_live(t.name, id_col)
         target = self.alias(t)  # an alias: the target may be the very table the link is on
-        return sa.exists().where(target.c.id == id_col, target.c._active.is_(True))
+        inside = sa.exists().where(target.c.id == id_col, target.c._active.is_(True))
+        if self.scoped_out(t) is None:
+            return inside
+        held = self.alias(t)
+        return sa.or_(inside, sa.and_(sa.not_(self._held(held, id_col)), self._slim_live(t.name, id_col)))
+
+    @staticmethod
+    def _held(held: sa.Alias, id_col: sa.ColumnElement) -> sa.ColumnElement:
+        """The table holds this id, live or retired. Correlated to whatever query ``id_col`` comes
+        from, however deep this sits (inside a name's subquery, say)."""
+        return sa.exists().where(held.c.id == id_col).correlate_except(held)
 
     def live(self, type_col: sa.ColumnElement, id_col: sa.ColumnElement,
              targets: list[Target]) -> sa.ColumnElement:
@@ -231,9 +256,14 @@ class Context:
             if ident is None:
                 continue
             target = self.alias(t)
-            whens.append((type_col == t.name, sa.select(target.c[ident.name]).where(target.c.id == id_col,
-                                                                                    target.c._active.is_(True))
-                          .scalar_subquery()))
+            name = sa.select(target.c[ident.name]).where(target.c.id == id_col,
+                                                         target.c._active.is_(True)).scalar_subquery()
+            if self.scoped_out(t) is not None:
+                held, slim = self.alias(t), self.slim_alias()
+                name = sa.func.coalesce(name, sa.select(slim.c.name).where(
+                    slim.c.entity_type == t.name, slim.c.id == id_col, slim.c.active.is_(True),
+                    sa.not_(self._held(held, id_col))).correlate_except(slim).scalar_subquery())
+            whens.append((type_col == t.name, name))
         if not whens:
             return sa.null()
         return sa.case(*whens, else_=sa.null())
@@ -311,6 +341,10 @@ class Scope:
             name, target_name = parts[0], parts[1]
             handler = self.ctx.handler(et, name)
             target = self.ctx.entity_table(target_name)
+            if self.ctx.state.projects is not None and "project" in target.fields:
+                # The linked entity may lie outside the cached projects, where its fields are not held.
+                raise Uncertain("project_subset", f"{path}: a deep filter or sort through {target_name} with only "
+                                "some projects cached")
             if isinstance(handler, MultiEntityField):
                 if target_name not in handler.field.entity_types:
                     raise Uncertain("unsupported_path", f"{path}: {et.name}.{name} does not link {target_name}")

@@ -19,7 +19,7 @@ from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
 from sgcache.query.families import family_of
-from sgcache.query.filters import group
+from sgcache.query.filters import group, within_projects
 from sgcache.query.paths import Context, MultiHop, Scope
 from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable
@@ -114,6 +114,10 @@ class Values:
             cols.append(seen if seen is not None else sa.true())
             for row in self.conn.execute(sa.select(*cols).where(et.table.c.id.in_(ids))):
                 out[(type_name, row[0])] = (bool(row[1]) and bool(row[3]), row[2])
+            outside = self.ctx.scoped_out(et)
+            unheld = [i for i in ids if (type_name, i) not in out]
+            if outside is not None and unheld:
+                out.update(self._slim_names(outside, unheld))
         return out
 
     def _slim_names(self, slim: SlimType, ids: list[int]) -> dict[tuple[str, int], tuple[bool, Any]]:
@@ -143,6 +147,10 @@ class Values:
         if rows is None:
             rows = {r["id"]: r for r in self.conn.execute(
                 sa.select(*[et.table.c[c] for c in self.columns(plans)]).where(et.table.c.id.in_(ids))).mappings()}
+            if len(rows) < len(ids):
+                # A live linked entity the table lacks lies outside the cached projects (its slim
+                # record said it was live): its fields are not held.
+                raise Uncertain("project_subset", f"a link to {et.name} outside the cached projects")
         held = _Held(self._lists(plans, ids), rows)
         names = self._link_names(plans, held)
         for fp in plans.fields:
@@ -247,6 +255,21 @@ def _sort_columns(ctx: Context, scope: Scope, spec: Any) -> list[sa.ColumnElemen
     return [k.desc().nulls_first() for k in keys]
 
 
+def within_cached_projects(ctx: Context, et: EntityTable, filters: Any) -> None:
+    """With only some projects cached, a read is answered when its rows all lie in them: its type
+    has no project (cached whole), or its filters keep it to cached projects (see
+    :func:`~sgcache.query.filters.within_projects`). Links out of them are named from slim
+    records, and hops out of them pass through (see docs/reads.rst)."""
+    projects = ctx.state.projects
+    if projects is None:
+        return
+    if ctx.visibility is not None:
+        raise Uncertain("project_subset", "only some projects are cached, and the caller sees only some")
+    if "project" in et.fields and not within_projects(filters, projects):
+        raise Uncertain("project_subset", "only some projects are cached and the filters do not keep the read "
+                        "to them")
+
+
 def archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
     """include_archived_projects: false hides archived projects and what belongs to them."""
     project = ctx.entity_table("Project")
@@ -331,9 +354,7 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     sorts = args.get("sorts") or []
     if not isinstance(sorts, list):
         raise Uncertain("malformed", "sorts must be a list")
-    if ctx.state.projects is not None:
-        # With only some projects cached, rows and links may lie outside them (see docs/reads.rst).
-        raise Uncertain("project_subset", "only some projects are cached")
+    within_cached_projects(ctx, et, args.get("filters"))
 
     fields = plan_fields(ctx, et, return_fields)
     scope = Scope(ctx, et)

@@ -34,7 +34,14 @@ from sgcache.query.aggregate import Aggregate, is_set, sql_totals
 from sgcache.query.families import BUCKETS, DATE_GROUPINGS, Family, family_of
 from sgcache.query.filters import group
 from sgcache.query.paths import Context, Scope
-from sgcache.query.read import FieldPlans, Values, archived_filter, plan_fields, visible_rows
+from sgcache.query.read import (
+    FieldPlans,
+    Values,
+    archived_filter,
+    plan_fields,
+    visible_rows,
+    within_cached_projects,
+)
 from sgcache.store.tables import EntityTable
 
 #: every summary type; record_count and count take any field, the others what its family offers
@@ -248,9 +255,8 @@ class SummarizePlan:
 def compile_summarize(ctx: Context, args: Any) -> SummarizePlan:
     if not isinstance(args, dict) or not isinstance(args.get("type"), str):
         raise Uncertain("malformed", "summarize needs {type, summaries, ...}")
-    if ctx.state.projects is not None:
-        raise Uncertain("project_subset", "only some projects are cached")
     et = ctx.entity_table(args["type"])
+    within_cached_projects(ctx, et, args.get("filters"))
     summaries, grouping = args.get("summaries"), args.get("grouping") or []
     if not isinstance(summaries, list) or not summaries or not isinstance(grouping, list):
         raise Uncertain("malformed", "summaries must be a non-empty list, grouping a list")

@@ -43,6 +43,9 @@ class ReadState:
     #: types the schema leaves out whose slim records are complete (links to them are named
     #: from those records; see sgcache.store.slim)
     slim: dict[str, SlimType] = field(default_factory=dict)
+    #: with only some projects cached: the cached project-scoped types whose entities outside
+    #: those projects are listed as slim records (links to them are named from those records)
+    outside: dict[str, SlimType] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,7 +85,9 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
         .select_from(dead.join(types, types.c.entity_type == dead.c.entity_type))
         .where(dead.c.resolved_at.is_(None))
         .where(sa.or_(types.c.full_scan_at.is_(None), dead.c.failed_at > types.c.full_scan_at))).scalars())
+    listed = slim.ready_types(conn, st.slim_types)
     return ReadState(ready - rebuilding, {k: frozenset(v) for k, v in backfill.items()}, projects, rebuilding,
                      {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),
                      frozenset(tripped) if isinstance(tripped, dict) else frozenset(), suspect,
-                     {name: t for name, t in slim.ready_types(conn, st.slim_types).items() if name not in tables})
+                     {name: t for name, t in listed.items() if name not in tables},
+                     {name: t for name, t in listed.items() if name in tables and projects is not None})

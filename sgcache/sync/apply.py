@@ -108,8 +108,13 @@ class EventApplier:
         if entity is None:
             return
         if self._outside_projects(conn, entity_type, entity):
-            # Not in the cached projects (or moved out of them): the cache does not hold it.
+            # Not in the cached projects (or moved out of them): the cache does not hold it, but
+            # keeps its slim record, which names links to it.
             self.writer.forget(entity_type, [entity_id], conn=conn)
+            ident = et.entity_type.identifier
+            slim.upsert(conn, self.tables.state.slim,
+                        [slim.record(entity, slim.SlimType(entity_type, ident, True), active=active)],
+                        event_id=event_id)
             return
         was_active = self._held_active(conn, entity_type, entity_id)
         other_sides = OTHER_SIDES_ALL if unseen else OTHER_SIDES_CHANGED

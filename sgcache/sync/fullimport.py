@@ -84,6 +84,10 @@ class FullImport(Rereads, SlimScans):
             if revivals and not retired:
                 count += self._revive_referrers(et, inside, projects, as_of, 0)
             self._write(et, inside, sorted(outside), active=not retired, as_of=as_of, other_sides=other_sides)
+            if outside:
+                with self.engine.begin() as conn:
+                    self.write_outside(conn, et.name, [e for e in page if e["id"] in outside], active=not retired,
+                                       event_id=as_of)
             count += len(inside)
             highest = max(highest, page[-1]["id"])
             for entity in page:
@@ -115,6 +119,7 @@ class FullImport(Rereads, SlimScans):
             cursors.ensure(conn, self.tables.state, self.remote.newest_event_id, self.remote.event_ids_after)
             if recorded is not None and projects != recorded:
                 self._forget_full_imports(conn, [et for et in targets if "project" in et.fields])
+                self.forget_outside_listings(conn)
             self._set_projects(conn, projects)
         report = ScanReport("full")
         for et in targets:

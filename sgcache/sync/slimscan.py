@@ -15,6 +15,8 @@ import datetime as dt
 import logging
 import time
 
+import sqlalchemy as sa
+
 from sgcache.schema.site import schema_from_site
 from sgcache.store import slim
 from sgcache.store.slim import SlimType
@@ -69,25 +71,34 @@ class SlimScans(ScanBase):
                     log.info("event=slim_type_refused entity_type=%s reason=%r", name, why)
                 slim.save_type(conn, self.tables.state.slim_types, name, identifier=None, has_project=False,
                                has_updated_at=False, full_scan_at=None, error=why)
+        projects = self.recorded_projects() or []
+        outside = self._outside_types(projects)
         reports = []
-        todo = sorted(usable)
+        todo = sorted(usable) + sorted(outside)
         progress = Progress(f"slim records ({len(todo)} types)", len(todo), bar=self.progress) if todo else None
         for name in todo:
             if self.stop is not None and self.stop.is_set():
                 raise Stopped("slim records: stopping between two types")
             state = previous.get(name)
-            changed = state is not None and (state["identifier"] != usable[name].identifier
-                                             or bool(state["has_project"]) != usable[name].has_project)
+            t = usable.get(name) or outside[name]
+            changed = state is not None and (state["identifier"] != t.identifier
+                                             or bool(state["has_project"]) != t.has_project)
             try:
-                if full or state is None or state["full_scan_at"] is None or changed:
-                    reports.append(self._slim_full(usable[name]))
+                if name in outside:
+                    # A cached type's entities outside the cached projects: listed once; the type's
+                    # own scans and the watcher keep them in step (_import, _fetch_into).
+                    if full or state is None or state["full_scan_at"] is None or changed:
+                        reports.append(self._slim_full(t, [["project", "not_in", [
+                            {"type": "Project", "id": p} for p in projects]]]))
+                elif full or state is None or state["full_scan_at"] is None or changed:
+                    reports.append(self._slim_full(t))
                 elif changes:
-                    reports.append(self._slim_incremental(usable[name], state))
+                    reports.append(self._slim_incremental(t, state))
             except SiteRefused as e:
                 # One type the site will not list (a system type, a permission): the others go on.
                 with self.engine.begin() as conn:
-                    slim.save_type(conn, self.tables.state.slim_types, name, identifier=usable[name].identifier,
-                                   has_project=usable[name].has_project, has_updated_at=False,
+                    slim.save_type(conn, self.tables.state.slim_types, name, identifier=t.identifier,
+                                   has_project=t.has_project, has_updated_at=False,
                                    full_scan_at=None, error=str(e)[:500])
                 log.warning("event=slim_type_failed entity_type=%s error=%r", name, str(e)[:200])
                 reports.append(TypeReport(name, skipped=str(e)[:200]))
@@ -122,11 +133,43 @@ class SlimScans(ScanBase):
                         newest = updated
         return count, newest
 
-    def _slim_full(self, t: SlimType) -> TypeReport:
+    def _outside_types(self, projects: list[int]) -> dict[str, SlimType]:
+        """With only some projects cached: the cached project-scoped types, whose entities outside
+        those projects are held as slim records (links to them are named from them)."""
+        if not projects:
+            return {}
+        out = {}
+        for et in self.tables:
+            if "project" not in et.fields:
+                continue
+            ident = et.entity_type.identifier
+            if ident is not None and not (et.cached(ident) and et.fields[ident].field.data_type in slim.NAME_TYPES):
+                continue  # its links cannot be named from slim records: links out of the projects pass through
+            out[et.name] = SlimType(et.name, ident, True, "updated_at" in et.fields)
+        return out
+
+    def write_outside(self, conn, et_name: str, entities: list[dict], *, active: bool, event_id: int | None) -> None:
+        """Entities of a cached type that lie outside the cached projects, as the site returned
+        them: kept as slim records (with only some projects cached)."""
+        if not entities:
+            return
+        ident = self.tables[et_name].entity_type.identifier
+        t = SlimType(et_name, ident, True)
+        slim.upsert(conn, self.tables.state.slim, [slim.record(e, t, active=active) for e in entities],
+                    event_id=event_id)
+
+    def forget_outside_listings(self, conn) -> None:
+        """A new project set: the cached types' listings of what lies outside it are redone."""
+        names = [et.name for et in self.tables]
+        st = self.tables.state
+        conn.execute(sa.delete(st.slim).where(st.slim.c.entity_type.in_(names)))
+        conn.execute(sa.update(st.slim_types).where(st.slim_types.c.entity_type.in_(names)).values(full_scan_at=None))
+
+    def _slim_full(self, t: SlimType, filters: list | None = None) -> TypeReport:
         started, scan_started = time.monotonic(), now()
         as_of = self._as_of()
         seen: set[int] = set()
-        count, newest = self._slim_pages(t, [], as_of, seen)
+        count, newest = self._slim_pages(t, filters or [], as_of, seen)
         with self.engine.begin() as conn:
             missing = slim.retire_missing(conn, self.tables.state.slim, t.name, seen, as_of=as_of)
             slim.save_type(conn, self.tables.state.slim_types, t.name, identifier=t.identifier,
