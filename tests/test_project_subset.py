@@ -126,5 +126,6 @@ def test_a_multi_entity_field_reaching_out_of_the_cached_projects(subset_proxy, 
     shot = cached_answer(subset_proxy, sg, lambda c: c.find_one("Shot", [alpha, ["code", "is", "A00"]], ["assets"]))
     assert [a["name"] for a in shot["assets"]] == ["Chair", "Table"]
     for relation, value in (("name_contains", "tab"), ("name_not_contains", "tab"), ("name_is", "table")):
-        cached_answer(subset_proxy, sg, lambda c: c.find("Shot", [alpha, ["assets", relation, value]], ["code"]))
+        condition = ["assets", relation, value]
+        cached_answer(subset_proxy, sg, lambda c, condition=condition: c.find("Shot", [alpha, condition], ["code"]))
     passed_through(subset_proxy, sg, lambda c: c.find("Shot", [alpha, ["assets.Asset.code", "is", "Table"]], ["code"]))

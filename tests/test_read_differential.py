@@ -330,7 +330,8 @@ def test_random_finds_through_a_cache_of_one_project_equal_the_site_s_answers(su
     answered = service.cache_answers - before_cache
     reasons = {k: v - before_reasons.get(k, 0) for k, v in service.reasons.items() if v - before_reasons.get(k, 0)}
     report(f"read differential, one project cached [{backend}]: {len(cases)} cases, seed {SEED}: {answered} "
-           f"answered from the cache ({answered / len(cases):.0%}), passthrough reasons {dict(sorted(reasons.items()))}")
+           f"answered from the cache ({answered / len(cases):.0%}), passthrough reasons "
+           f"{dict(sorted(reasons.items()))}")
     assert answered >= len(cases) * 0.3, reasons
 
 
