@@ -71,6 +71,10 @@ class Metrics:
         self.shadow_mismatches = Counter("sgcache_shadow_mismatches", "Shadow checks whose answers still differed "
                                          "when asked again (the group is switched to passthrough), by permission "
                                          "group", ["group"], registry=self.registry)
+        self.passthrough_refreshed = Counter("sgcache_passthrough_refreshed", "Cached entities a passed-through "
+                                             "read showed otherwise than the cache held them, corrected from it "
+                                             "(changes the event log did not bring, such as writes with events "
+                                             "off)", registry=self.registry)
         self._lock = threading.Lock()
         self._minute = samples.LatencyHistogram()
 

@@ -27,6 +27,7 @@ from sgcache.api3 import uploads
 from sgcache.api3.answers import Answer, fault_answer
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.harvest import Harvest
 from sgcache.api3.identity import IdentityBook, SessionBook
 from sgcache.api3.policy import Policy
 from sgcache.api3.protocol import Fault
@@ -167,9 +168,11 @@ def build_service(config: Config, engine: Any = None) -> Service:
                            on_result=metrics.shadow)
     refresher = Refresher(engine, tables, site, page_size=config.scanner.page_size)
     readback = ReadBack(cache, refresher, timeout=site.timeout, threads=config.web.threads)
+    harvest = Harvest(cache, refresher, readback.as_of, on_corrected=metrics.passthrough_refreshed.inc,
+                      read_state=reads.read_state)
     return Service(config, upstream, cache, verifier=verifier, reads=reads, readback=readback,
                    site_info=SiteInfo(upstream, cache, site.info_ttl), shadow=shadow, sessions=sessions,
-                   metrics=metrics)
+                   metrics=metrics, harvest=harvest)
 
 
 def fetch_site_schema(upstream: Upstream, auth: dict) -> tuple[dict, dict]:

@@ -33,6 +33,9 @@ class PassReason:
 
     reason: str
     detail: str = ""
+    #: what the caller may see, when the gates got that far (passthrough answers to callers who
+    #: see everything are kept: sgcache.api3.harvest)
+    decision: Any = None
 
 
 def fault_answer(fault: Fault, detail: str = "") -> Answer:

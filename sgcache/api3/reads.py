@@ -10,6 +10,7 @@ request goes to the site) or, when the site cannot say who is calling, a fault.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -169,10 +170,12 @@ class CacheReads:
         if not isinstance(decision, Decision):
             return decision
         plan = self._compiled(req, state, decision)
-        if isinstance(plan, (PassReason, Answer)):
+        if isinstance(plan, PassReason):
+            return dataclasses.replace(plan, decision=decision)
+        if isinstance(plan, Answer):
             return plan
         result = self._run(req, plan)
-        return result if isinstance(result, PassReason) else (result, decision)
+        return dataclasses.replace(result, decision=decision) if isinstance(result, PassReason) else (result, decision)
 
     def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision) -> Any | PassReason | Answer:
         try:

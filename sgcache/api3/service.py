@@ -34,6 +34,7 @@ from sgcache.api3 import protocol, writes
 from sgcache.api3.answers import Answer, PassReason, fault_answer, forwarded, json_answer
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.harvest import Harvest
 from sgcache.api3.identity import SessionBook, claim
 from sgcache.api3.protocol import AUTH_FAULT, Fault, RpcRequest
 from sgcache.api3.readback import ReadBack
@@ -63,7 +64,7 @@ class Service:
 
     def __init__(self, config: Config, upstream: Upstream, cache: CacheDatabase | None, *, verifier: Verifier,
                  reads: CacheReads, readback: ReadBack, site_info: SiteInfo, shadow: ShadowChecker,
-                 sessions: SessionBook | None, metrics: Metrics):
+                 sessions: SessionBook | None, metrics: Metrics, harvest: Harvest | None = None):
         self.config = config
         self.upstream = upstream
         self.cache = cache
@@ -76,6 +77,7 @@ class Service:
         self.sessions = sessions
         self.metrics = metrics
         self.shadow = shadow
+        self.harvest = harvest
         self._lock = threading.Lock()
         #: passthrough reason -> count, for status and metrics
         self.reasons: Counter[str] = Counter()
@@ -88,6 +90,8 @@ class Service:
         for stop in self.on_close:
             stop()
         self.readback.close()
+        if self.harvest is not None:
+            self.harvest.close()
         self.shadow.close()
         self.upstream.close()
 
@@ -153,7 +157,16 @@ class Service:
         self.metrics.passthrough(why.reason)
         log.debug("event=passthrough method=%s type=%s reason=%s detail=%r", loggable(req.method),
                   loggable(req.entity_type), why.reason, why.detail)
-        answer = self.passthrough(req, headers)
+        if self.harvest is not None and self.harvest.wanted(req, why.decision):
+            # The site's answer is also a fresh copy of what it lists (sgcache.api3.harvest).
+            as_of = self.readback.as_of()
+            answer, reply = self._relay(req, headers)
+            if reply is not None and answer.outcome == "passthrough":
+                self.harvest.keep(req, reply.results, as_of)
+            else:
+                as_of.cancel()
+        else:
+            answer = self.passthrough(req, headers)
         answer.detail = f"passthrough: {why.reason}" + (f" ({why.detail})" if why.detail else "")
         return answer
 
