@@ -182,3 +182,13 @@ def test_sgcache_status_says_how_many_slim_records_are_held_and_which_types_have
     text = format_status(data)
     assert "  Scene: links to it pass through (the site answered: permission denied)" in text
     assert f"slim records: {data['slim']['records']} entities of {data['slim']['types']} types" in text
+
+
+def test_a_link_written_through_the_proxy_to_a_new_entity_of_a_type_left_out_reads_back_named(slim_proxy, sg,
+                                                                                                linked):
+    client = slim_proxy.client()
+    river = client.create("Scene", {"code": "River", "project": linked["project"]})  # passes through
+    shot = linked["shots"][3]
+    client.update("Shot", shot["id"], {"sg_scene": river})  # read back, before the watcher saw the Scene
+    row = same_answer(slim_proxy, sg, lambda c: c.find_one("Shot", [["id", "is", shot["id"]]], ["sg_scene"]))
+    assert row["sg_scene"] == {"type": "Scene", "id": river["id"], "name": "River"}

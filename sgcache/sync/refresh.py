@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from sgcache.config import SiteConfig
-from sgcache.store import state
+from sgcache.store import slim, state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, Writer, chunks
 from sgcache.sync import links
@@ -183,10 +183,16 @@ class Refresher:
             written += self._refresh_type(other_type, sorted(other_ids), as_of, projects, queued)
         since = None if as_of is not None else started
         written_ids: set[int] = set()
+        self._name_new_links(et, [e for e, _ in found.values()], as_of)
         with self.engine.begin() as conn:
             if outside:
-                # Outside the cached projects (or moved out of them): the cache does not hold it.
+                # Outside the cached projects (or moved out of them): the cache does not hold it,
+                # but keeps its slim record, which names links to it.
                 self.writer.forget(entity_type, outside, conn=conn)
+                ident = et.entity_type.identifier
+                slim.upsert(conn, self.tables.state.slim,
+                            [slim.record(found[i][0], slim.SlimType(entity_type, ident, True), active=found[i][1])
+                             for i in outside], event_id=as_of)
             for active in (True, False):
                 entities = [e for e, a in keep.values() if a is active]
                 if entities:
@@ -203,3 +209,40 @@ class Refresher:
         log.debug("event=refresh entity_type=%s ids=%d found=%d written=%d", entity_type, len(ids), len(found),
                   written)
         return written
+
+    def _name_new_links(self, et, entities: list[dict], as_of: int | None) -> None:
+        """Links read back to entities of types held as slim records that the records do not know
+        yet (made a moment ago, their event not applied): their records are read now, so that
+        the caller's next read names the link instead of dropping it."""
+        wanted: dict[str, set[int]] = {}
+        for name in et.cached_fields():
+            handler = et.fields[name]
+            if handler.family not in ("entity", "multi_entity"):
+                continue
+            for entity in entities:
+                value = entity.get(name)
+                for link in value if isinstance(value, list) else [value]:
+                    if isinstance(link, dict) and isinstance(link.get("type"), str) and type(link.get("id")) is int \
+                            and link["type"] not in self.tables:
+                        wanted.setdefault(link["type"], set()).add(link["id"])
+        if not wanted:
+            return
+        st = self.tables.state
+        with self.engine.connect() as conn:
+            listed = {name: t for name, t in slim.ready_types(conn, st.slim_types).items() if name in wanted}
+            missing = {}
+            for name, t in listed.items():
+                ids = sorted(wanted[name])
+                known = set(conn.execute(sa.select(st.slim.c.id).where(st.slim.c.entity_type == name,
+                                                                       st.slim.c.id.in_(ids))).scalars())
+                if set(ids) - known:
+                    missing[name] = (t, sorted(set(ids) - known))
+        for name, (t, ids) in sorted(missing.items()):
+            fields = sorted({"id", *([t.identifier] if t.identifier else []), *(["project"] if t.has_project else [])})
+            records = []
+            for retired in (False, True):
+                for page in self.remote.pages(name, fields, [["id", "in", ids]], retired=retired,
+                                              page_size=self.page_size):
+                    records += [slim.record(e, t, active=not retired) for e in page]
+            with self.engine.begin() as conn:
+                slim.upsert(conn, st.slim, records, event_id=as_of)
