@@ -1,12 +1,12 @@
 """Slim records of the types the schema file leaves out: listed in full once, then scanned by
 ``updated_at`` with the cached types (see :mod:`sgcache.store.slim`).
 
-Which types, and which field names their links, comes from the site's own schema
-(``schema_read``, as sgcache's script), each time a listing starts: a type added on the site is
-listed at the next scan. A type the site refuses to list, or whose links are named by a field
-the cache cannot hold as text, is recorded with the reason and never trusted (links to it pass
-through). Rows are stamped as of the watcher's cursor when the listing began, as the full import
-does, so an event applied meanwhile is never undone.
+Which types, and which field names their links, comes from the site's own schema (the copy
+the proxies share, read by sgcache's script after each schema change), each time a listing
+starts: a type added on the site is listed at the next scan. A type the site refuses to list,
+or whose links are named by a field the cache cannot hold as text, is recorded with the reason
+and never trusted (links to it pass through). Rows are stamped as of the watcher's cursor when
+the listing began, as the full import does, so an event applied meanwhile is never undone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 
 import sqlalchemy as sa
 
+from sgcache.query.site_schema import SiteSchema
 from sgcache.schema.site import schema_from_site
 from sgcache.store import slim
 from sgcache.store.slim import SlimType
@@ -32,7 +33,10 @@ class SlimScans(ScanBase):
 
     def slim_types_on_site(self) -> tuple[dict[str, SlimType], dict[str, str]]:
         """(the types to hold as slim records, {type: why not} for those that cannot be)."""
-        schema = schema_from_site(self.remote.schema_read())
+        # The copy of the site's schema the proxies share (read once after each schema change),
+        # not a new schema_read every scan: on a real site that is megabytes.
+        fields, _ = SiteSchema(self.engine, self.tables, self._site_schema).get()
+        schema = schema_from_site(fields)
         usable: dict[str, SlimType] = {}
         refused: dict[str, str] = {}
         excluded = set(self.config.slim_exclude)
@@ -48,6 +52,10 @@ class SlimScans(ScanBase):
                 and project.entity_types == ["Project"]
             usable[t.name] = SlimType(t.name, ident, has_project, "updated_at" in t.fields)
         return usable, refused
+
+    def _site_schema(self) -> tuple[dict, dict]:
+        return (self.remote.schema_read(),
+                self.remote.call("schema_entity_read", lambda: self.remote.sg.schema_entity_read()))
 
     def _slim_state(self) -> dict[str, dict]:
         t = self.tables.state.slim_types
