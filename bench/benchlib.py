@@ -179,7 +179,8 @@ class CachedProxy:
     full import, and ``sgcache web`` (gunicorn, ``workers`` x ``threads``) in front of it; all
     child processes, stopped by ``stop()``. ``site_url`` and ``proxy_url`` are where they answer."""
 
-    def __init__(self, prefix: str, *, scale: int = 1, workers: int = 2, threads: int = 8):
+    def __init__(self, prefix: str, *, scale: int = 1, workers: int = 2, threads: int = 8,
+                 settings: tuple[str, ...] = (), latency_ms: float = 0.0):
         import tempfile
 
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
@@ -189,12 +190,13 @@ class CachedProxy:
         self.site_url, self.proxy_url = f"http://127.0.0.1:{site_port}", f"http://127.0.0.1:{proxy_port}"
         settings = ["--database", f"sqlite:///{self.tmp / 'cache.sqlite'}", "--schema",
                     str(ROOT / "schema" / "demo.yml"), "--set", f"site.base_url={self.site_url}", "--set",
-                    f"site.script_name={SCRIPT_NAME}"]
+                    f"site.script_name={SCRIPT_NAME}", *(a for s in settings for a in ("--set", s))]
         sgcache = [sys.executable, "-m", "sgcache", "--config", "/dev/null"]
         self.children: list[Child] = []
         try:
             self.site = Child("site", [*sgcache, "mock-site", "--bind", f"127.0.0.1:{site_port}", "--data", "demo",
-                                       "--scale", str(scale), "--schema", str(ROOT / "schema" / "demo-site.yml")],
+                                       "--scale", str(scale), "--schema", str(ROOT / "schema" / "demo-site.yml"),
+                                       "--latency-ms", str(latency_ms)],
                               self.tmp, env)
             self.children.append(self.site)
             wait_for_info(self.site, self.site_url, 120)
