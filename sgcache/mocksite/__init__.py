@@ -35,7 +35,8 @@ Emulator (:mod:`sgcache.mocksite.emulator`, a mockgun subclass through the adapt
 
 Site (:mod:`sgcache.mocksite.site` and the parts it composes)
 14. Authentication: script name + key, login + password, session tokens (expiring), sudo_as_login;
-    a bad credential is error_code 102. Each caller sees what its permission group shows
+    a bad credential is error_code 102. A HumanUser created or updated with ``password_proxy`` logs
+    in with it; a retired or disabled one cannot. Each caller sees what its permission group shows
     (:mod:`sgcache.mocksite.permissions`: Admin, Manager, Artist, Vendor, API Admin).
 15. Paging (entities_per_page, current_page; paging_info with or without counts), return_only,
     include_archived_projects (entities of archived projects are hidden when it is False); mockgun

@@ -71,6 +71,8 @@ class Accounts:
         self.group_of = group_of
         self.scripts: dict[str, Script] = {}
         self.humans: dict[str, Human] = {}
+        #: HumanUser id -> may it log in (not retired, not disabled); set by the site
+        self.may_log_in: Callable[[int], bool] = lambda _id: True
         #: token -> (kind "script"|"user", name, expiry)
         self.sessions: dict[str, tuple[str, str, dt.datetime]] = {}
 
@@ -90,7 +92,8 @@ class Accounts:
             return self._as_script(script, session_uuid)
         if auth.get("user_login") is not None:
             human = self.humans.get(auth.get("user_login"))
-            if human is None or not same_secret(auth.get("user_password"), human.password):
+            if human is None or not same_secret(auth.get("user_password"), human.password) \
+                    or not self.may_log_in(human.id):
                 raise Fault(f"Can't authenticate user '{auth.get('user_login')}'", AUTH_FAULT)
             return self._as_human(human, session_uuid)
         if auth.get("session_token") is None:
@@ -115,7 +118,7 @@ class Accounts:
             raise Fault("Can't sudo: sudo_as_login must be a login name", AUTH_FAULT)
         if sudo:
             human = self.humans.get(sudo)
-            if human is None:
+            if human is None or not self.may_log_in(human.id):
                 raise Fault(f"Can't sudo as '{sudo}': no such user", AUTH_FAULT)
             caller = Caller({"type": "HumanUser", "id": human.id}, caller.user, caller.generate_events,
                             session_uuid, f"{caller.name} as user:{sudo}")
@@ -142,3 +145,23 @@ class Accounts:
     def session_user(self, token: str | None) -> bool:
         session = self.sessions.get(token or "")
         return session is not None and session[2] > self.clock()
+
+    def user_written(self, row: dict, password: str | None) -> None:
+        """A HumanUser row was created or updated through the API (``password``: the
+        ``password_proxy`` it was given, None when unchanged): its login and password are the
+        ones it logs in with from then on."""
+        held = next((h for h in self.humans.values() if h.id == row["id"]), None)
+        login = row.get("login")
+        if held is not None and held.login != login:
+            self.humans.pop(held.login, None)  # the login changed: the old one no longer works
+            held.login = login
+            if isinstance(login, str) and login:
+                self.humans[login] = held
+        if password is None or not isinstance(login, str) or not login:
+            if held is not None and password is not None:
+                held.password = password
+            return
+        if held is None:
+            held = Human(login, password, row.get("name") or login, id=row["id"])
+            self.humans[login] = held
+        held.password = password

@@ -95,6 +95,8 @@ class MockSite:
         self.ledger.listeners.append(self.reader.cache.clear)
         self.links = ReverseLinks(schema, emu, self.ledger, self.events)
         self.writer = Writer(self.values, self.ledger, self.events, self.links, self.access, self.reader.entity_dict)
+        self.writer.user_written = self.accounts.user_written
+        self.accounts.may_log_in = self._may_log_in
         self.schema_editor = SchemaEditor(schema, emu, self.ledger, self.events)
         self.file_store = FileStore(self.writer, file_dir)
         self.handlers = self._handlers()
@@ -150,6 +152,11 @@ class MockSite:
                 "permission_rule_set": self.rule_set(human.group)}))
             self.accounts.humans[human.login] = human
             return human
+
+    def _may_log_in(self, user_id: int) -> bool:
+        """A person logs in unless retired or disabled (``sg_status_list`` ``dis``)."""
+        row = self.emu.table("HumanUser").get(user_id) if "HumanUser" in self.schema else None
+        return row is None or (not row.get("__retired") and row.get("sg_status_list") != "dis")
 
     def _only_known(self, entity_type: str, data: dict) -> dict:
         fields = self.schema[entity_type].fields

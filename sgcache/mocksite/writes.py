@@ -47,6 +47,9 @@ class Writer:
     entity_dict: Callable[[str, dict, list[str]], dict]
     #: the caller of the RPC in progress (set by the site around each call, under its lock)
     current: Caller | None = None
+    #: called with each HumanUser row written and the password it was given (None: unchanged),
+    #: so that people made through the API can log in (see MockSite._user_written)
+    user_written: Callable[[dict, str | None], None] | None = None
 
     @property
     def schema(self) -> Schema:
@@ -126,11 +129,26 @@ class Writer:
 
     # --- create ----------------------------------------------------------------------------------
 
+    def _password(self, method: str, entity_type: str, items: list[dict]) -> tuple[list[dict], str | None]:
+        """``password_proxy`` taken out of a write's fields: a site accepts it on HumanUser (from a
+        caller with no restricted permission group) although its schema says it is not
+        editable. It is never stored in the row, returned or logged."""
+        given = [i for i in items if i["field_name"] == "password_proxy"]
+        if not given or entity_type != "HumanUser":
+            return items, None
+        if self.current is not None and self.current.group is not None:
+            raise Fault(f"API {method}() HumanUser.password_proxy is not editable")
+        password = given[-1].get("value")
+        if not isinstance(password, str) or not password:
+            raise Fault(f"API {method}() HumanUser.password_proxy must be a non-empty string")
+        return [i for i in items if i["field_name"] != "password_proxy"], password
+
     def create(self, caller: Caller, args: dict) -> dict:
         entity_type = require_type(self.schema, "create", args)
         self.access.check_type(caller, entity_type)
         data = {}
-        for item in self._fields_arg("create", args):
+        items, password = self._password("create", entity_type, self._fields_arg("create", args))
+        for item in items:
             name = item["field_name"]
             self._check_writable("create", entity_type, name, creating=True)
             data[name] = self.values.to_row_value("create", entity_type, name, item.get("value"))
@@ -143,6 +161,8 @@ class Writer:
         if isinstance(template, dict) and template.get("type") == "TaskTemplate" and entity_type != "Task":
             self._apply_task_template(caller, entity_type, entity_id, template["id"])
         row = self.emu.table(entity_type)[entity_id]
+        if entity_type == "HumanUser" and self.user_written is not None:
+            self.user_written(row, password)
         # The site answers with the fields that were set plus the ones asked for.
         wanted = list(dict.fromkeys([*data, *[f for f in return_fields if f not in ("type", "id")]]))
         return self.entity_dict(entity_type, row, wanted)
@@ -228,7 +248,8 @@ class Writer:
         row = self.existing("update", entity_type, args.get("id"))
         fields = self.schema[entity_type].fields
         changes = []
-        for item in self._fields_arg("update", args):
+        items, password = self._password("update", entity_type, self._fields_arg("update", args))
+        for item in items:
             name = item["field_name"]
             self._check_writable("update", entity_type, name, creating=False)
             value = self.values.to_row_value("update", entity_type, name, item.get("value"))
@@ -241,6 +262,8 @@ class Writer:
         for name, value in changes:
             self._change(caller, entity_type, row, name, value)
         self._stamp_write(entity_type, row, caller)
+        if entity_type == "HumanUser" and self.user_written is not None:
+            self.user_written(row, password)
         return self.entity_dict(entity_type, row, [name for name, _ in changes])
 
     def _change(self, caller: Caller, entity_type: str, row: dict, name: str, value: Any) -> None:
