@@ -122,6 +122,8 @@ CACHED_RELATIONS = {
     "date_time": ORDERED | SPAN | CALENDAR,
     "entity": LINK,
     "multi_entity": LINK,
+    # image, tag_list: is / is_not None only (has a thumbnail, has tags)
+    "presence": {"is", "is_not"},
     "none": set(),
 }
 #: families the cache sorts by (multi_entity and none have no sort_keys)
@@ -323,6 +325,8 @@ def expect_cached(data_type: str, relation: str, values: list) -> bool:
     """Whether the cache answers this filter, when the site accepts it (filters.py's rules)."""
     if relation not in CACHED_RELATIONS[family(data_type)]:
         return False
+    if family(data_type) == "presence":
+        return values == [None]
     # type_is takes an entity type name: the cache leaves anything else to the site.
     return not (relation in ("type_is", "type_is_not") and values == [None])
 

@@ -181,6 +181,7 @@ class ImageField(JSONField):
     """Thumbnail URL strings (or the site's placeholder dicts)."""
 
     storage_key = "ImageField"
+    family = "presence"
     expected = (str, dict)
     expected_text = "a URL string"
 
@@ -190,6 +191,7 @@ class TagListField(JSONField):
     """A list of tag names."""
 
     storage_key = "TagListField"
+    family = "presence"
     expected = (list,)
     expected_text = "a list of tag names"
 

@@ -357,3 +357,24 @@ class MultiEntity(_Link):
             name = ctx.link_name(child_type, child_id, targets)
             return any_child(rel.text(ctx, rel.NAME_RELATIONS[relation], name, value))
         raise Uncertain("unsupported_relation", f"{relation} on multi_entity")
+
+
+#: JSON text of the values the site reads as "no value" in a presence filter (as stored by
+#: either database: SQLite keeps the JSON text, PostgreSQL's jsonb prints the same)
+_EMPTY_JSON = ("[]", '""', "null")
+
+
+@family
+class Presence(Family):
+    """Thumbnails (``image``) and tag lists (``tag_list``): the site filters them with ``is`` and
+    ``is_not`` against None only (has a thumbnail, has tags). An empty list or string counts as
+    none. Their other relations (tag names), sorts and groupings pass through."""
+
+    name = "presence"
+
+    def condition(self, ctx: Context, final: Final, relation: str, value: Any) -> sa.ColumnElement:
+        if relation not in ("is", "is_not") or value is not None:
+            raise Uncertain("unsupported_relation", f"{relation} {value!r:.40} on {final.handler.field.data_type}")
+        col = _column(final)
+        empty = sa.or_(col.is_(None), sa.cast(col, sa.Text).in_(_EMPTY_JSON))
+        return empty if relation == "is" else sa.not_(empty)
