@@ -75,6 +75,9 @@ class Metrics:
                                              "read showed otherwise than the cache held them, corrected from it "
                                              "(changes the event log did not bring, such as writes with events "
                                              "off)", registry=self.registry)
+        self.thumbnails_refreshed = Counter("sgcache_thumbnails_refreshed", "Entities whose thumbnail URLs in a "
+                                            "cached answer were expiring or placeholders, read again from the site "
+                                            "before the answer went back", registry=self.registry)
         self._lock = threading.Lock()
         self._minute = samples.LatencyHistogram()
 

@@ -36,6 +36,7 @@ from sgcache.api3.reads import CacheReads
 from sgcache.api3.service import Service
 from sgcache.api3.shadow import ShadowChecker
 from sgcache.api3.siteinfo import SiteInfo
+from sgcache.api3.thumbnails import FreshThumbnails
 from sgcache.config import Config
 from sgcache.logs import loggable
 from sgcache.metrics import Metrics, SampleSaver, multiprocess_dir
@@ -172,7 +173,9 @@ def build_service(config: Config, engine: Any = None) -> Service:
                       read_state=reads.read_state)
     return Service(config, upstream, cache, verifier=verifier, reads=reads, readback=readback,
                    site_info=SiteInfo(upstream, cache, site.info_ttl), shadow=shadow, sessions=sessions,
-                   metrics=metrics, harvest=harvest)
+                   metrics=metrics, harvest=harvest,
+                   thumbnails=FreshThumbnails(cache, refresher, margin=config.reads.url_margin,
+                                              on_refreshed=metrics.thumbnails_refreshed.inc))
 
 
 def fetch_site_schema(upstream: Upstream, auth: dict) -> tuple[dict, dict]:

@@ -41,6 +41,7 @@ from sgcache.api3.readback import ReadBack
 from sgcache.api3.reads import CacheReads
 from sgcache.api3.shadow import ShadowChecker
 from sgcache.api3.siteinfo import SiteInfo, SiteReplied
+from sgcache.api3.thumbnails import FreshThumbnails
 from sgcache.config import Config
 from sgcache.logs import loggable
 from sgcache.metrics import Metrics
@@ -64,7 +65,8 @@ class Service:
 
     def __init__(self, config: Config, upstream: Upstream, cache: CacheDatabase | None, *, verifier: Verifier,
                  reads: CacheReads, readback: ReadBack, site_info: SiteInfo, shadow: ShadowChecker,
-                 sessions: SessionBook | None, metrics: Metrics, harvest: Harvest | None = None):
+                 sessions: SessionBook | None, metrics: Metrics, harvest: Harvest | None = None,
+                 thumbnails: FreshThumbnails | None = None):
         self.config = config
         self.upstream = upstream
         self.cache = cache
@@ -78,6 +80,7 @@ class Service:
         self.metrics = metrics
         self.shadow = shadow
         self.harvest = harvest
+        self.thumbnails = thumbnails
         self._lock = threading.Lock()
         #: passthrough reason -> count, for status and metrics
         self.reasons: Counter[str] = Counter()
@@ -133,6 +136,10 @@ class Service:
         if not isinstance(found, tuple):
             return self._decided(req, headers, found)
         result, decision = found
+        if self.thumbnails is not None:
+            result = self.thumbnails.fresh(req, result)
+            if isinstance(result, PassReason):
+                return self._passthrough_because(req, headers, result)
         answer = self._cached(result)
         answer.detail = f"group {decision.group} ({decision.mode})"
         self.shadow.sample(req, decision, result)

@@ -290,6 +290,20 @@ class ScannerConfig:
 
 
 @dataclass(frozen=True)
+class ReadsConfig:
+    """Cached answers: what is checked with the site before they go back."""
+
+    url_margin: float = _setting(600.0, "Seconds: a cached thumbnail URL that expires sooner (or a placeholder) is "
+                                 "read again from the site before the answer goes back",
+                                 doc="A hosted site returns ``image`` and ``filmstrip_image`` values as signed URLs "
+                                     "that expire, and a placeholder while a new thumbnail is processed. A cached "
+                                     "answer holding one that expires within this many seconds, or a placeholder, "
+                                     "has those fields read again from the site (one call per page) and stored "
+                                     "before it goes back (see :doc:`reads`).",
+                                 check=checks.not_negative)
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """The proxy's own routes under /_sgcache/: status page, status JSON, metrics, health."""
 
@@ -338,6 +352,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
+    reads: ReadsConfig = field(default_factory=ReadsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the YAML file was, if any (for messages and relative paths).

@@ -80,6 +80,9 @@ class FileStore:
             target, value = upload.field_name, file_value
         if "Attachment" in self.schema and "this_file" in self.schema["Attachment"].fields:
             self.emu.table("Attachment")[attachment_id]["this_file"] = dict(file_value)
+        if upload.thumbnail and self.writer.values.thumbnails is not None:
+            # Processed from now on: the field (and the events of this upload) read as the placeholder.
+            self.writer.values.thumbnails.uploaded(url)
         if upload.thumbnail and target in fields and caller.generate_events:
             # A hosted site first logs a transient image (the upload being processed).
             row = self.emu.table(upload.entity_type)[upload.entity_id]

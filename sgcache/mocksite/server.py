@@ -214,6 +214,9 @@ def _add_file_routes(app: Flask, site: MockSite) -> None:
         if token is not None and not site.session_user(token):
             return Response("Not authorized: the _session_id cookie is not a valid session", status=403,
                             content_type="text/plain")
+        refused = site.thumbnails.refusal(request.path, request.query_string.decode("latin-1"))
+        if refused is not None and request.query_string:
+            return Response(f"Access denied: {refused}", status=403, content_type="text/plain")
         stored = site.files.get(attachment_id)
         if stored is None or not Path(stored.path).is_file():
             return Response("No such attachment", status=404, content_type="text/plain")

@@ -32,6 +32,7 @@ from sgcache.mocksite.permissions import GROUPS, Group, View
 from sgcache.mocksite.reads import PAGE_SIZE, Reader
 from sgcache.mocksite.schema_edits import SchemaEditor
 from sgcache.mocksite.state import STATE_VERSION, pack_state, read_state, write_atomically
+from sgcache.mocksite.thumbnails import Thumbnails
 from sgcache.mocksite.values import Values, parse_wire_datetime, wire_datetime
 from sgcache.mocksite.writes import Writer
 from sgcache.schema.model import Schema
@@ -86,7 +87,8 @@ class MockSite:
     def _build_parts(self, late_events: float, file_dir: str | Path | None) -> None:
         schema, emu = self.schema, self.emu
         self.ledger = Ledger(emu, self.clock, late_events=late_events, rng=self.rng)
-        self.values = Values(schema, emu)
+        self.thumbnails = Thumbnails(self.clock)
+        self.values = Values(schema, emu, self.thumbnails)
         self.access = Access(schema, emu, self.ledger)
         self.accounts = Accounts(self.clock, self.access.group_of)
         self.events = EventLog(schema, emu, self.ledger, self.values.to_wire)

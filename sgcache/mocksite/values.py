@@ -12,6 +12,7 @@ from typing import Any
 
 from sgcache.mocksite.emulator import Emulator
 from sgcache.mocksite.faults import Fault
+from sgcache.mocksite.thumbnails import Thumbnails
 from sgcache.schema.model import Field, Schema
 
 WIRE_DATETIME = "%Y-%m-%dT%H:%M:%SZ"
@@ -61,9 +62,11 @@ class _Check:
 class Values:
     """Converts values for one site: its schema, and its emulator for the links' targets."""
 
-    def __init__(self, schema: Schema, emu: Emulator):
+    def __init__(self, schema: Schema, emu: Emulator, thumbnails: Thumbnails | None = None):
         self.schema = schema
         self.emu = emu
+        #: signs thumbnail URLs as they are read (see sgcache.mocksite.thumbnails)
+        self.thumbnails = thumbnails
 
     def to_row_value(self, method: str, entity_type: str, field_name: str, value: Any) -> Any:
         """A wire value -> how the emulator stores it; Fault for a value of the wrong shape."""
@@ -107,6 +110,10 @@ class Values:
         """A stored value -> the wire: datetimes as strings, links with their names."""
         if isinstance(value, dt.datetime):
             return wire_datetime(value)
+        if isinstance(value, str) and self.thumbnails is not None:
+            f = self.schema[entity_type].fields.get(field_name) if entity_type in self.schema else None
+            if f is not None and f.data_type == "image":
+                return self.thumbnails.wire(value)
         if isinstance(value, list):
             return [self.to_wire(entity_type, field_name, v) for v in value]
         if isinstance(value, dict) and isinstance(value.get("type"), str) and "id" in value and \
