@@ -99,3 +99,15 @@ def test_answers_of_callers_who_see_only_some_projects_are_not_kept(make_proxy, 
     time.sleep(0.5)
     assert proxy.service.harvest.corrected == 0 and proxy.service.harvest.fetched == 0
     assert code_in_cache(proxy, shot["id"]) == "SH001"
+
+
+def test_answers_listing_retired_entities_are_not_kept(cached_proxy, sg, mock_server, world):  # noqa: F811
+    shot = world["shots"][2]
+    quiet = shotgun_api3.Shotgun(mock_server.url, **QUIET)
+    quiet.update("Shot", shot["id"], {"code": "GONE_QUIETLY"})
+    quiet.delete("Shot", shot["id"])  # renamed and retired without events: the cache holds it active
+    cached_proxy.client().find("Shot", [["id", "is", shot["id"]]], ["code", THROUGH_SCENE], retired_only=True)
+    time.sleep(0.5)
+    harvest = cached_proxy.service.harvest
+    assert harvest.corrected == 0 and harvest.fetched == 0
+    assert code_in_cache(cached_proxy, shot["id"]) == "SH003"  # left to the scans, which see it retired

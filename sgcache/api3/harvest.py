@@ -67,6 +67,7 @@ class Harvest:
         """Whether the answer to this passed-through request will be kept. Not in a cache of some
         projects: most entities such answers list lie outside them, and would be read for nothing."""
         if not (req.method == "read" and decision is not None and decision.mode == "all"
+                and isinstance(req.args, dict) and req.args.get("return_only", "active") == "active"
                 and self.cache is not None and self.refresher is not None
                 and req.entity_type is not None and req.entity_type in self.cache.tables
                 and self.cache.is_usable()):
