@@ -76,6 +76,8 @@ class Remote:
         self.attempts = attempts
         self.backoff = backoff
         self._sg = sg
+        #: a client handed in (tests): it is the only one; else each thread may make its own Remote
+        self.given_client = sg is not None
         self.rate_limit = RateLimit(rate) if rate else None
         self.stop = stop
 

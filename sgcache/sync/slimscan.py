@@ -11,8 +11,10 @@ the listing began, as the full import does, so an event applied meanwhile is nev
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
+import threading
 import time
 
 import sqlalchemy as sa
@@ -22,10 +24,13 @@ from sgcache.schema.site import schema_from_site
 from sgcache.store import slim
 from sgcache.store.slim import SlimType
 from sgcache.sync.progress import Progress
-from sgcache.sync.remote import SiteError, SiteRefused, Stopped
+from sgcache.sync.remote import Remote, SiteError, SiteRefused, Stopped
 from sgcache.sync.scanbase import ScanBase, TypeReport, aware, now
 
 log = logging.getLogger("sgcache.sync.scanner")
+
+#: Types listed at once, each over its own connection to the site.
+SLIM_THREADS = 4
 
 
 class SlimScans(ScanBase):
@@ -81,10 +86,23 @@ class SlimScans(ScanBase):
                                has_updated_at=False, full_scan_at=None, error=why)
         projects = self.recorded_projects() or []
         outside = self._outside_types(projects)
-        reports = []
         todo = sorted(usable) + sorted(outside)
-        progress = Progress(f"slim records ({len(todo)} types)", len(todo), bar=self.progress) if todo else None
-        for name in todo:
+        if not todo:
+            return []
+        progress = Progress(f"slim records ({len(todo)} types)", len(todo), bar=self.progress)
+        as_of = self._as_of()  # before any listing starts (see ScanBase._as_of)
+        local = threading.local()
+        counted = threading.Lock()
+
+        def remote() -> Remote:
+            # shotgun_api3 holds one connection: a Remote per thread (the shared one when only one runs).
+            if threads == 1:
+                return self.remote
+            if getattr(local, "remote", None) is None:
+                local.remote = Remote(self.remote.site, stop=self.stop)
+            return local.remote
+
+        def one(name: str) -> TypeReport:
             if self.stop is not None and self.stop.is_set():
                 raise Stopped("slim records: stopping between two types")
             state = previous.get(name)
@@ -96,12 +114,14 @@ class SlimScans(ScanBase):
                     # A cached type's entities outside the cached projects: listed once; the type's
                     # own scans and the watcher keep them in step (_import, _fetch_into).
                     if full or state is None or state["full_scan_at"] is None or changed:
-                        reports.append(self._slim_full(t, [["project", "not_in", [
-                            {"type": "Project", "id": p} for p in projects]]]))
-                elif full or state is None or state["full_scan_at"] is None or changed:
-                    reports.append(self._slim_full(t))
-                elif changes:
-                    reports.append(self._slim_incremental(t, state))
+                        return self._slim_full(t, remote(), as_of, [["project", "not_in", [
+                            {"type": "Project", "id": p} for p in projects]]])
+                    return TypeReport(name)
+                if full or state is None or state["full_scan_at"] is None or changed:
+                    return self._slim_full(t, remote(), as_of)
+                if changes:
+                    return self._slim_incremental(t, state, remote(), as_of)
+                return TypeReport(name)
             except SiteRefused as e:
                 # One type the site will not list (a system type, a permission): the others go on.
                 with self.engine.begin() as conn:
@@ -109,10 +129,21 @@ class SlimScans(ScanBase):
                                    has_project=t.has_project, has_updated_at=False,
                                    full_scan_at=None, error=str(e)[:500])
                 log.warning("event=slim_type_failed entity_type=%s error=%r", name, str(e)[:200])
-                reports.append(TypeReport(name, skipped=str(e)[:200]))
-            if progress is not None:
-                progress.advance(1)
-        if progress is not None:
+                return TypeReport(name, skipped=str(e)[:200])
+            finally:
+                with counted:
+                    progress.advance(1)
+
+        # Types are listed SLIM_THREADS at a time, each over its own connection to the site (one at
+        # a time when the site's requests are rate limited, or the Remote is a given client).
+        threads = SLIM_THREADS if self.remote.rate_limit is None and not self.remote.given_client else 1
+        try:
+            if threads == 1:
+                reports = [one(name) for name in todo]
+            else:
+                with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="slim-scan") as pool:
+                    reports = list(pool.map(one, todo))
+        finally:
             progress.close()
         return reports
 
@@ -120,13 +151,13 @@ class SlimScans(ScanBase):
         return sorted({"id", *(["updated_at"] if t.has_updated_at else []), *([t.identifier] if t.identifier else []),
                        *(["project"] if t.has_project else [])})
 
-    def _slim_pages(self, t: SlimType, filters: list, as_of: int | None, seen: set[int] | None
+    def _slim_pages(self, t: SlimType, remote: Remote, filters: list, as_of: int | None, seen: set[int] | None
                     ) -> tuple[int, dt.datetime | None]:
         """Page both active and retired entities in; return (count, newest updated_at)."""
         count, newest = 0, None
         records = self.tables.state.slim
         for retired in (False, True):
-            for page in self.remote.pages(t.name, self._slim_fields(t), filters, retired=retired,
+            for page in remote.pages(t.name, self._slim_fields(t), filters, retired=retired,
                                           page_size=self.config.page_size):
                 if self.stop is not None and self.stop.is_set():
                     raise Stopped(f"slim records of {t.name}: stopping after {count}")
@@ -173,11 +204,10 @@ class SlimScans(ScanBase):
         conn.execute(sa.delete(st.slim).where(st.slim.c.entity_type.in_(names)))
         conn.execute(sa.update(st.slim_types).where(st.slim_types.c.entity_type.in_(names)).values(full_scan_at=None))
 
-    def _slim_full(self, t: SlimType, filters: list | None = None) -> TypeReport:
+    def _slim_full(self, t: SlimType, remote: Remote, as_of: int | None, filters: list | None = None) -> TypeReport:
         started, scan_started = time.monotonic(), now()
-        as_of = self._as_of()
         seen: set[int] = set()
-        count, newest = self._slim_pages(t, filters or [], as_of, seen)
+        count, newest = self._slim_pages(t, remote, filters or [], as_of, seen)
         with self.engine.begin() as conn:
             missing = slim.retire_missing(conn, self.tables.state.slim, t.name, seen, as_of=as_of)
             slim.save_type(conn, self.tables.state.slim_types, t.name, identifier=t.identifier,
@@ -188,14 +218,13 @@ class SlimScans(ScanBase):
                  missing, seconds)
         return TypeReport(t.name, written=count, retired_missing=missing, seconds=seconds)
 
-    def _slim_incremental(self, t: SlimType, state: dict) -> TypeReport:
+    def _slim_incremental(self, t: SlimType, state: dict, remote: Remote, as_of: int | None) -> TypeReport:
         started, scan_started = time.monotonic(), now()
-        as_of = self._as_of()
         watermark = aware(state["watermark"]) or aware(state["full_scan_at"])
         if not t.has_updated_at:  # nothing says what changed: list it all again
-            return self._slim_full(t)
+            return self._slim_full(t, remote, as_of)
         since = watermark - dt.timedelta(seconds=self.config.overlap)
-        count, newest = self._slim_pages(t, [["updated_at", "greater_than", since]], as_of, None)
+        count, newest = self._slim_pages(t, remote, [["updated_at", "greater_than", since]], as_of, None)
         with self.engine.begin() as conn:
             slim.update_type(conn, self.tables.state.slim_types, t.name,
                              watermark=max(v for v in (newest, watermark) if v is not None), last_scan_at=scan_started)
