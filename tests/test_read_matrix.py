@@ -21,7 +21,8 @@ answered from the cache.
 
 Two tests check the reference itself with the same data, since a comparison is only as good as
 the stand-in: a filter it cannot evaluate must be a Fault (not an internal error), and tag_list
-filters must compare whole tag names.
+filters must compare whole tag names (tests/test_json_filters.py checks the four JSON data types
+further).
 """
 
 from __future__ import annotations
@@ -122,8 +123,10 @@ CACHED_RELATIONS = {
     "date_time": ORDERED | SPAN | CALENDAR,
     "entity": LINK,
     "multi_entity": LINK,
-    # image, tag_list: is / is_not None only (has a thumbnail, has tags)
+    # image: is / is_not None only (has a thumbnail)
     "presence": {"is", "is_not"},
+    # tag_list: the same, plus is / is_not a tag and name_contains / name_not_contains
+    "tag_list": {"is", "is_not", "name_contains", "name_not_contains"},
     "none": set(),
 }
 #: families the cache sorts by (multi_entity and none have no sort_keys)
@@ -476,13 +479,13 @@ def test_the_stand_in_refuses_with_a_fault_every_filter_it_cannot_evaluate(stand
 
 
 def test_the_stand_in_filters_tag_lists_by_whole_tags(stand_in):
-    """The reference itself: tag_list name_* relations compare whole tag names, ignoring case, and an
+    """The reference itself: tag_list ``is`` a tag compares whole tag names, ignoring case, and an
     empty tag list is empty for ``is None`` (as the emulator's tag_list rules intend)."""
     sg = shotgun_api3.Shotgun(stand_in.server.url, **SCRIPT_AUTH)
     expected = {
         ("name_contains", "HERO"): ["M00 Hello", "M04 Écran"],  # tags hero / Hero
-        ("name_is", "%"): [],  # no tag is "%" (one is "x%y")
-        ("name_is", "fx"): ["M00 Hello", "M06 empty"],  # tags FX / fx
+        ("is", "%"): [],  # no tag is "%" (one is "x%y")
+        ("is", "fx"): ["M00 Hello", "M06 empty"],  # tags FX / fx
         ("is", None): ["", "M02 100%", "M05 é", "M07 nulls", "M08 zebra", "m01_lower"],  # None or []
         ("is_not", None): ["M00 Hello", "M03 back\\slash", "M04 Écran", "M06 empty", "M09 archived"],
     }

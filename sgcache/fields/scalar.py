@@ -169,7 +169,8 @@ class JSONField(ScalarField):
 
 @register("url")
 class UrlField(JSONField):
-    """File/link fields: ``{"url", "name", "content_type", "link_type", ...}`` dicts."""
+    """File/link fields: ``{"url", "name", "content_type", "link_type", ...}`` dicts. No family:
+    the site refuses every filter on them (the client's operator table), so filters pass through."""
 
     storage_key = "UrlField"
     expected = (dict,)
@@ -191,7 +192,7 @@ class TagListField(JSONField):
     """A list of tag names."""
 
     storage_key = "TagListField"
-    family = "presence"
+    family = "tag_list"
     expected = (list,)
     expected_text = "a list of tag names"
 
@@ -204,6 +205,7 @@ class TagListField(JSONField):
 
 @register("serializable")
 class SerializableField(JSONField):
-    """Any JSON structure (EventLogEntry.meta, Task.splits, ...)."""
+    """Any JSON structure (EventLogEntry.meta, Task.splits, ...). No family, as for url fields: the
+    site refuses every filter on them."""
 
     storage_key = "SerializableField"

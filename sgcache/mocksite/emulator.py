@@ -21,8 +21,16 @@ from sgcache.mocksite.store import MockgunStore
 TEXT_LIKE = {"text", "color", "entity_type", "footage", "list", "status_list", "url_template", "uuid"}
 NUMERIC = {"number", "float", "duration", "percent", "timecode", "currency"}
 TEMPORAL = {"date", "date_time"}
-# Shotgun refuses filters on these data types.
+# Shotgun refuses filters on these data types (the client's operator table says so of password,
+# serializable, summary and url, file/link fields included).
 UNFILTERABLE = {"password", "serializable", "url", "pivot_column", "summary", "query", "calculated"}
+# name_* relation on a link -> the text relation it applies to the linked entity's name
+NAME_RELATIONS = {"name_is": "is", "name_contains": "contains", "name_not_contains": "not_contains",
+                  "name_starts_with": "starts_with", "name_ends_with": "ends_with"}
+# tag_list relations of the client's operator table -> (the text relation one tag is tested with,
+# whether the condition holds when no tag passes it); ``is`` on a tag list works as a contains.
+TAG_RELATIONS = {"is": ("is", False), "is_not": ("is", True), "name_contains": ("contains", False),
+                 "name_not_contains": ("contains", True)}
 RELATIVE_UNITS = {"HOUR", "DAY", "WEEK", "MONTH", "YEAR"}
 
 
@@ -193,7 +201,7 @@ class Emulator(MockgunStore):
 
     def compare(self, field_type: str, lval: Any, operator: str, rval: Any) -> bool:
         """One condition. Corrections first; what mockgun gets right goes to mockgun."""
-        if field_type in UNFILTERABLE and not (field_type == "url" and operator in ("is", "is_not") and rval is None):
+        if field_type in UNFILTERABLE:
             raise FilterError(f"filtering on {field_type} fields is not supported")
         if field_type == "multi_entity":
             return self._compare_multi(lval or [], operator, rval)
@@ -213,13 +221,39 @@ class Emulator(MockgunStore):
         if field_type == "checkbox":
             if operator in ("is", "is_not"):
                 return bool(lval) == bool(rval) if operator == "is" else bool(lval) != bool(rval)
-        if field_type in ("image", "url", "tag_list") and operator in ("is", "is_not") and rval is None:
-            empty = lval in (None, [], "")
-            return empty if operator == "is" else not empty
-        if field_type == "tag_list" and operator in ("name_contains", "name_is"):
-            tags = [t.get("name") if isinstance(t, dict) else t for t in lval or []]
-            return any(self._compare_text(t, operator.replace("name_", ""), rval) for t in tags)
+        if field_type == "image":
+            return self._compare_image(lval, operator, rval)
+        if field_type == "tag_list":
+            return self._compare_tags(lval, operator, rval)
         raise FilterError(f"the {operator} relation is not supported on {field_type} fields")
+
+    def _compare_image(self, lval: Any, operator: str, rval: Any) -> bool:
+        """Thumbnails: ``is`` / ``is_not`` None only (has none, has one), as the operator table says."""
+        if operator not in ("is", "is_not"):
+            return self._unsupported(operator, "image")
+        if rval is not None:
+            raise FilterError(f"the {operator} relation on image fields only takes None (whether there is a "
+                              f"thumbnail), got {rval!r:.60}")
+        empty = lval in (None, "")
+        return empty if operator == "is" else not empty
+
+    def _compare_tags(self, lval: Any, operator: str, rval: Any) -> bool:
+        """Tag lists: ``is`` / ``is_not`` None (no tags, some tags; an empty list has none), and the
+        tag relations of TAG_RELATIONS, on whole tag names, ignoring case."""
+        if operator == "name_id":
+            raise FilterError("the name_id relation on tag_list fields names Tag entities by id, which this "
+                              "stand-in site does not keep (it keeps tag names)")
+        if operator not in TAG_RELATIONS:
+            return self._unsupported(operator, "tag_list")
+        if operator in ("is", "is_not") and rval is None:
+            return not lval if operator == "is" else bool(lval)
+        if not isinstance(rval, str):
+            raise FilterError(f"the {operator} relation on tag_list fields takes a tag name, got {rval!r:.60}")
+        text_operator, negated = TAG_RELATIONS[operator]
+        names = [t.get("name") if isinstance(t, dict) else t for t in lval or []]
+        found = any(self._compare_text(name if isinstance(name, str) else None, text_operator, rval)
+                    for name in names)
+        return not found if negated else found
 
     def _compare_text(self, lval: Any, operator: str, rval: Any) -> bool:
         if operator in ("in", "not_in"):
@@ -318,13 +352,9 @@ class Emulator(MockgunStore):
         if operator in ("type_is", "type_is_not"):
             match = lval is not None and lval["type"] == rval
             return match if operator == "type_is" else not match
-        if operator.startswith("name_"):
+        if operator in NAME_RELATIONS:
             name = self.link_name(lval) if lval is not None else None
-            return self._compare_text(name, {"name_is": "is", "name_contains": "contains",
-                                             "name_not_contains": "not_contains", "name_starts_with": "starts_with",
-                                             "name_ends_with": "ends_with"}.get(operator, "?"), rval) \
-                if operator in ("name_is", "name_contains", "name_not_contains", "name_starts_with",
-                                "name_ends_with") else self._unsupported(operator, "entity")
+            return self._compare_text(name, NAME_RELATIONS[operator], rval)
         return self._unsupported(operator, "entity")
 
     def _compare_multi(self, links: list, operator: str, rval: Any) -> bool:
@@ -333,7 +363,7 @@ class Emulator(MockgunStore):
             return not self._compare_multi(links, negated[operator], rval)
         if operator == "is" and rval is None:
             return not links
-        if operator in ("is", "in", "type_is") or operator.startswith("name_"):
+        if operator in ("is", "in", "type_is") or operator in NAME_RELATIONS:
             return any(self._compare_entity(link, operator, rval) for link in links)
         return self._unsupported(operator, "multi_entity")
 

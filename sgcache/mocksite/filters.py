@@ -16,6 +16,7 @@ RELATIONS = {
     "between", "not_between", "in", "not_in", "in_last", "not_in_last", "in_next", "not_in_next",
     "in_calendar_day", "in_calendar_week", "in_calendar_month", "in_calendar_year", "type_is", "type_is_not",
     "name_contains", "name_not_contains", "name_is", "name_starts_with", "name_ends_with",
+    "name_id",  # tag_list only, in the client's operator table
 }
 # Relations whose values are one list (the others take one value, or two for between).
 LIST_RELATIONS = {"in", "not_in"}

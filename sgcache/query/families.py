@@ -366,9 +366,10 @@ _EMPTY_JSON = ("[]", '""', "null")
 
 @family
 class Presence(Family):
-    """Thumbnails (``image``) and tag lists (``tag_list``): the site filters them with ``is`` and
-    ``is_not`` against None only (has a thumbnail, has tags). An empty list or string counts as
-    none. Their other relations (tag names), sorts and groupings pass through."""
+    """Thumbnails (``image``): the site filters them with ``is`` and ``is_not`` against None only
+    (has no thumbnail, has one). An empty list or string counts as none. Any other value or
+    relation, sorts and groupings pass through (the site refuses such filters with a fault).
+    :class:`Tags` adds the tag relations of ``tag_list`` to these two."""
 
     name = "presence"
 
@@ -378,3 +379,50 @@ class Presence(Family):
         col = _column(final)
         empty = sa.or_(col.is_(None), sa.cast(col, sa.Text).in_(_EMPTY_JSON))
         return empty if relation == "is" else sa.not_(empty)
+
+
+#: tag_list relation -> (the text relation one tag is tested with, whether it holds when no tag passes)
+_TAG_RELATIONS = {"is": ("is", False), "is_not": ("is", True),
+                  "name_contains": ("contains", False), "name_not_contains": ("contains", True)}
+
+
+@family
+class Tags(Presence):
+    """Tag lists (``tag_list``), with the relations of the client's operator table: ``is`` /
+    ``is_not`` None (no tags / some tags; an empty list has none), ``is`` / ``is_not`` a tag name
+    (the list holds that tag / does not: whole names, case ignored) and ``name_contains`` /
+    ``name_not_contains`` (some tag / no tag holds the text, case ignored). A tag is a name, or a
+    ``{"name", ...}`` dict read by its name. ``name_id`` (tags by id: the cache keeps names only),
+    other values and relations, sorts and groupings pass through."""
+
+    name = "tag_list"
+
+    def condition(self, ctx: Context, final: Final, relation: str, value: Any) -> sa.ColumnElement:
+        if relation in ("is", "is_not") and value is None:
+            return super().condition(ctx, final, relation, value)
+        if relation not in _TAG_RELATIONS:
+            raise Uncertain("unsupported_relation", f"{relation} on tag_list")
+        rel.need(isinstance(value, str), relation, value)
+        text_relation, negated = _TAG_RELATIONS[relation]
+        tags, tag_name = _tag_names(ctx, _column(final))
+        found = sa.exists(sa.select(sa.literal(1)).select_from(tags)
+                          .where(rel.text(ctx, text_relation, tag_name, value)))
+        return sa.not_(found) if negated else found
+
+
+def _tag_names(ctx: Context, col: sa.ColumnElement) -> tuple[sa.FromClause, sa.ColumnElement]:
+    """The tags of a JSON list column as rows, and each tag's name (NULL for a tag that has none).
+    A value that is not a list (there should be none) has no tags rather than failing the query."""
+    if ctx.dialect == "postgresql":
+        listed = sa.case((sa.func.jsonb_typeof(col) == "array", col), else_=sa.null())
+        tags = sa.func.jsonb_array_elements(listed).table_valued("value").render_derived()
+        tag, kind = tags.c.value, sa.func.jsonb_typeof(tags.c.value)
+        # #>> with an empty path: the text of a JSON string
+        name = sa.case((kind == "string", tag.op("#>>", return_type=sa.Text)(sa.literal_column("'{}'"))),
+                       (kind == "object", tag.op("->>", return_type=sa.Text)("name")), else_=sa.null())
+        return tags, name
+    listed = sa.case((sa.func.json_type(col) == "array", col), else_=sa.null())
+    tags = sa.func.json_each(listed).table_valued("value", "type")
+    name = sa.case((tags.c.type == "text", tags.c.value),
+                   (tags.c.type == "object", sa.func.json_extract(tags.c.value, "$.name")), else_=sa.null())
+    return tags, sa.type_coerce(name, sa.Text)
