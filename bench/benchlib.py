@@ -180,7 +180,7 @@ class CachedProxy:
     child processes, stopped by ``stop()``. ``site_url`` and ``proxy_url`` are where they answer."""
 
     def __init__(self, prefix: str, *, scale: int = 1, workers: int = 2, threads: int = 8,
-                 settings: tuple[str, ...] = (), latency_ms: float = 0.0):
+                 settings: tuple[str, ...] = (), latency_ms: float = 0.0, database: str | None = None):
         import tempfile
 
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
@@ -188,7 +188,8 @@ class CachedProxy:
         env["SGCACHE_SITE_API_KEY"] = API_KEY
         site_port, proxy_port = free_port(), free_port()
         self.site_url, self.proxy_url = f"http://127.0.0.1:{site_port}", f"http://127.0.0.1:{proxy_port}"
-        settings = ["--database", f"sqlite:///{self.tmp / 'cache.sqlite'}", "--schema",
+        # ``database``: a URL of an empty database to fill instead of the scratch SQLite file.
+        settings = ["--database", database or f"sqlite:///{self.tmp / 'cache.sqlite'}", "--schema",
                     str(ROOT / "schema" / "demo.yml"), "--set", f"site.base_url={self.site_url}", "--set",
                     f"site.script_name={SCRIPT_NAME}", *(a for s in settings for a in ("--set", s))]
         sgcache = [sys.executable, "-m", "sgcache", "--config", "/dev/null"]
@@ -213,3 +214,55 @@ class CachedProxy:
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop(grace=10)
+
+
+# --- sgcache's own counters and the run's context -------------------------------------------------
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted (label, value) pairs)
+
+
+def read_counters(proxy_url: str, names: tuple[str, ...] = ("sgcache_requests_total", "sgcache_passthrough_total"),
+                  timeout: float = 10.0) -> dict[Sample, float]:
+    """The samples called ``names`` from ``/_sgcache/metrics`` (Prometheus text, every worker added
+    up): (name, labels) -> value. Subtract two readings to count what happened in between."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{proxy_url}/_sgcache/metrics", timeout=timeout) as response:
+        text = response.read().decode("utf-8")
+    out: dict[Sample, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in names:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def counter_delta(before: dict[Sample, float], after: dict[Sample, float]) -> dict[Sample, float]:
+    """What each counter gained between two :func:`read_counters` readings (only those that moved)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def run_context() -> dict[str, str]:
+    """Where and on what a run happened, for a benchmark's JSON: date, git commit, CPUs, versions."""
+    import datetime as dt
+    import platform
+    from importlib import metadata
+
+    out = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "cpus": str(os.cpu_count())}
+    for dist in ("sgcache", "shotgun_api3"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            out["git"] = head.stdout.strip() + (" (modified files)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out

@@ -192,3 +192,24 @@ def test_a_link_written_through_the_proxy_to_a_new_entity_of_a_type_left_out_rea
     client.update("Shot", shot["id"], {"sg_scene": river})  # read back, before the watcher saw the Scene
     row = same_answer(slim_proxy, sg, lambda c: c.find_one("Shot", [["id", "is", shot["id"]]], ["sg_scene"]))
     assert row["sg_scene"] == {"type": "Scene", "id": river["id"], "name": "River"}
+
+
+def test_a_link_to_a_type_the_site_does_not_have_is_answered(slim_proxy, sg, mock_site):
+    """Reply.entity allows AppWelcome and Banner, which the site's schema lacks: no entity of
+    them can exist, so such links never resolve and the field is answered from the cache."""
+    assert "AppWelcome" not in mock_site.schema.types
+    assert "AppWelcome" in mock_site.schema.types["Reply"].fields["entity"].entity_types
+    note = sg.create("Note", {"subject": "replied"})
+    sg.create("Reply", {"entity": note, "content": "yes"})
+    proxy = slim_proxy
+    service = proxy.service
+    from test_read_cache import import_all as again
+
+    again(proxy)  # Reply is not in the proxy tests' schema: its Note links are named from slim records
+    time.sleep(service.STATE_TTL)
+    slim_types = service.cache.tables.state.slim_types
+    with service.cache.engine.connect() as conn:
+        row = conn.execute(sa.select(slim_types).where(slim_types.c.entity_type == "AppWelcome")).mappings().one()
+    assert row["full_scan_at"] is not None and row["error"] is None
+    # HumanUser.app_welcomes and .banners (cached) allow only such types: answered from the cache.
+    same_answer(proxy, sg, lambda c: c.find("HumanUser", [], ["login", "app_welcomes", "banners"]))

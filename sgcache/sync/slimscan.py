@@ -56,7 +56,17 @@ class SlimScans(ScanBase):
             has_project = project is not None and project.data_type == "entity" \
                 and project.entity_types == ["Project"]
             usable[t.name] = SlimType(t.name, ident, has_project, "updated_at" in t.fields)
+        self._phantoms = self._named_but_absent(schema)
         return usable, refused
+
+    def _named_but_absent(self, schema) -> list[str]:
+        """Types that link fields allow but the site does not have (``Reply.entity`` lists
+        ``AppWelcome`` and ``Banner`` on many sites): no entity of them can exist, so a link to
+        one never resolves, and they are recorded as listed with no records."""
+        named = {name for t in [*schema, *(et.entity_type for et in self.tables)] for f in t.fields.values()
+                 if f.data_type in ("entity", "multi_entity") for name in f.entity_types}
+        return sorted(n for n in named if n not in schema.types and n not in self.tables
+                      and n not in self.config.slim_exclude)
 
     def _site_schema(self) -> tuple[dict, dict]:
         return (self.remote.schema_read(),
@@ -84,6 +94,12 @@ class SlimScans(ScanBase):
                     log.info("event=slim_type_refused entity_type=%s reason=%r", name, why)
                 slim.save_type(conn, self.tables.state.slim_types, name, identifier=None, has_project=False,
                                has_updated_at=False, full_scan_at=None, error=why)
+            for name in self._phantoms:
+                if previous.get(name, {}).get("full_scan_at") is None:
+                    log.info("event=slim_type_absent entity_type=%s note='named by link fields, not on the site'",
+                             name)
+                    slim.save_type(conn, self.tables.state.slim_types, name, identifier=None, has_project=False,
+                                   has_updated_at=False, full_scan_at=now(), error=None)
         projects = self.recorded_projects() or []
         outside = self._outside_types(projects)
         todo = sorted(usable) + sorted(outside)
@@ -108,7 +124,8 @@ class SlimScans(ScanBase):
             state = previous.get(name)
             t = usable.get(name) or outside[name]
             changed = state is not None and (state["identifier"] != t.identifier
-                                             or bool(state["has_project"]) != t.has_project)
+                                             or bool(state["has_project"]) != t.has_project
+                                             or bool(state["has_updated_at"]) != t.has_updated_at)
             try:
                 if name in outside:
                     # A cached type's entities outside the cached projects: listed once; the type's
