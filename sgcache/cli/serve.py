@@ -31,15 +31,15 @@ from sgcache.errors import SgcacheError
               help="YAML file of more scripts and users (see docs/mocksite.rst).")
 @click.option("--timezone", default="UTC", show_default=True, help="The site's time zone, for relative dates.")
 @click.option("--no-admin", is_flag=True, help="Turn off the /_mock/ admin routes (failure injection).")
-@click.option("--thumbnail-ttl", type=click.FloatRange(min=1), metavar="SECONDS",
-              help="Serve uploaded thumbnails as signed URLs that expire after this many seconds, as a hosted "
-                   "site does (default: plain URLs).")
+@click.option("--thumbnail-ttl", type=click.IntRange(min=0), default=900, show_default=True, metavar="SECONDS",
+              help="Uploaded thumbnails read as presigned URLs that expire after this many seconds, as a hosted "
+                   "site's do (0: plain URLs).")
 @click.option("--thumbnail-pending", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
-              help="With --thumbnail-ttl: seconds a new thumbnail reads as the site's placeholder.")
+              help="Seconds a new thumbnail reads as the site's placeholder before its signed URL.")
 @click.pass_obj
 def mock_site(state: State, bind: str, schema_path: Path, data: str, scale: int, seed: int, latency_ms: float,
               late_events: float, state_file: Path | None, users_path: Path | None, timezone: str,
-              no_admin: bool, thumbnail_ttl: float | None, thumbnail_pending: float) -> None:
+              no_admin: bool, thumbnail_ttl: int, thumbnail_pending: float) -> None:
     """Run a local stand-in Shotgun site, for tests, the demo and benchmarks.
 
     It speaks the same wire protocol as a hosted site, writes an event log, and serves until
@@ -58,8 +58,8 @@ def mock_site(state: State, bind: str, schema_path: Path, data: str, scale: int,
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise click.BadParameter(f"unknown time zone {timezone!r}", param_hint="--timezone") from None
     site = launch.build_site(schema_path, data=data, scale=scale, seed=seed, users_path=users_path,
-                             state_file=state_file, late_events=late_events, timezone=timezone)
-    site.thumbnails.ttl, site.thumbnails.pending = thumbnail_ttl, thumbnail_pending
+                             state_file=state_file, late_events=late_events, timezone=timezone,
+                             thumbnail_ttl=thumbnail_ttl or None, thumbnail_pending=thumbnail_pending)
     try:
         launch.serve(site, host, int(port), latency_ms=latency_ms, state_file=state_file, admin=not no_admin,
                      announce=lambda text: click.echo(text, err=True))

@@ -69,6 +69,13 @@ Site (:mod:`sgcache.mocksite.site` and the parts it composes)
     empty list as empty (they compared characters); malformed sudo_as_login, secrets, paging,
     summaries, field names and mistyped comparisons are faults (they were HTTP 500s); an entity
     created with a task_template gets copies of the template's tasks.
+25. Thumbnails as a hosted site serves them (:mod:`sgcache.mocksite.thumbnails`; ``thumbnail_ttl``,
+    ``--thumbnail-ttl``): an image value of an uploaded file, at the top level or by a deep path,
+    reads as its URL presigned afresh at each read (``X-Amz-Date``, ``X-Amz-Expires``,
+    ``X-Amz-Signature``), and the file route refuses an expired or altered one (403); for
+    ``thumbnail_pending`` seconds after an upload it reads as the placeholder
+    ``/images/status/transient/thumbnail_pending.png``, then as the signed URL, with no event
+    (mockgun returned the value as stored).
 """
 
 from sgcache.mocksite.accounts import DEFAULT_HUMANS, DEFAULT_SCRIPTS, Human, Script

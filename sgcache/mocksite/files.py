@@ -10,6 +10,7 @@ from typing import Any
 
 from sgcache.mocksite.accounts import Caller
 from sgcache.mocksite.faults import Fault
+from sgcache.mocksite.thumbnails import Thumbnails
 from sgcache.mocksite.writes import Writer
 
 
@@ -35,10 +36,12 @@ class Upload:
 
 
 class FileStore:
-    """The files of one site, in ``file_dir`` (None: the site takes no uploads)."""
+    """The files of one site, in ``file_dir`` (None: the site takes no uploads); ``thumbnails`` is told
+    of each thumbnail upload (its placeholder phase)."""
 
-    def __init__(self, writer: Writer, file_dir: str | Path | None):
+    def __init__(self, writer: Writer, file_dir: str | Path | None, thumbnails: Thumbnails | None = None):
         self.writer = writer
+        self.thumbnails = thumbnails
         self.schema = writer.schema
         self.emu = writer.emu
         self.file_dir = Path(file_dir) if file_dir else None
@@ -80,9 +83,9 @@ class FileStore:
             target, value = upload.field_name, file_value
         if "Attachment" in self.schema and "this_file" in self.schema["Attachment"].fields:
             self.emu.table("Attachment")[attachment_id]["this_file"] = dict(file_value)
-        if upload.thumbnail and self.writer.values.thumbnails is not None:
+        if upload.thumbnail and self.thumbnails is not None:
             # Processed from now on: the field (and the events of this upload) read as the placeholder.
-            self.writer.values.thumbnails.uploaded(url)
+            self.thumbnails.uploaded(url)
         if upload.thumbnail and target in fields and caller.generate_events:
             # A hosted site first logs a transient image (the upload being processed).
             row = self.emu.table(upload.entity_type)[upload.entity_id]

@@ -62,14 +62,17 @@ def _group(path: Path, where: str, code: object) -> str:
 
 def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, seed: int = 0,
                users_path: str | Path | None = None, state_file: str | Path | None = None,
-               late_events: float = 0.0, timezone: str = "UTC", file_dir: str | Path | None = None) -> MockSite:
-    """A site restored from ``state_file`` when it exists, else new (with demo data if asked)."""
+               late_events: float = 0.0, timezone: str = "UTC", file_dir: str | Path | None = None,
+               thumbnail_ttl: int | None = None, thumbnail_pending: float = 0.0) -> MockSite:
+    """A site restored from ``state_file`` when it exists, else new (with demo data if asked).
+    ``thumbnail_ttl`` and ``thumbnail_pending``: see :mod:`sgcache.mocksite.thumbnails`."""
     if file_dir is None:
         file_dir = Path(state_file).with_suffix(".files") if state_file else Path("var/mock-site-files")
+    thumbnails = {"thumbnail_ttl": thumbnail_ttl, "thumbnail_pending": thumbnail_pending}
     if state_file and Path(state_file).exists():
         try:
             site = MockSite.restore(state_file, late_events=late_events, timezone=timezone, seed=seed,
-                                    file_dir=file_dir)
+                                    file_dir=file_dir, **thumbnails)
         except ValueError as e:
             raise SgcacheError(f"{e}: it was saved by another version of the stand-in; delete it (sgcache demo "
                                "--fresh does) to start a new site") from None
@@ -85,7 +88,7 @@ def build_site(schema_path: str | Path, *, data: str = "empty", scale: int = 1, 
     scripts = [Script(s.name, s.key, s.generate_events, group=s.group) for s in scripts]
     humans = [Human(h.login, h.password, h.name, group=h.group) for h in humans]
     site = MockSite(load(schema_path), scripts=scripts, humans=humans, late_events=late_events,
-                    timezone=timezone, seed=seed, file_dir=file_dir)
+                    timezone=timezone, seed=seed, file_dir=file_dir, **thumbnails)
     if data == "demo":
         from sgcache.mocksite.studio import build_studio
 

@@ -54,6 +54,15 @@ def _paging(args: dict) -> tuple[int, int]:
     return per_page, page
 
 
+def _holder(entity_type: str, name: str) -> tuple[str, str]:
+    """The type and field a return field's value belongs to: ``entity.Shot.image`` is Shot's
+    ``image`` (so a deep thumbnail reads as that field's own value does)."""
+    parts = name.split(".")
+    if len(parts) >= 3 and len(parts) % 2 == 1:
+        return parts[-2], parts[-1]
+    return entity_type, name
+
+
 class Reader:
     """Answers reads from the emulator's rows; keeps the sorted rows of recent reads for their next
     pages until the data changes (``ledger.version``)."""
@@ -138,7 +147,7 @@ class Reader:
                 value = self.emu.field_value(entity_type, row, name)
             except FilterError:
                 value = None
-            out[name] = self.values.to_wire(entity_type, name, value)
+            out[name] = self.values.to_wire(*_holder(entity_type, name), value)
         return out
 
     def _read_args(self, args: Any) -> ReadArgs:

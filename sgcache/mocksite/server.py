@@ -27,6 +27,7 @@ from werkzeug.serving import make_server
 
 from sgcache.mocksite.faults import Fault, fault_envelope
 from sgcache.mocksite.site import MockSite
+from sgcache.mocksite.thumbnails import PLACEHOLDER_PNG
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def _upload(site: MockSite, thumbnail: bool) -> Response:
 
 
 def _add_file_routes(app: Flask, site: MockSite) -> None:
-    """Uploads, and ``GET /file_serve/attachment/<id>``."""
+    """Uploads, ``GET /file_serve/attachment/<id>``, and the placeholder thumbnail."""
     app.add_url_rule("/upload/upload_file", "upload_file", lambda: _upload(site, False), methods=["POST"])
     app.add_url_rule("/upload/publish_thumbnail", "publish_thumbnail", lambda: _upload(site, True),
                      methods=["POST"])
@@ -215,7 +216,7 @@ def _add_file_routes(app: Flask, site: MockSite) -> None:
             return Response("Not authorized: the _session_id cookie is not a valid session", status=403,
                             content_type="text/plain")
         refused = site.thumbnails.refusal(request.path, request.query_string.decode("latin-1"))
-        if refused is not None and request.query_string:
+        if refused is not None:
             return Response(f"Access denied: {refused}", status=403, content_type="text/plain")
         stored = site.files.get(attachment_id)
         if stored is None or not Path(stored.path).is_file():
@@ -229,6 +230,12 @@ def _add_file_routes(app: Flask, site: MockSite) -> None:
 
         return Response(chunks(), content_type=stored.content_type,
                         headers={"Content-Disposition": f'attachment; filename="{stored.name}"'})
+
+
+    @app.get("/images/status/transient/<name>")
+    def transient_image(name: str) -> Response:
+        # The placeholder a thumbnail reads as while it is processed (sgcache.mocksite.thumbnails).
+        return Response(PLACEHOLDER_PNG, content_type="image/png")
 
 
 def _add_admin_routes(app: Flask, site: MockSite, failures: Failures, server: MockServer | None) -> None:

@@ -65,7 +65,11 @@ class MockSite:
 
     def __init__(self, schema: Schema, *, timezone: str = "UTC", late_events: float = 0.0, seed: int = 0,
                  scripts: list[Script] | None = None, humans: list[Human] | None = None,
-                 file_dir: str | Path | None = None, clock=None):
+                 file_dir: str | Path | None = None, clock=None, thumbnail_ttl: int | None = None,
+                 thumbnail_pending: float = 0.0):
+        """``thumbnail_ttl``: seconds a signed thumbnail URL lives (None: plain URLs, as the tests that
+        compare answers need); ``thumbnail_pending``: seconds a new thumbnail reads as the placeholder
+        (see :mod:`sgcache.mocksite.thumbnails`)."""
         self.schema = schema
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         fields, entities = schema_to_site(schema)
@@ -74,7 +78,7 @@ class MockSite:
         self.lock = threading.RLock()
         self.rng = random.Random(seed)
         self.calls: Counter[str] = Counter()
-        self._build_parts(late_events, file_dir)
+        self._build_parts(late_events, file_dir, Thumbnails(self.clock, ttl=thumbnail_ttl, pending=thumbnail_pending))
         if "PermissionRuleSet" in schema:
             for group in GROUPS.values():
                 self.load_entity("PermissionRuleSet", self._only_known("PermissionRuleSet", {
@@ -84,10 +88,10 @@ class MockSite:
         for human in humans if humans is not None else DEFAULT_HUMANS:
             self.add_human(human)
 
-    def _build_parts(self, late_events: float, file_dir: str | Path | None) -> None:
+    def _build_parts(self, late_events: float, file_dir: str | Path | None, thumbnails: Thumbnails) -> None:
         schema, emu = self.schema, self.emu
         self.ledger = Ledger(emu, self.clock, late_events=late_events, rng=self.rng)
-        self.thumbnails = Thumbnails(self.clock)
+        self.thumbnails = thumbnails
         self.values = Values(schema, emu, self.thumbnails)
         self.access = Access(schema, emu, self.ledger)
         self.accounts = Accounts(self.clock, self.access.group_of)
@@ -100,7 +104,7 @@ class MockSite:
         self.writer.user_written = self.accounts.user_written
         self.accounts.may_log_in = self._may_log_in
         self.schema_editor = SchemaEditor(schema, emu, self.ledger, self.events)
-        self.file_store = FileStore(self.writer, file_dir)
+        self.file_store = FileStore(self.writer, file_dir, thumbnails)
         self.handlers = self._handlers()
 
     def _handlers(self) -> dict[str, Callable[[Caller, Any], Any]]:
