@@ -26,7 +26,7 @@ from sgcache.admin import add_admin_routes
 from sgcache.api3 import uploads
 from sgcache.api3.answers import Answer, fault_answer
 from sgcache.api3.auth import Verifier
-from sgcache.api3.cache import CacheDatabase
+from sgcache.api3.cache import CacheDatabase, TablesInUse
 from sgcache.api3.harvest import Harvest
 from sgcache.api3.identity import IdentityBook, SessionBook
 from sgcache.api3.policy import Policy
@@ -139,7 +139,7 @@ def build_service(config: Config, engine: Any = None) -> Service:
     """The proxy's parts for one process, each built here and wired once: the metrics, the one
     pooled client to the site, the cache database, what the proxy learns of callers, the cache's
     answers, the write read-back and the site's info."""
-    from sgcache.schema import load
+    from sgcache.schema.follow import record
     from sgcache.store.db import create_engine
     from sgcache.store.tables import Tables
     from sgcache.sync.refresh import Refresher
@@ -150,24 +150,31 @@ def build_service(config: Config, engine: Any = None) -> Service:
     # Requests waiting for a turn hold threads too: leave at least one thread for cached reads.
     upstream = Upstream(config.site, max_concurrent=turns, max_queued=max(0, config.web.threads - turns - 1),
                         on_failure=metrics.upstream_error)
-    tables = Tables(load(config.schema.path))
     if engine is None:
         engine = create_engine(config.database.url, **_pool_args(config))
     read_engine = None
     if config.database.read_url:
         read_engine = create_engine(config.database.read_url, **_pool_args(config))
+    following = record.follows(config)
+    in_use = record.schema_at_start(config, read_engine or engine)
+    tables = Tables(in_use.schema)
     cache = CacheDatabase(engine, tables, read_engine=read_engine)
+    # Following the site's schema, the parts built once here find the tables in use at each call.
+    tables_in_use = TablesInUse(cache) if following else tables
     site = config.site
     own_auth = {"script_name": site.script_name, "script_key": site.api_key.reveal() if site.api_key else ""}
     verifier = Verifier(config.auth, upstream)
     sessions = SessionBook(engine, tables.state)
     identities = IdentityBook(upstream, own_auth, sessions, config.auth.verify_ttl)
-    policy = Policy(config.auth, identities, tables, site.script_name or "")
+    policy = Policy(config.auth, identities, tables_in_use, site.script_name or "")
     site_schema = SiteSchema(engine, tables, lambda: fetch_site_schema(upstream, own_auth))
     reads = CacheReads(cache, verifier, identities, policy, site_schema, ZoneInfo(site.timezone))
+    if following:
+        # What callers may see was learned for the old fields: learned again for the new ones.
+        cache.follow_schema(config, in_use.digest, settle=CacheReads.STATE_TTL + 2.0, on_change=policy.forget_all)
     shadow = ShadowChecker(config.auth, upstream, recompute=reads.recompute, trip=reads.trip_group,
                            on_result=metrics.shadow)
-    refresher = Refresher(engine, tables, site, page_size=config.scanner.page_size)
+    refresher = Refresher(engine, tables_in_use, site, page_size=config.scanner.page_size)
     readback = ReadBack(cache, refresher, timeout=site.timeout, threads=config.web.threads)
     harvest = Harvest(cache, refresher, readback.as_of, on_corrected=metrics.passthrough_refreshed.inc,
                       read_state=reads.read_state)
@@ -225,6 +232,10 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         app.extensions["sgcache_samples"] = saver
         saver.start()
         service.on_close.append(saver.stop)
+        if service.cache.follows_schema:
+            # Each request keeps the tables it started with; a new schema is taken up between requests.
+            app.before_request(service.cache.pin_tables)
+            app.teardown_request(service.cache.unpin_tables)
 
     @app.before_request
     def start() -> None:

@@ -3,6 +3,11 @@
 When the database fails, the proxy stops using it (every request passes through to the site),
 logs it once, and checks it again every few seconds; the first successful check puts it back
 in use. Nothing here ever raises a database error to a caller.
+
+Following the site's schema (``schema.follow: follow``), the tables are those of the schema in
+use, which may change while the proxy runs: each request keeps the tables it started with
+(:meth:`CacheDatabase.pin_tables`), and a new schema recorded in the database is taken up
+between requests (see :meth:`CacheDatabase.follow_schema`).
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
+from sgcache.config import Config
+from sgcache.errors import SgcacheError
 from sgcache.store import state
 from sgcache.store.db import safe_url
 from sgcache.store.tables import Tables
@@ -23,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two checks of a database that failed.
 RECHECK_SECONDS = 5.0
+#: Seconds between two looks at the digest of the schema recorded in the database (following the site).
+SCHEMA_CHECK_SECONDS = 5.0
 
 
 def _reason(error: BaseException) -> str:
@@ -63,12 +73,28 @@ class CacheDatabase:
         self.engine = engine
         #: where cached reads are answered from (database.read_url, a replica), else ``engine``
         self.read_engine = read_engine if read_engine is not None else engine
-        self.tables = tables
+        self._tables = tables
         self.clock = clock
         self._lock = threading.Lock()
         self._healthy: bool | None = None  # None: not checked yet
         self._checked_at = 0.0
         self.problem: str | None = None
+        # Following the site's schema (follow_schema): the settings, the digest of the schema in
+        # use (None: the file's), and a schema seen but not yet taken up (tables, digest, when).
+        self._pinned = threading.local()
+        self._follow: Config | None = None
+        self._digest: str | None = None
+        self._settle = 0.0
+        self._on_change: Callable[[], None] | None = None
+        self._waiting: tuple[Tables, str | None, float] | None = None
+        self._next_look = 0.0
+        self._looking = False
+
+    @property
+    def tables(self) -> Tables:
+        """The tables the request at hand started with (see pin_tables), else those in use now."""
+        pinned = getattr(self._pinned, "tables", None)
+        return pinned if pinned is not None else self._tables
 
     def _check(self) -> None:
         try:
@@ -136,3 +162,105 @@ class CacheDatabase:
                 state.set_meta(conn, self.tables.state, "site_info", json.dumps(info, sort_keys=True))
         except sa.exc.SQLAlchemyError as e:
             self.failed(e)
+
+    # --- the schema in use, when the cache follows the site's --------------------------------------
+
+    @property
+    def follows_schema(self) -> bool:
+        return self._follow is not None
+
+    def follow_schema(self, config: Config, digest: str | None, *, settle: float,
+                      on_change: Callable[[], None] | None = None) -> None:
+        """Take up each new schema recorded in the database (``schema.follow: follow``).
+
+        ``digest``: that of the schema the tables were made from (None: the file's). The digest
+        is read at most every SCHEMA_CHECK_SECONDS (from the read database: the one whose data
+        the reads see); a new schema is taken up ``settle`` seconds after it was seen, so that
+        no request pairs the new tables with a read state loaded before the migration (whose
+        backfill marks would not cover the new fields). ``on_change`` runs after each change."""
+        self._follow = config
+        self._digest = digest
+        self._settle = settle
+        self._on_change = on_change
+
+    def pin_tables(self) -> None:
+        """At the start of a request: take up a new schema if one is due, then keep the tables in
+        use now for the whole request, whatever changes meanwhile."""
+        if self._follow is not None:
+            self._take_up_schema()
+        self._pinned.tables = self._tables
+
+    def unpin_tables(self, _error: BaseException | None = None) -> None:
+        """At the end of a request (a Flask teardown function)."""
+        self._pinned.tables = None
+
+    def _take_up_schema(self) -> None:
+        """One thread at a time (the others go on with the tables in use, never waiting): swap in
+        the schema seen earlier once it is due, and look for a newer one when a look is due."""
+        now = self.clock()
+        with self._lock:
+            swap = self._waiting is not None and now >= self._waiting[2]
+            look = now >= self._next_look
+            if self._looking or not (swap or look):
+                return
+            self._looking = True
+            if look:
+                self._next_look = now + SCHEMA_CHECK_SECONDS
+        try:
+            if swap:
+                self._swap()
+            if look:
+                self._look()
+        finally:
+            with self._lock:
+                self._looking = False
+
+    def _look(self) -> None:
+        from sgcache.schema.follow import record
+
+        known = self._waiting[1] if self._waiting is not None else self._digest
+        try:
+            with self.read_engine.connect() as conn:
+                if record.recorded_digest(conn) == known:
+                    return
+                in_use = record.schema_in_use(self._follow, conn)
+            tables = Tables(in_use.schema)
+        except sa.exc.SQLAlchemyError as e:  # is_usable() deals with a database that is down
+            log.debug("event=schema_look_failed error=%r", _reason(e))
+            return
+        except Exception as e:  # a recorded schema (or file) that cannot be read: keep the one in use
+            reason = str(e) if isinstance(e, SgcacheError) else f"{type(e).__name__}: {e}"
+            log.error("event=schema_not_taken_up error=%r", reason[:300])
+            return
+        self._waiting = (tables, in_use.digest, self.clock() + self._settle)
+        log.info("event=schema_seen digest=%s source=%r takes_effect_in_s=%.1f", in_use.digest or "-",
+                 in_use.source, self._settle)
+
+    def _swap(self) -> None:
+        assert self._waiting is not None
+        tables, digest, _ = self._waiting
+        self._tables, self._digest, self._waiting = tables, digest, None  # one assignment: atomic for readers
+        log.info("event=schema_taken_up digest=%s types=%d", digest or "-", len(tables.entities))
+        if self._on_change is not None:
+            self._on_change()
+
+
+class TablesInUse:
+    """The cache's tables for a part of the proxy built once that must follow the schema in use
+    (the read-back's refresher, the policy): each use finds the tables of the request at hand,
+    else those in use now (see CacheDatabase.tables)."""
+
+    def __init__(self, cache: CacheDatabase):
+        self._cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache.tables, name)
+
+    def __getitem__(self, type_name: str) -> Any:
+        return self._cache.tables[type_name]
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._cache.tables
+
+    def __iter__(self):
+        return iter(self._cache.tables)

@@ -99,11 +99,19 @@ def stop_on_signals():
 
 
 def cache_tables(config: Config):
-    """The cache's tables for the configured schema file."""
-    from sgcache.schema import load
+    """The cache's tables: the schema file's, or following the site (``schema.follow: follow``)
+    the schema recorded in the cache database when there is one."""
+    from sgcache.schema.follow import record
+    from sgcache.store.db import create_engine
     from sgcache.store.tables import Tables
 
-    return Tables(load(config.schema.path))
+    if not record.follows(config):
+        return Tables(record.from_file(config).schema)
+    engine = create_engine(config.database.url)
+    try:
+        return Tables(record.schema_at_start(config, engine).schema)
+    finally:
+        engine.dispose()
 
 
 def connected_engine(config: Config):

@@ -1,12 +1,24 @@
-"""The commands that fill the cache from the site: ``scan``, ``rebuild``, ``watch`` and ``auto``."""
+"""The commands that fill the cache from the site: ``scan``, ``rebuild``, ``watch`` and ``auto``.
+
+With ``schema.follow: follow`` each of them writes with the schema in use (the followed one
+recorded in the cache database, else the file), held under the schema lock; when a followed
+change replaces it, the work at hand stops between two pages and starts again with the new
+schema, in the same process (see :mod:`sgcache.schema.follow`).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from sgcache.cli.common import State, cli, split_csv, stop_on_signals, sync_parts
+from sgcache.cli.common import State, cache_tables, cli, connected_engine, split_csv, stop_on_signals, sync_parts
+from sgcache.errors import SgcacheError
+
+log = logging.getLogger("sgcache")
 
 
 @cli.command()
@@ -24,10 +36,9 @@ def scan(state: State, full: bool, types: str | None, projects: str | None, inte
     from sgcache.sync.remote import Stopped
     from sgcache.sync.scanner import Scanner
 
-    config, engine, tables, remote = sync_parts(state)
+    config, engine, remote = _sync_parts(state)
     # SIGTERM or Ctrl-C stops it between two pages (or during a pause between tries of the site).
     stop = stop_on_signals()
-    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress, stop=stop)
     type_list = split_csv(types)
     project_list = split_csv(projects, int)
     leader = None
@@ -36,7 +47,9 @@ def scan(state: State, full: bool, types: str | None, projects: str | None, inte
         if not leader.acquire(stop):
             return
     try:
-        _scan(scanner, full, interval, type_list, project_list, stop)
+        _with_schema(config, engine, "scan", stop, lambda tables, round_stop: _scan(
+            Scanner(engine, tables, remote, config.scanner, progress=progress, stop=round_stop), full, interval,
+            type_list, project_list, round_stop))
     except Stopped:
         # A service asked to stop is a clean exit; a one-off scan left unfinished is not.
         click.echo("sgcache scan: stopped before the scan finished; an unfinished full import is done "
@@ -76,17 +89,24 @@ def rebuild(state: State, type_names: tuple[str, ...], progress: bool | None) ->
     """
     import time
 
+    from sgcache.schema.follow.record import follows
     from sgcache.sync.rebuild import Rebuilder
     from sgcache.sync.scanner import Scanner
 
-    config, engine, tables, remote = sync_parts(state)
-    unknown = [t for t in type_names if t not in tables]
-    if unknown:
-        raise click.BadParameter(f"not a cached entity type: {', '.join(unknown)} (see sgcache schema show)",
-                                 param_hint="TYPE")
-    scanner = Scanner(engine, tables, remote, config.scanner, progress=progress)
+    config, engine, remote = _sync_parts(state)
+
+    def run(tables, stop):
+        unknown = [t for t in type_names if t not in tables]
+        if unknown:
+            raise click.BadParameter(f"not a cached entity type: {', '.join(unknown)} (see sgcache schema show)",
+                                     param_hint="TYPE")
+        # Following the site, a schema change stops the import between two pages (see _with_schema).
+        scanner = Scanner(engine, tables, remote, config.scanner, progress=progress,
+                          stop=stop if follows(config) else None)
+        return Rebuilder(engine, tables, scanner).rebuild(sorted(set(type_names)), stop)
+
     started = time.monotonic()
-    report = Rebuilder(engine, tables, scanner).rebuild(sorted(set(type_names)), stop_on_signals())
+    report = _with_schema(config, engine, "rebuild", stop_on_signals(), run)
     click.echo(f"rebuilt {', '.join(t.entity_type for t in report.types)}: {report.written} entities in "
                f"{time.monotonic() - started:.1f} s; reads of them are answered from the cache again",
                err=True)
@@ -97,9 +117,13 @@ def rebuild(state: State, type_names: tuple[str, ...], progress: bool | None) ->
 @click.pass_obj
 def watch(state: State, once: bool) -> None:
     """Follow the site's event log and apply every change to the cache (one leader per database)."""
+    from sgcache.schema.follow.record import follows
     from sgcache.sync.leader import Leadership
     from sgcache.sync.watcher import Watcher
 
+    if follows(state.config()):
+        _watch_following(state, once)
+        return
     config, engine, tables, remote = sync_parts(state)
     watcher = Watcher(engine, tables, remote, config.watcher)
     if once:
@@ -113,11 +137,51 @@ def watch(state: State, once: bool) -> None:
         return
     try:
         cursor = watcher.start()
-        logging.getLogger("sgcache").info("event=watch_started after_id=%d gaps=%d", cursor.max_applied_id,
-                                          len(cursor.gaps))
+        log.info("event=watch_started after_id=%d gaps=%d", cursor.max_applied_id, len(cursor.gaps))
         watcher.run(stop)
     finally:
         leader.release()
+
+
+def _watch_following(state: State, once: bool) -> None:
+    """``watch`` with ``schema.follow: follow``: the leader holds the schema in use and, on each
+    schema change the site announces, follows it (see sgcache.schema.follow.follower)."""
+    from sgcache.schema.follow.follower import Follower, WatcherFollow
+    from sgcache.schema.follow.held import HeldSchema
+    from sgcache.store.migrate import migrate
+    from sgcache.sync.leader import Leadership
+    from sgcache.sync.remote import Stopped
+    from sgcache.sync.watcher import Watcher
+
+    config, engine, remote = _sync_parts(state)
+    stop = None if once else stop_on_signals()
+    leader = None
+    if not once:
+        leader = Leadership(engine, "watch")
+        if not leader.acquire(stop):
+            return
+    # A standby loads the schema once it leads: by then another leader may have changed it.
+    held = HeldSchema(engine, config, name="watch")
+    try:
+        tables = held.acquire(stop)
+        migrate(engine, tables)
+        follow = WatcherFollow(held, Follower(engine, config, remote, stop=stop))
+        watcher = Watcher(engine, tables, remote, config.watcher, schema_follow=follow)
+        if once:
+            while watcher.poll_once() >= config.watcher.batch_size:
+                pass
+            click.echo(f"applied {watcher.applied} events", err=True)
+            return
+        cursor = watcher.start()
+        log.info("event=watch_started after_id=%d gaps=%d schema=%s", cursor.max_applied_id, len(cursor.gaps),
+                 held.digest or config.schema.path)
+        watcher.run(stop)
+    except Stopped:
+        return  # asked to stop while waiting for the schema
+    finally:
+        held.release()
+        if leader is not None:
+            leader.release()
 
 
 @cli.command()
@@ -132,13 +196,90 @@ def auto(state: State, scan_interval: float | None) -> None:
     """
     from sgcache.sync.supervise import Supervisor, sync_children
 
-    config, engine, tables, remote = sync_parts(state)
+    config, engine, _ = _sync_parts(state)
+    _with_schema(config, engine, "auto", None, lambda tables, stop: None)  # migrated to the schema in use
     engine.dispose()
     interval = scan_interval if scan_interval is not None else config.scanner.interval
     if not interval:
-        logging.getLogger("sgcache").warning(
+        log.warning(
             "event=auto_without_scans reason='scanner.interval is 0' note='run sgcache scan --full for types "
             "never imported'")
     # The settings given here reach the children in their environment, never their arguments.
     commands, env = sync_children(state.config_path, state.overrides, interval)
     Supervisor(commands, env=env).run(stop_on_signals())
+
+
+# --- the schema the sync commands write with -----------------------------------------------------
+
+
+def _sync_parts(state: State):
+    """(config, engine, remote) for the sync commands; the tables come from :func:`_with_schema`."""
+    from sgcache.schema.follow.follower import require_rules
+    from sgcache.schema.follow.record import follows
+    from sgcache.sync.remote import Remote
+
+    config = state.config("site.base_url", "site.script_name", "site.api_key")
+    if follows(config):
+        require_rules(config)
+    return config, connected_engine(config), Remote(config.site)
+
+
+def _with_schema(config, engine, name: str, stop: threading.Event | None,
+                 work: Callable[[Any, threading.Event | None], Any]) -> Any:
+    """``work(tables, stop)`` with the cache migrated to the schema in use; its result.
+
+    ``schema.follow: manual``: once, with the schema file's tables and ``stop``, as ever.
+    ``follow``: with the schema in use held under the schema lock, and a stop of its own that is
+    also set when a followed change is waiting for this process to let go: ``work`` then stops
+    (between two pages, as on SIGTERM) and runs again from the start with the new schema.
+    """
+    from sgcache.schema.follow.held import HeldSchema
+    from sgcache.schema.follow.record import follows
+    from sgcache.store.migrate import migrate
+
+    if not follows(config):
+        tables = cache_tables(config)
+        migrate(engine, tables)
+        return work(tables, stop)
+    held = HeldSchema(engine, config, name=name)
+    result = None
+    while True:
+        tables = held.acquire(stop)
+        this_round, reload = threading.Event(), threading.Event()
+        guard = threading.Thread(target=_guard, args=(held, stop, this_round, reload), name="schema-guard",
+                                 daemon=True)
+        try:
+            migrate(engine, tables)  # under the lock: never with a schema a follower is replacing
+            guard.start()
+            try:
+                result = work(tables, this_round)
+            except SgcacheError:  # Stopped, or a rebuild interrupted in its grace period
+                if not reload.is_set():
+                    raise
+        finally:
+            this_round.set()
+            if guard.is_alive():
+                guard.join()
+            held.release()
+        if not reload.is_set() or (stop is not None and stop.is_set()):
+            return result
+        log.info("event=schema_reload process=%s reason='the schema in use changed: starting again with it'",
+                 name)
+
+
+def _guard(held, stop: threading.Event | None, this_round: threading.Event, reload: threading.Event) -> None:
+    """Until ``this_round`` ends: pass ``stop`` on to it, and end it when the schema must be let go."""
+    import sqlalchemy as sa
+
+    while not this_round.wait(0.5):
+        if stop is not None and stop.is_set():
+            this_round.set()
+            return
+        try:
+            stale = held.stale()
+        except sa.exc.SQLAlchemyError:
+            continue  # the database is down: the work fails or waits on its own
+        if stale:
+            reload.set()
+            this_round.set()
+            return

@@ -150,6 +150,24 @@ class SchemaConfig:
                               "``sgcache schema dump`` and ``sgcache schema filter`` (see :doc:`schema`). "
                               "Relative to the file's folder when written in the file.",
                           path=True)
+    rules: Path | None = _setting(None, "Rules file (as for `sgcache schema filter --rules`) that picks the "
+                                  "followed schema out of the site's (empty: none)",
+                                  doc="A rules file in the format ``sgcache schema filter --rules`` reads (see "
+                                      ":doc:`schema`): it picks the cached types and fields out of the site's "
+                                      "schema when the cache follows the site (``schema.follow``) and for "
+                                      "``sgcache schema sync``. Empty: none. Relative to the file's folder when "
+                                      "written in the file; read again at each change.",
+                                  path=True)
+    follow: str = _setting("manual", "manual: the schema file is the cache's schema; follow: a schema change on "
+                           "the site is applied to the cache by the watcher (needs schema.rules)",
+                           doc="``manual``: the schema file is the cache's schema; a schema change on the site "
+                               "makes the changed field pass through until an operator updates the file and "
+                               "migrates. ``follow``: the watcher reads the site's schema again on each schema "
+                               "change, keeps what ``schema.rules`` selects, migrates the cache and records the "
+                               "result in the cache database, where every process takes it from without a "
+                               "restart (see :ref:`following-the-site`). Needs "
+                               "``schema.rules``.",
+                           choices=("manual", "follow"))
 
 
 @dataclass(frozen=True)

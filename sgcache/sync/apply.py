@@ -298,8 +298,12 @@ class EventApplier:
                 f = self.tables.state.fields
                 conn.execute(sa.update(f).where(f.c.entity_type == owner).where(f.c.field_name == field_name)
                              .values(needs_backfill=True, backfill_reason="changed on the site"))
-            log.warning("event=schema_changed entity_type=%s field=%s hint='update the schema file, "
-                        "migrate, and run sgcache scan --full --types %s'", owner, meta.get("field_name"), owner)
+            if self.on_schema_change is None:
+                log.warning("event=schema_changed entity_type=%s field=%s hint='update the schema file, "
+                            "migrate, and run sgcache scan --full --types %s'", owner, meta.get("field_name"), owner)
+            else:  # followed (schema.follow: follow): the watcher changes the schema after this poll
+                log.info("event=schema_changed entity_type=%s field=%s note='followed after this poll'", owner,
+                         meta.get("field_name"))
         if self.on_schema_change is not None:
             self.on_schema_change(owner, meta.get("field_name"))
         return "schema change noted"

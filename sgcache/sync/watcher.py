@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sgcache.config import WatcherConfig
 from sgcache.store import samples
 from sgcache.store.tables import Tables
+from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync.answers import MAX_SITE_ROUNDS, NeedSite, SiteAnswers, in_rounds
 from sgcache.sync.deadletter import DATABASE_TROUBLE, DeadLetters, dead_letters
@@ -45,13 +46,24 @@ class Watcher(DeadLetters):
     """Polls the site's event log and applies what is new, in id order, moving its cursor."""
 
     def __init__(self, engine: sa.Engine, tables: Tables, remote: Remote, config: WatcherConfig, *,
-                 on_schema_change=None):
+                 on_schema_change=None, schema_follow=None):
+        # schema_follow (schema.follow: follow, see sgcache.schema.follow): notes the schema events
+        # and, after the poll that saw them, changes the schema and hands over the new tables.
+        if schema_follow is not None and on_schema_change is None:
+            on_schema_change = schema_follow.note
         super().__init__(engine, tables, remote, config, on_schema_change=on_schema_change)
+        self.schema_follow = schema_follow
         # Reads the other sides of links the events' writes queued, after each poll.
         self.refresher = Refresher(engine, tables, None, remote=remote)
         self.applied = 0  # events applied by this process (tests and status)
         self.stop: threading.Event | None = None  # set by run(): pauses between tries end at once
         self._sampled_at: float | None = None  # monotonic time of the last lag sample
+
+    def use_tables(self, tables: Tables) -> None:
+        """Go on with another schema's tables (a followed schema change), between two polls."""
+        self.tables = tables
+        self.writer = Writer(self.engine, tables)
+        self.refresher = Refresher(self.engine, tables, None, remote=self.remote)
 
     # --- one event, with its cursor ------------------------------------------------------------------
 
@@ -142,6 +154,8 @@ class Watcher(DeadLetters):
         self._sample_lag(cursor, events)
         self.retry_dead_letters()
         self.refresher.drain()
+        if self.schema_follow is not None:
+            self.schema_follow.after_poll(self)
         return len(events)
 
     #: Seconds between two event-lag samples (for status, metrics and the status page's chart).
