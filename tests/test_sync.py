@@ -320,7 +320,7 @@ def test_full_scan_clears_the_backfill_marks_of_the_types_it_imports(make_sync):
         assert state.backfill_marks(conn, s.tables.state) == {}
 
 
-def test_full_scan_starts_the_cursor_at_the_newest_event_before_importing(make_sync):
+def test_full_scan_starts_the_cursor_at_the_newest_event_before_importing(make_sync, monkeypatch):
     """The cursor is the site's newest event id as of the start: a write made while the import
     runs is after it, so the watcher replays it."""
     s = make_sync()
@@ -330,15 +330,17 @@ def test_full_scan_starts_the_cursor_at_the_newest_event_before_importing(make_s
     newest_before = s.newest_event_id()
     assert newest_before > 0
     scanner = s.scanner()
-    real_count = scanner.remote.count
+    real_count = Remote.count
     during = []
+    lock = threading.Lock()
 
-    def count_and_write(entity_type, filters):
-        if not during:  # the first type being imported: someone writes on the site meanwhile
-            during.append(sg.update("Shot", shot, {"description": "during the import"}))
-        return real_count(entity_type, filters)
+    def count_and_write(remote, entity_type, filters):
+        with lock:
+            if not during:  # the first type being imported: someone writes on the site meanwhile
+                during.append(sg.update("Shot", shot, {"description": "during the import"}))
+        return real_count(remote, entity_type, filters)
 
-    scanner.remote.count = count_and_write
+    monkeypatch.setattr(Remote, "count", count_and_write)  # the parallel import's connections too
     scanner.full()
     assert s.cursor().max_applied_id == newest_before
     assert s.cursor().gaps == {}
@@ -1420,7 +1422,7 @@ def test_widening_the_project_set_passes_a_type_through_until_it_is_imported_aga
     s = make_sync()
     first, second = s.world["projects"]
     s.scanner().full(projects=[first])
-    scanner = s.scanner()
+    scanner = s.scanner(concurrency=1)  # one type after another: the import stops between two
     real_count = scanner.remote.count
 
     def count(entity_type, filters):

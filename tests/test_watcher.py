@@ -34,17 +34,27 @@ from sgcache.sync.watcher import dead_letters
 
 
 def before_first_page(scanner, entity_type: str, action) -> None:
-    """Make ``scanner`` run ``action()`` just before it reads its first page of ``entity_type``."""
-    real_pages = scanner.remote.pages
+    """Make ``scanner`` run ``action()`` just before it reads its first page of ``entity_type``
+    (over its own connection, or one of those a parallel import makes: Remote.sibling)."""
     done: list[bool] = []
+    lock = threading.Lock()
 
-    def pages(name, *args, **kwargs):
-        if name == entity_type and not done:
-            done.append(True)
-            action()
-        yield from real_pages(name, *args, **kwargs)
+    def patch(remote):
+        real_pages = remote.pages
 
-    scanner.remote.pages = pages
+        def pages(name, *args, **kwargs):
+            with lock:
+                if name == entity_type and not done:
+                    done.append(True)
+                    action()
+            yield from real_pages(name, *args, **kwargs)
+
+        remote.pages = pages
+        return remote
+
+    real_sibling = scanner.remote.sibling
+    patch(scanner.remote)
+    scanner.remote.sibling = lambda: patch(real_sibling())
 
 
 def make_due(s, event_id: int) -> None:

@@ -292,6 +292,13 @@ class ScannerConfig:
                                         "upstream.",
                                     check=checks.at_least_one)
     page_size: int = _setting(500, "Entities asked of the site per page", check=checks.at_least_one)
+    concurrency: int = _setting(4, "Connections to the site a full import (scan --full, rebuild) uses at once",
+                                doc="Connections to the site a full import (``scan --full``, ``rebuild``, the slim "
+                                    "listings) uses at once: pages of several types, and of one large type by id "
+                                    "ranges, are fetched together while one thread writes them. ``1``: one page "
+                                    "after another. A site that throttles (HTTP 429, or 503 with ``Retry-After``) "
+                                    "makes every connection wait as it asks.",
+                                check=checks.at_least_one)
     slim_records: str = _setting("all", "all: keep type, id, name, retired flag and project of every entity of the "
                                  "types the schema file leaves out (links to them are answered from the cache); "
                                  "none: keep none",

@@ -2,10 +2,11 @@
 
 Admin routes (``/_mock/...``, on by default for the stand-in, ``admin=False`` turns them off):
 
-- ``POST /_mock/failure`` ``{"mode": "502"|"503"|"504"|"stall"|"drop"|"down"|"off", "count": N,
-  "seconds": S, "stall_seconds": T}``: answer the next N requests (or every request for S
-  seconds) with that HTTP status, stall T seconds before answering, drop the connection
-  unanswered, or stop listening for S seconds (connections are refused), then recover.
+- ``POST /_mock/failure`` ``{"mode": "429"|"502"|"503"|"504"|"stall"|"drop"|"down"|"off", "count": N,
+  "seconds": S, "stall_seconds": T, "retry_after": R}``: answer the next N requests (or every
+  request for S seconds) with that HTTP status (a 429 or 503 with ``Retry-After: R`` when R is
+  given), stall T seconds before answering, drop the connection unanswered, or stop listening
+  for S seconds (connections are refused), then recover.
 - ``POST /_mock/expire_sessions``: every session token issued so far expires now.
 - ``GET /_mock/stats``: calls received per method, and entities per type.
 - ``POST /_mock/save``: write the state file now (when the site has one).
@@ -31,8 +32,8 @@ from sgcache.mocksite.thumbnails import PLACEHOLDER_PNG
 
 log = logging.getLogger(__name__)
 
-FAILURE_MODES = {"502", "503", "504", "stall", "drop", "down", "off"}
-_REASONS = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+FAILURE_MODES = {"429", "502", "503", "504", "stall", "drop", "down", "off"}
+_REASONS = {429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 class Failures:
@@ -44,15 +45,17 @@ class Failures:
         self.remaining: int | None = None
         self.until: float | None = None
         self.stall_seconds = 30.0
+        self.retry_after: str | None = None  # the Retry-After header of a 429 or 503, when set
 
     def set(self, mode: str, count: int | None = None, seconds: float | None = None,
-            stall_seconds: float | None = None) -> None:
+            stall_seconds: float | None = None, retry_after: float | str | None = None) -> None:
         with self.lock:
             self.mode = None if mode == "off" else mode
             self.remaining = count
             self.until = time.monotonic() + seconds if seconds is not None else None
             if stall_seconds is not None:
                 self.stall_seconds = stall_seconds
+            self.retry_after = None if retry_after is None else str(retry_after)
 
     def take(self) -> str | None:
         """The failure for this request, if any (and count it)."""
@@ -99,10 +102,11 @@ def create_app(site: MockSite, *, latency_ms: float = 0, admin: bool = True, fai
 def _injected_failure(failures: Failures) -> Response | None:
     """The answer to a request that meets an injected failure (None: answer it normally)."""
     mode = failures.take()
-    if mode in ("502", "503", "504"):
+    if mode in ("429", "502", "503", "504"):
         code = int(mode)
+        headers = {"Retry-After": failures.retry_after} if code in (429, 503) and failures.retry_after else {}
         return Response(f"{code} {_REASONS[code]} (injected by the stand-in site)", status=code,
-                        content_type="text/plain")
+                        content_type="text/plain", headers=headers)
     if mode == "stall":
         time.sleep(failures.stall_seconds)
     elif mode == "drop":
@@ -253,7 +257,7 @@ def _add_admin_routes(app: Flask, site: MockSite, failures: Failures, server: Mo
             server.go_down(float(body.get("seconds", 5)))
             return _json_response({"ok": True, "mode": mode})
         failures.set(mode, count=body.get("count"), seconds=body.get("seconds"),
-                     stall_seconds=body.get("stall_seconds"))
+                     stall_seconds=body.get("stall_seconds"), retry_after=body.get("retry_after"))
         return _json_response({"ok": True, "mode": mode})
 
     @app.post("/_mock/expire_sessions")

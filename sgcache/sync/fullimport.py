@@ -22,10 +22,11 @@ from sgcache.store import state
 from sgcache.store.tables import EntityTable
 from sgcache.store.writer import OTHER_SIDES_NONE
 from sgcache.sync import cursor as cursors
+from sgcache.sync.parallel import ParallelImport
 from sgcache.sync.progress import Progress
 from sgcache.sync.remote import Stopped
 from sgcache.sync.reread import Rereads
-from sgcache.sync.scanbase import ScanReport, TypeReport, aware, now
+from sgcache.sync.scanbase import ScanReport, Tally, TypeReport, now
 from sgcache.sync.slimscan import SlimScans
 
 #: The scanner's log: one logger for everything the scanner does, whichever module does it.
@@ -73,32 +74,33 @@ class FullImport(Rereads, SlimScans):
         site lists as active have the rows linking to them read again first (_revive_referrers)."""
         fields = self.fields_of(et)
         progress = Progress(label, total, bar=self.progress)
-        count, newest, highest = 0, None, 0
+        tally = Tally()
         pages = prefetch(self.remote.pages(et.name, fields, filters, retired=retired, page_size=self.config.page_size))
         for page in pages:
             if self.stop is not None and self.stop.is_set():
                 progress.close()
-                raise Stopped(f"{label}: stopping after {count} entities")
-            outside = {e["id"] for e in page if self._outside(et, e, projects)}
-            inside = [e for e in page if e["id"] not in outside]
-            if revivals and not retired:
-                count += self._revive_referrers(et, inside, projects, as_of, 0)
-            self._write(et, inside, sorted(outside), active=not retired, as_of=as_of, other_sides=other_sides)
-            if outside:
-                with self.engine.begin() as conn:
-                    self.write_outside(conn, et.name, [e for e in page if e["id"] in outside], active=not retired,
-                                       event_id=as_of)
-            count += len(inside)
-            highest = max(highest, page[-1]["id"])
-            for entity in page:
-                if seen is not None:
-                    seen.add(entity["id"])
-                updated = aware(entity.get("updated_at"))
-                if updated is not None and (newest is None or updated > newest):
-                    newest = updated
+                raise Stopped(f"{label}: stopping after {tally.count} entities")
+            self.write_page(et, page, tally, as_of=as_of, retired=retired, projects=projects, seen=seen,
+                            other_sides=other_sides, revivals=revivals)
             progress.advance(len(page))
         progress.close()
-        return count, newest, highest
+        return tally.count, tally.newest, tally.highest
+
+    def write_page(self, et: EntityTable, page: list[dict], tally: Tally, *, as_of: int | None, retired: bool,
+                   projects: list[int], seen: set[int] | None = None, other_sides: str = OTHER_SIDES_NONE,
+                   revivals: bool = False) -> None:
+        """Write one page of a listing (see _import), counting it in ``tally``."""
+        outside = {e["id"] for e in page if self._outside(et, e, projects)}
+        inside = [e for e in page if e["id"] not in outside]
+        if revivals and not retired:
+            tally.count += self._revive_referrers(et, inside, projects, as_of, 0)
+        self._write(et, inside, sorted(outside), active=not retired, as_of=as_of, other_sides=other_sides)
+        if outside:
+            with self.engine.begin() as conn:
+                self.write_outside(conn, et.name, [e for e in page if e["id"] in outside], active=not retired,
+                                   event_id=as_of)
+        tally.count += len(inside)
+        tally.add(page, seen)
 
     # --- full import -----------------------------------------------------------------------------
 
@@ -122,8 +124,13 @@ class FullImport(Rereads, SlimScans):
                 self.forget_outside_listings(conn)
             self._set_projects(conn, projects)
         report = ScanReport("full")
-        for et in targets:
-            report.types.append(self._full_type(et, projects))
+        threads = self.fetch_threads()
+        if threads > 1 and len(targets) > 0:
+            # Several listings at once, each over its own connection; one thread writes.
+            report.types.extend(ParallelImport(self, targets, projects, threads).run())
+        else:
+            for et in targets:
+                report.types.append(self._full_type(et, projects))
         if not types:
             report.types.extend(self.slim_scan(full=True))
         report.other_sides = self.drain_other_sides()
@@ -155,6 +162,7 @@ class FullImport(Rereads, SlimScans):
         log.info("event=project_set_changed types_to_import_again=%s", ",".join(names))
 
     def _full_type(self, et: EntityTable, projects: list[int]) -> TypeReport:
+        """One type imported in full, one page after another (scanner.concurrency 1)."""
         started = time.monotonic()
         scan_started = now()
         as_of = self._as_of()
@@ -166,9 +174,18 @@ class FullImport(Rereads, SlimScans):
         retired, newest_r, high_r = self._import(et, filters, f"{et.name} (retired)", None, as_of, True, projects,
                                                  seen)
         newest = max((v for v in (newest_a, newest_r) if v is not None), default=None)
+        return self.finish_type(et, projects, as_of=as_of, seen=seen, highest=max(high_a, high_r), newest=newest,
+                                written=active + retired, retired=retired, started=started, scan_started=scan_started)
+
+    def finish_type(self, et: EntityTable, projects: list[int], *, as_of: int | None, seen: set[int], highest: int,
+                    newest: dt.datetime | None, written: int, retired: int, started: float,
+                    scan_started: dt.datetime) -> TypeReport:
+        """After every page of a type is written: drop what lies outside the cached projects, read
+        again the rows newer events refused, retire what the site no longer lists, and record the
+        type as complete (its backfill marks cleared)."""
         self._forget_outside(et, projects)
-        active += self._settle_refused(projects)
-        missing = self._retire_missing(et, seen, max(high_a, high_r), projects, as_of)
+        written += self._settle_refused(projects)
+        missing = self._retire_missing(et, seen, highest, projects, as_of)
         self._analyze(et)
         seconds = time.monotonic() - started
         with self.engine.begin() as conn:
@@ -177,8 +194,8 @@ class FullImport(Rereads, SlimScans):
                                   last_scan_seconds=seconds, needs_rescan=False)
             state.clear_backfill(conn, self.tables.state, et.name)
         log.info("event=full_scan entity_type=%s active=%d retired=%d retired_missing=%d seconds=%.1f rate=%.0f",
-                 et.name, active, retired, missing, seconds, (active + retired) / max(seconds, 1e-9))
-        return TypeReport(et.name, written=active + retired, retired_missing=missing, seconds=seconds)
+                 et.name, written - retired, retired, missing, seconds, written / max(seconds, 1e-9))
+        return TypeReport(et.name, written=written, retired_missing=missing, seconds=seconds)
 
     def _analyze(self, et: EntityTable) -> None:
         """Fresh planner statistics for a table just filled: without them PostgreSQL can pick

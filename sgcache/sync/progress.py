@@ -37,6 +37,19 @@ class Progress:
             log.info("event=progress what=%r done=%d total=%s rate=%.0f/s eta_s=%s", self.label, self.done,
                      self.total if self.total is not None else "?", rate, eta)
 
+    def grow(self, n: int) -> None:
+        """More to do than the total said (work counted while it is under way)."""
+        self.total = (self.total or 0) + n
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    def describe(self, label: str) -> None:
+        """A new label (the bar's description, the log lines' ``what``)."""
+        self.label = label
+        if self.bar is not None:
+            self.bar.set_description(label)
+
     def close(self) -> float:
         seconds = time.monotonic() - self.started
         if self.bar is not None:

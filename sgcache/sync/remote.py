@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import logging
 import socket
@@ -65,13 +66,67 @@ class RateLimit:
         self.next_at = now + self.interval
 
 
+#: HTTP statuses of a site asking its callers to slow down (a 503 only with a Retry-After).
+THROTTLED = (429, 503)
+#: Longest pause a Retry-After header is followed for, in seconds (a longer one is cut to this).
+MAX_RETRY_AFTER = 300.0
+#: Longest a single call waits on a throttling site, over all its pauses, before it fails.
+MAX_THROTTLED = 1800.0
+
+
+def retry_after(headers: Any, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (a number of seconds, or an HTTP date), at most
+    MAX_RETRY_AFTER; None when there is none or it cannot be read."""
+    if not isinstance(headers, dict):
+        return None
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        try:
+            seconds = email.utils.parsedate_to_datetime(str(value)).timestamp() - now()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class Throttle:
+    """A pause every connection of one sync process respects: when the site throttles one of
+    them (429, or 503, with its Retry-After), all of them wait it out instead of each being
+    refused in turn. Thread-safe."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self.pauses = 0  # how many times the site asked to wait (tests, logs)
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, self.clock() + seconds)
+            self.pauses += 1
+
+    def remaining(self) -> float:
+        with self._lock:
+            return max(0.0, self._until - self.clock())
+
+
 class Remote:
     """The site, as the sync engine sees it. ``rate`` caps the requests per second (each try
     of a retried request counts). Once ``stop`` (an Event) is set, a call between tries, or about
-    to start one, raises Stopped instead of waiting out its pauses."""
+    to start one, raises Stopped instead of waiting out its pauses.
+
+    A site that throttles (HTTP 429, or 503 with a ``Retry-After``) is waited out as that header
+    asks (else with growing pauses); such answers do not use up the call's tries, but one
+    call waits MAX_THROTTLED seconds at most. ``throttle`` is shared with :meth:`sibling` Remotes,
+    so one connection told to wait makes them all wait."""
 
     def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None,
-                 rate: float | None = None, stop: threading.Event | None = None):
+                 rate: float | None = None, stop: threading.Event | None = None, throttle: Throttle | None = None):
         self.site = site
         self.attempts = attempts
         self.backoff = backoff
@@ -80,6 +135,12 @@ class Remote:
         self.given_client = sg is not None
         self.rate_limit = RateLimit(rate) if rate else None
         self.stop = stop
+        self.throttle = throttle or Throttle()
+
+    def sibling(self) -> Remote:
+        """Another Remote to the same site, for another thread (shotgun_api3's client holds one
+        connection), sharing this one's throttle and stop."""
+        return Remote(self.site, attempts=self.attempts, backoff=self.backoff, stop=self.stop, throttle=self.throttle)
 
     @property
     def sg(self) -> shotgun_api3.Shotgun:
@@ -92,11 +153,17 @@ class Remote:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` against the site, retrying transient failures with growing pauses."""
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        throttled = 0.0
+        while True:
             if self.stop is not None and self.stop.is_set():
                 raise Stopped(f"{what}: stopping")
+            held = self.throttle.remaining()
+            if held:
+                wait(self.stop, held, what)
             if self.rate_limit is not None:
                 self.rate_limit.wait()
+            attempt += 1
             try:
                 return fn()
             except shotgun_api3.AuthenticationFault:
@@ -105,15 +172,26 @@ class Remote:
             except shotgun_api3.Fault as e:
                 raise SiteRefused(f"{what}: the site answered: {e}") from None
             except TRANSIENT as e:
-                if attempt == self.attempts:
-                    raise SiteError(f"{what}: the site did not answer after {attempt} tries: "
-                                    f"{type(e).__name__}: {e}") from None
+                error = f"{type(e).__name__}: {e}"
+                code = getattr(e, "errcode", None)
+                asked = retry_after(getattr(e, "headers", None)) if code in THROTTLED else None
+                # 429, or 503 with a Retry-After: throttled. A bare 503 is the site down: a failed try.
+                if (code == 429 or asked is not None) and throttled < MAX_THROTTLED:
+                    # The site asks to slow down: not a failed try, and every connection waits.
+                    attempt -= 1
+                    pause = asked if asked is not None else min(self.backoff * 2 ** min(attempt + 3, 10),
+                                                                MAX_RETRY_AFTER)
+                    throttled += pause
+                    self.throttle.hold(pause)
+                    log.warning("event=site_throttled what=%s status=%s retry_after=%s pause=%.1f", what, code,
+                                "-" if asked is None else f"{asked:.1f}", pause)
+                    continue
+                if attempt >= self.attempts:
+                    raise SiteError(f"{what}: the site did not answer after {attempt} tries: {error}") from None
                 pause = self.backoff * 2 ** (attempt - 1)
-                log.warning("event=site_retry what=%s attempt=%d error=%r pause=%.1f", what, attempt,
-                            f"{type(e).__name__}: {e}", pause)
+                log.warning("event=site_retry what=%s attempt=%d error=%r pause=%.1f", what, attempt, error, pause)
                 self._sg = None  # a fresh connection after a network failure
                 wait(self.stop, pause, what)
-        raise AssertionError("unreachable")
 
     # --- entities ------------------------------------------------------------------------------
 
@@ -132,6 +210,12 @@ class Remote:
                   "paging": {"entities_per_page": 1, "current_page": 1}, "return_paging_info": True}
         result = self.call(f"count {entity_type}", lambda: self.sg._call_rpc("read", params))
         return int(result["paging_info"]["entity_count"])
+
+    def highest_id(self, entity_type: str, filters: list) -> int:
+        """The highest id among the active entities that match (0: none)."""
+        found = self.call(f"read {entity_type}", lambda: self.sg.find_one(
+            entity_type, filters, ["id"], order=[{"field_name": "id", "direction": "desc"}]))
+        return found["id"] if found else 0
 
     def pages(self, entity_type: str, fields: list[str], filters: list, *, retired: bool = False,
               page_size: int = 500, after_id: int = 0) -> Iterator[list[dict]]:

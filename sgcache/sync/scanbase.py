@@ -49,6 +49,26 @@ def aware(value) -> dt.datetime | None:
 
 
 @dataclass
+class Tally:
+    """What the pages of one listing held: entities written, newest ``updated_at``, highest id."""
+
+    count: int = 0
+    newest: dt.datetime | None = None
+    highest: int = 0
+
+    def add(self, page: list[dict], seen: set[int] | None = None) -> None:
+        """Note a page's ids (in ``seen`` too, when given) and update times."""
+        if page:
+            self.highest = max(self.highest, max(e["id"] for e in page))
+        for entity in page:
+            if seen is not None:
+                seen.add(entity["id"])
+            updated = aware(entity.get("updated_at"))
+            if updated is not None and (self.newest is None or updated > self.newest):
+                self.newest = updated
+
+
+@dataclass
 class TypeReport:
     entity_type: str
     written: int = 0
@@ -97,6 +117,13 @@ class ScanBase:
             et = self.tables[name]  # UnknownEntityType for a type not in the schema file
             out.append(et)
         return out
+
+    def fetch_threads(self) -> int:
+        """Connections to the site a full import uses at once (scanner.concurrency): one when the
+        requests are rate limited (validate's --rate) or the Remote is a client handed in."""
+        if self.remote.rate_limit is not None or self.remote.given_client:
+            return 1
+        return max(1, self.config.concurrency)
 
     @staticmethod
     def fields_of(et: EntityTable) -> list[str]:

@@ -29,9 +29,6 @@ from sgcache.sync.scanbase import ScanBase, TypeReport, aware, now
 
 log = logging.getLogger("sgcache.sync.scanner")
 
-#: Types listed at once, each over its own connection to the site.
-SLIM_THREADS = 4
-
 
 class SlimScans(ScanBase):
     """Lists and scans the slim records of every type on the site the schema file leaves out."""
@@ -115,7 +112,7 @@ class SlimScans(ScanBase):
             if threads == 1:
                 return self.remote
             if getattr(local, "remote", None) is None:
-                local.remote = Remote(self.remote.site, stop=self.stop)
+                local.remote = self.remote.sibling()
             return local.remote
 
         def one(name: str) -> TypeReport:
@@ -151,9 +148,9 @@ class SlimScans(ScanBase):
                 with counted:
                     progress.advance(1)
 
-        # Types are listed SLIM_THREADS at a time, each over its own connection to the site (one at
-        # a time when the site's requests are rate limited, or the Remote is a given client).
-        threads = SLIM_THREADS if self.remote.rate_limit is None and not self.remote.given_client else 1
+        # Types are listed scanner.concurrency at a time, each over its own connection to the site
+        # (one at a time when the site's requests are rate limited, or the Remote is a given client).
+        threads = self.fetch_threads()
         try:
             if threads == 1:
                 reports = [one(name) for name in todo]
