@@ -5,7 +5,10 @@
 Without --database it makes (and drops) a database on the local PostgreSQL server
 (SGCACHE_TEST_DATABASE_URL, else postgresql://postgres@127.0.0.1/postgres) and also runs the
 same load into a temporary SQLite file. Reports entities per second for the first (insert)
-pass and a second (update) pass over the same ids. Run by hand; figures go in issue notes.
+pass and a second (update) pass over the same ids, written as a full import writes (``import``:
+no other sides queued, rows stamped with an event id) and as the watcher and read-backs write
+(``events``: the links each row replaces compared first). On PostgreSQL, batches of 50 rows or
+more go through COPY (see sgcache.store.bulk). Run by hand; figures go in issue notes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from sgcache.schema import loads
 from sgcache.store.db import create_engine, safe_url
 from sgcache.store.migrate import migrate
 from sgcache.store.tables import Tables
-from sgcache.store.writer import Writer
+from sgcache.store.writer import OTHER_SIDES_NONE, Writer
 
 # Twenty fields, in the mix a production Version has: text, numbers, links, dates, JSON, a list.
 SCHEMA = """\
@@ -85,19 +88,28 @@ def make_entities(count: int, seed: int = 1, offset: int = 0) -> list[dict]:
     return out
 
 
+#: How each pass writes: as a full import does (no other sides queued, stamped with an event id),
+#: and as the watcher and read-backs do (the links they replace compared, to queue other sides).
+MODES = {"import": {"other_sides": OTHER_SIDES_NONE, "event_id": 1}, "events": {}}
+
+
 def run(url: str, count: int, batch: int) -> list[tuple[str, float, float]]:
     engine = create_engine(url)
     tables = Tables(loads(SCHEMA))
     migrate(engine, tables)
     writer = Writer(engine, tables)
     results = []
-    for label, offset in (("insert", 0), ("update", 7)):
-        entities = make_entities(count, offset=offset)
-        start = time.perf_counter()
-        for i in range(0, count, batch):
-            writer.upsert("Version", entities[i:i + batch])
-        elapsed = time.perf_counter() - start
-        results.append((label, elapsed, count / elapsed))
+    for mode, options in MODES.items():
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM version_playlists"))
+            conn.execute(sa.text("DELETE FROM version"))
+        for label, offset in (("insert", 0), ("update", 7)):
+            entities = make_entities(count, offset=offset)
+            start = time.perf_counter()
+            for i in range(0, count, batch):
+                writer.upsert("Version", entities[i:i + batch], **options)
+            elapsed = time.perf_counter() - start
+            results.append((f"{mode} {label}", elapsed, count / elapsed))
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT count(*) FROM version")).scalar()
         links = conn.execute(sa.text("SELECT count(*) FROM version_playlists")).scalar()
@@ -137,7 +149,7 @@ def main() -> None:
     try:
         for url in targets:
             for label, elapsed, rate in run(url, args.count, args.batch):
-                print(f"  {make_url(url).get_backend_name():<10} {label:<6} {elapsed:7.2f} s  {rate:9.0f} entities/s")
+                print(f"  {make_url(url).get_backend_name():<10} {label:<13} {elapsed:7.2f} s  {rate:9.0f} entities/s")
     finally:
         if cleanup:
             cleanup()

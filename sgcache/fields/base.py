@@ -107,6 +107,11 @@ class ColumnField(FieldHandler):
         """Wire value -> {column name: database value}."""
         raise NotImplementedError
 
+    def put(self, row: dict[str, Any], value: Any) -> None:
+        """Set this field's columns of ``row`` from a wire value (what ``to_db`` gives, written in
+        place: the writer converts every value of every page this way)."""
+        row.update(self.to_db(value))
+
     def from_db(self, row: Any) -> Any:
         """A row (mapping by column name) -> wire value."""
         raise NotImplementedError

@@ -42,6 +42,12 @@ class EntityField(ColumnField):
         link_type, link_id = _link(self, value)
         return {self.type_column: link_type, self.id_column: link_id}
 
+    def put(self, row: dict[str, Any], value: Any) -> None:
+        if value is None:
+            row[self.type_column] = row[self.id_column] = None
+        else:
+            row[self.type_column], row[self.id_column] = _link(self, value)
+
     def from_db(self, row: Any) -> Any:
         link_id = row[self.id_column]
         if link_id is None:

@@ -28,6 +28,9 @@ class ScalarField(ColumnField):
     def to_db(self, value: Any) -> dict[str, Any]:
         return {self.column: None if value is None else self.to_db_value(value)}
 
+    def put(self, row: dict[str, Any], value: Any) -> None:
+        row[self.column] = None if value is None else self.to_db_value(value)
+
     def from_db(self, row: Any) -> Any:
         value = row[self.column]
         return None if value is None else self.from_db_value(value)
@@ -49,6 +52,8 @@ class TextField(ScalarField):
     sql_type = sa.Text
 
     def to_db_value(self, value: Any) -> str:
+        if type(value) is str:
+            return value
         if isinstance(value, dt.datetime):
             # shotgun_api3 turns any text of exactly the YYYY-MM-DDTHH:MM:SSZ shape into a
             # datetime, text fields included; that shape is the only one it converts, so writing

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
+from sgcache.store import bulk
 from sgcache.store.tables import EntityTable, Tables
 
 #: rows per statement for IN lists (SQLite allows 32766 bound parameters per statement)
@@ -75,6 +76,7 @@ class Writer:
         self._link_back: dict[tuple[str, str], bool] = {}  # (target type, source type): may link back
         self._follow_fields: dict[str, list[str]] = {}  # type: link fields whose changes are queued
         self._pointing: dict[str, list[tuple[EntityTable, str]]] = {}  # type: link fields that may point at it
+        self._by_storage: dict[str, tuple[EntityTable, dict, dict]] = {}  # type: (its table, column, association fields)
 
     @contextmanager
     def _transaction(self, conn: sa.Connection | None):
@@ -284,17 +286,24 @@ class Writer:
             raise ConversionError(f"{et.name} {entity_id}: entity has type {entity.get('type')!r}")
         row: dict[str, Any] = {"id": entity_id}
         links: dict[str, list[dict]] = {}
+        columns, associations = self._handlers(et)
         for key, value in entity.items():
-            if key in ("id", "type"):
-                continue
-            handler = et.fields.get(key)
-            if handler is None or not handler.cached:
-                continue
-            if handler.association:
-                links[key] = handler.to_rows(value)
-            else:
-                row.update(handler.to_db(value))
+            handler = columns.get(key)
+            if handler is not None:
+                handler.put(row, value)
+            elif key in associations:
+                links[key] = associations[key].to_rows(value)
         return row, links
+
+    def _handlers(self, et: EntityTable) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(column fields, association fields) of a type's cached fields, by name (id excluded)."""
+        found = self._by_storage.get(et.name)
+        if found is None or found[0] is not et:
+            cached = {name: h for name, h in et.fields.items() if h.cached and name not in ("id", "type")}
+            found = (et, {n: h for n, h in cached.items() if not h.association},
+                     {n: h for n, h in cached.items() if h.association})
+            self._by_storage[et.name] = found
+        return found[1], found[2]
 
     def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime,
                      guard: bool, since: dt.datetime | None = None) -> set[int]:
@@ -309,19 +318,26 @@ class Writer:
         for row in rows:
             groups.setdefault(tuple(sorted(row)), []).append(row)
         t = et.table
-        written: set[int] = set()
-        for keys, group in groups.items():
-            stmt = self._insert(t)
-            update = {k: stmt.excluded[k] for k in keys if k != "id"}
+
+        def where(excluded: Any) -> Any:
             checks = []
             if guard:
-                checks.append(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= stmt.excluded._last_event_id))
+                checks.append(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= excluded._last_event_id))
             if since is not None:
                 checks.append(t.c._cache_updated_at <= since)
-            where = sa.and_(*checks) if checks else None
-            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_=update, where=where)
+            return sa.and_(*checks) if checks else None
+
+        written: set[int] = set()
+        for keys, group in groups.items():
             for row in group:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
+            update = [k for k in keys if k != "id"]
+            if bulk.usable(conn, len(group)):
+                written |= bulk.copy_upsert(conn, t, [*keys, "_cache_created_at"], group, update=update, where=where)
+                continue
+            stmt = self._insert(t)
+            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_={k: stmt.excluded[k] for k in update},
+                                              where=where(stmt.excluded))
             # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
             # without it psycopg2 makes one round trip per row. It also tells which rows the
             # guard let through.
@@ -333,7 +349,9 @@ class Writer:
         for chunk in chunks(parents):
             conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
         rows = [{"parent_id": parent, **r} for parent, link_rows in rows_by_parent.items() for r in link_rows]
-        if rows:
+        if rows and bulk.usable(conn, len(rows)) and len({tuple(r) for r in rows}) == 1:
+            bulk.copy_into(conn, assoc, rows)
+        elif rows:
             conn.execute(sa.insert(assoc), rows)
 
     def forget(self, type_name: str, ids: Iterable[int], *, conn: sa.Connection | None = None) -> int:

@@ -1,0 +1,150 @@
+"""Large batches on PostgreSQL go through COPY (sgcache.store.bulk): what they store is exactly
+what the row-by-row statements store, the event-stamp guard holds, and a row another writer
+inserts meanwhile is upserted, not lost. On SQLite the same tests check the ordinary path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from sgcache.store import bulk
+from sgcache.store.reader import read_entities
+from sgcache.store.writer import OTHER_SIDES_NONE, Writer
+
+FIELDS = ["code", "description", "project", "sg_sequence", "assets", "sg_status_list", "sg_cut_in", "sg_rate",
+          "sg_flag", "sg_start", "created_at", "sg_link", "tag_list", "sg_data", "sg_uuid"]
+
+#: Text COPY must carry as it is: its own separators, escapes, NUL-free control characters, accents.
+AWKWARD = ["tab\there", "new\nline", "carriage\rreturn", "back\\slash", "\\N", "\\.", "", " ", "quote'\"",
+           "naïve café ✓ 日本", "\\t literally", "end\\"]
+
+
+def shot(i: int) -> dict:
+    text = AWKWARD[i % len(AWKWARD)]
+    return {
+        "type": "Shot", "id": i, "code": f"SH{i:04d}{text}", "description": None if i % 5 == 0 else text * 2,
+        "project": {"type": "Project", "id": 1 + i % 3, "name": "ignored"},
+        "sg_sequence": None if i % 4 == 0 else {"type": "Sequence", "id": 10 + i % 7},
+        "assets": [{"type": "Asset", "id": 100 + (i + k) % 9} for k in range(i % 4)],
+        "sg_status_list": ["wtg", "ip", "fin", None][i % 4],
+        "sg_cut_in": None if i % 6 == 0 else i * 1000 - 5000,
+        "sg_rate": [0.1, -2.5e-300, 1.7976931348623157e308, 23.976, None][i % 5],
+        "sg_flag": [True, False, None][i % 3],
+        "sg_start": f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}" if i % 7 else None,
+        "created_at": dt.datetime(2026, 1, 1, 12, 0, i % 60, tzinfo=dt.timezone(dt.timedelta(hours=i % 5 - 2))),
+        "sg_link": {"url": f"https://x/{text}", "name": text, "link_type": "web"} if i % 3 else None,
+        "tag_list": [text, "hero"] if i % 2 else [],
+        "sg_data": {"nested": {"text": text, "list": [1, None, True, 2.5]}, "quote": "\"\\"} if i % 4 else None,
+        "sg_uuid": None,
+    }
+
+
+def stored(engine, tables, ids=None) -> list[dict]:
+    with engine.connect() as conn:
+        rows = read_entities(conn, tables, "Shot", ids=ids, fields=FIELDS, include_meta=True)
+    return sorted(({k: v for k, v in r.items() if k not in ("_cache_updated_at", "_cache_created_at")}
+                   for r in rows), key=lambda r: r["id"])
+
+
+def write_both_ways(engine, tables, monkeypatch, batch: list[dict], **options) -> tuple[list[dict], list[dict]]:
+    """What a batch stores with COPY (where usable) and row by row, each into empty tables."""
+    results = []
+    for min_rows in (bulk.MIN_ROWS, 10**9):
+        with engine.begin() as conn:
+            for et in tables:
+                for assoc in et.associations.values():
+                    conn.execute(sa.delete(assoc))
+                conn.execute(sa.delete(et.table))
+        monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
+        assert Writer(engine, tables).upsert("Shot", batch, **options) == len(batch)
+        results.append(stored(engine, tables))
+    return results[0], results[1]
+
+
+def test_a_large_batch_stores_exactly_what_row_by_row_writes_store(engine, tables, monkeypatch):
+    batch = [shot(i) for i in range(1, 241)]
+    copied, row_by_row = write_both_ways(engine, tables, monkeypatch, batch, event_id=7)
+    assert copied == row_by_row
+    assert len(copied) == 240
+    by_id = {r["id"]: r for r in copied}
+    assert by_id[1]["code"] == "SH0001new\nline" and by_id[3]["code"] == "SH0003back\\slash"
+    assert by_id[4]["description"] == "\\N\\N"  # text, not NULL
+    assert by_id[5]["description"] is None
+    assert by_id[6]["code"] == "SH0006" and by_id[6]["description"] == ""  # empty, not NULL
+    assert by_id[3]["sg_data"] == {"nested": {"text": "back\\slash", "list": [1, None, True, 2.5]},
+                                   "quote": "\"\\"}
+    assert by_id[2]["sg_rate"] == 1.7976931348623157e308 and not math.isnan(by_id[2]["sg_rate"])
+    assert by_id[1]["created_at"] == "2026-01-01T13:00:01Z"  # -1 h offset, kept as the same instant
+    assert [a["id"] for a in by_id[7]["assets"]] == [107, 108, 100]
+    assert all(r["_last_event_id"] == 7 and r["_active"] for r in copied)
+
+
+def test_a_large_batch_over_held_rows_updates_them_as_row_by_row_writes_do(engine, tables, writer, monkeypatch):
+    first = [shot(i) for i in range(1, 121)]
+    second = [dict(shot(i + 3), id=i, type="Shot") for i in range(61, 181)]  # half held, half new
+    results = []
+    for min_rows in (bulk.MIN_ROWS, 10**9):
+        monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)
+        with engine.begin() as conn:
+            for et in tables:
+                for assoc in et.associations.values():
+                    conn.execute(sa.delete(assoc))
+                conn.execute(sa.delete(et.table))
+        Writer(engine, tables).upsert("Shot", first, event_id=5)
+        monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
+        assert Writer(engine, tables).upsert("Shot", second, active=False, event_id=6,
+                                             other_sides=OTHER_SIDES_NONE) == 120
+        results.append(stored(engine, tables))
+    assert results[0] == results[1]
+    by_id = {r["id"]: r for r in results[0]}
+    assert not by_id[61]["_active"] and by_id[61]["_last_event_id"] == 6 and by_id[60]["_active"]
+
+
+def test_the_guard_keeps_rows_a_newer_event_wrote_in_a_large_batch(engine, tables, writer):
+    writer.upsert("Shot", [shot(i) for i in range(1, 101)], event_id=10)
+    newer = [i for i in range(1, 101) if i % 3 == 0]
+    writer.upsert("Shot", [{"type": "Shot", "id": i, "code": f"newer {i}"} for i in newer], event_id=20)
+    stale = [{"type": "Shot", "id": i, "code": f"stale {i}"} for i in range(1, 131)]  # 30 of them new
+    written_ids: set[int] = set()
+    written = writer.upsert("Shot", stale, event_id=15, written_ids=written_ids)
+    assert written == 130 - len(newer)
+    assert written_ids == set(range(1, 131)) - set(newer)
+    codes = {r["id"]: r["code"] for r in stored(engine, tables)}
+    assert all(codes[i] == f"newer {i}" for i in newer)
+    assert all(codes[i] == f"stale {i}" for i in set(range(1, 131)) - set(newer))
+
+
+def test_a_row_another_writer_inserts_meanwhile_is_upserted_not_lost(engine, tables, writer, monkeypatch):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("COPY is PostgreSQL's; SQLite has one writer at a time")
+    real_copy = bulk._copy
+    raced: list[bool] = []
+
+    def copy(conn, target, columns, data):
+        if not raced and target.strip('"') == "shot":
+            raced.append(True)
+            # Another writer's row, committed just before this COPY (here: in its transaction).
+            conn.execute(sa.text("INSERT INTO shot (id, code, _last_event_id, _cache_created_at, _cache_updated_at) "
+                                 "VALUES (42, 'other', 3, now(), now())"))
+        return real_copy(conn, target, columns, data)
+
+    monkeypatch.setattr(bulk, "_copy", copy)
+    batch = [shot(i) for i in range(1, 101)]
+    assert writer.upsert("Shot", batch, event_id=9) == 100
+    assert raced
+    rows = {r["id"]: r for r in stored(engine, tables)}
+    assert len(rows) == 100
+    assert rows[42]["code"] == shot(42)["code"] and rows[42]["_last_event_id"] == 9
+    assert [a["id"] for a in rows[42]["assets"]] == [a["id"] for a in shot(42)["assets"]]
+
+
+def test_copy_text_escapes_what_would_break_a_line_or_a_column():
+    assert bulk._text("a\tb\nc\rd\\e") == "a\\tb\\nc\\rd\\\\e"
+    assert bulk._text(None) == "\\N" and bulk._text("\\N") == "\\\\N"
+    assert bulk._text(True) == "t" and bulk._text(False) == "f"
+    assert bulk._text(float("nan")) == "NaN" and bulk._text(float("-inf")) == "-Infinity"
+    assert bulk._text(12) == "12" and bulk._text(2.5) == "2.5"
+    assert bulk._text(dt.date(2026, 12, 5)) == "2026-12-05"
