@@ -525,6 +525,37 @@ def test_rate_limit_spaces_requests_evenly_by_sleeping():
     assert t.sleeps == [pytest.approx(0.2), pytest.approx(0.1)]
 
 
+def test_a_rate_limit_shared_by_threads_gives_each_request_a_slot_of_its_own():
+    # validate checks several types at once (scanner.concurrency), each over its own connection:
+    # --rate holds for them all together.
+    sleeps: list[float] = []
+    lock = threading.Lock()
+
+    def sleep(seconds: float) -> None:
+        with lock:
+            sleeps.append(round(seconds, 6))
+
+    limit = RateLimit(5, clock=lambda: 0.0, sleep=sleep)  # time stands still: every slot is ahead
+    threads = [threading.Thread(target=lambda: [limit.wait() for _ in range(5)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(sleeps) == [round(0.2 * k, 6) for k in range(1, 20)]  # the first at once, then one per slot
+
+
+def test_a_remote_s_siblings_share_its_rate_limit_throttle_and_stop(tmp_path):
+    settings = tmp_path / "empty.yml"
+    settings.write_text("")
+    site = load_config(settings, env={}, overrides={"site.base_url": "http://127.0.0.1:9", **{
+        f"site.{key}": value for key, value in SCRIPT_AUTH.items()}}).site
+    stop = threading.Event()
+    remote = Remote(site, rate=3, stop=stop)
+    sibling = remote.sibling()
+    assert sibling is not remote
+    assert (sibling.rate_limit, sibling.throttle, sibling.stop) == (remote.rate_limit, remote.throttle, stop)
+
+
 def test_every_request_of_a_remote_with_a_rate_waits_for_its_slot(mock_server, tmp_path):
     settings = tmp_path / "empty.yml"
     settings.write_text("")

@@ -150,8 +150,10 @@ def _validator(config: Config, tables, *, wait: float, rate: float, page_size: i
         changes = f"{len(pending)} change" + ("s" if len(pending) != 1 else "")
         raise SgcacheError(f"{safe_url(engine.url)} does not match the schema file ({changes} pending): "
                            "run `sgcache schema migrate`")
+    # Types are checked scanner.concurrency at a time; --rate holds for all their requests together.
     return Validator(engine, tables, Remote(config.site, rate=rate), wait=wait, page_size=page_size,
-                     progress=progress, note=lambda text: click.echo(text, err=True))
+                     progress=progress, note=lambda text: click.echo(text, err=True),
+                     concurrency=config.scanner.concurrency)
 
 
 @validate.command("counts")

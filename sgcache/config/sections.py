@@ -297,7 +297,8 @@ class ScannerConfig:
                                     "listings) uses at once: pages of several types, and of one large type by id "
                                     "ranges, are fetched together while one thread writes them. ``1``: one page "
                                     "after another. A site that throttles (HTTP 429, or 503 with ``Retry-After``) "
-                                    "makes every connection wait as it asks.",
+                                    "makes every connection wait as it asks. ``sgcache validate`` checks this "
+                                    "many types at once.",
                                 check=checks.at_least_one)
     slim_records: str = _setting("all", "all: keep type, id, name, retired flag and project of every entity of the "
                                  "types the schema file leaves out (links to them are answered from the cache); "

@@ -49,7 +49,8 @@ class SiteRefused(SgcacheError):
 
 class RateLimit:
     """At most ``per_second`` requests a second, evenly spaced: :meth:`wait` sleeps until the
-    next slot is due. For one thread (each thread of the sync engine has its own Remote)."""
+    next slot is due. Shared by the Remotes of one process's threads (see Remote.sibling): each
+    thread takes the next free slot."""
 
     def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -57,13 +58,15 @@ class RateLimit:
         self.clock = clock
         self.sleep = sleep
         self.next_at: float | None = None
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
-        now = self.clock()
-        if self.next_at is not None and now < self.next_at:
-            self.sleep(self.next_at - now)
-            now = self.next_at
-        self.next_at = now + self.interval
+        with self._lock:
+            now = self.clock()
+            slot = now if self.next_at is None or now >= self.next_at else self.next_at
+            self.next_at = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
 
 
 #: HTTP statuses of a site asking its callers to slow down (a 503 only with a Retry-After).
@@ -126,21 +129,23 @@ class Remote:
     so one connection told to wait makes them all wait."""
 
     def __init__(self, site: SiteConfig, *, attempts: int = 5, backoff: float = 0.5, sg: Any = None,
-                 rate: float | None = None, stop: threading.Event | None = None, throttle: Throttle | None = None):
+                 rate: float | RateLimit | None = None, stop: threading.Event | None = None,
+                 throttle: Throttle | None = None):
         self.site = site
         self.attempts = attempts
         self.backoff = backoff
         self._sg = sg
         #: a client handed in (tests): it is the only one; else each thread may make its own Remote
         self.given_client = sg is not None
-        self.rate_limit = RateLimit(rate) if rate else None
+        self.rate_limit = rate if isinstance(rate, RateLimit) else RateLimit(rate) if rate else None
         self.stop = stop
         self.throttle = throttle or Throttle()
 
     def sibling(self) -> Remote:
         """Another Remote to the same site, for another thread (shotgun_api3's client holds one
-        connection), sharing this one's throttle and stop."""
-        return Remote(self.site, attempts=self.attempts, backoff=self.backoff, stop=self.stop, throttle=self.throttle)
+        connection), sharing this one's throttle, rate limit and stop."""
+        return Remote(self.site, attempts=self.attempts, backoff=self.backoff, stop=self.stop, throttle=self.throttle,
+                      rate=self.rate_limit)
 
     @property
     def sg(self) -> shotgun_api3.Shotgun:

@@ -12,14 +12,16 @@ within those projects (the scanner's rule, :meth:`Scanner.project_filter`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import heapq
 import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -38,6 +40,8 @@ from sgcache.sync.compare import Difference, SiteRows, compare_rows
 from sgcache.sync.progress import Progress
 from sgcache.sync.remote import Remote
 from sgcache.sync.scanner import Scanner
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +197,35 @@ class Validator:
     progress: bool | None = None
     poll: float = 0.2
     note: Callable[[str], None] = log.info
+    #: types checked at once, each over its own connection (sharing ``remote``'s rate limit)
+    concurrency: int = 1
     # The scanner decides which rows a project set holds: ask it rather than repeat its rule.
     _scope: Scanner = field(init=False, repr=False)
     _projects: list[int] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self._scope = Scanner(self.engine, self.tables, self.remote, ScannerConfig(), progress=False)
+        self._local = threading.local()
+        self._report_lock = threading.Lock()
+
+    def _site(self) -> Remote:
+        """This thread's connection to the site (each worker of a parallel check has its own)."""
+        remote = getattr(self._local, "remote", None)
+        return remote if remote is not None else self.remote
+
+    def _each(self, work: Callable[[str], T], names: list[str]) -> list[T]:
+        """``work(name)`` for each type, ``concurrency`` types at a time; the results in order."""
+        if self.concurrency <= 1 or len(names) <= 1:
+            return [work(name) for name in names]
+
+        def run(name: str) -> T:
+            if getattr(self._local, "remote", None) is None:
+                self._local.remote = self.remote.sibling()
+            return work(name)
+
+        with concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(names)),
+                                                   thread_name_prefix="validate") as pool:
+            return list(pool.map(run, names))
 
     # --- shared --------------------------------------------------------------------------------
 
@@ -242,24 +269,24 @@ class Validator:
 
     def counts(self, types: list[str]) -> list[CountRow]:
         imported = self.imported()
-        rows = [self._count(self.tables[name]) for name in types]
+        rows = self._each(lambda name: self._count(self.tables[name]), types)
         for row in rows:
             if row.entity_type not in imported:
                 row.status = "not imported"
         pending = [row.entity_type for row in rows if row.status == "ok" and not row.same]
         if pending:
             self.wait_for_events("counts differ for " + ", ".join(pending))
+            again = dict(zip(pending, self._each(lambda name: self._count(self.tables[name]), pending), strict=True))
             for i, row in enumerate(rows):
-                if row.entity_type in pending:
-                    again = self._count(self.tables[row.entity_type])
-                    again.status = "ok after wait" if again.same else "differs"
-                    rows[i] = again
+                if row.entity_type in again:
+                    row = rows[i] = again[row.entity_type]
+                    row.status = "ok after wait" if row.same else "differs"
         return rows
 
     def _count(self, et: EntityTable) -> CountRow:
         filters = self.scope_filters(et)
-        site_active = self.remote.entity_count(et.name, filters)
-        site_retired = self.remote.entity_count(et.name, filters, retired=True)
+        site_active = self._site().entity_count(et.name, filters)
+        site_retired = self._site().entity_count(et.name, filters, retired=True)
         t = et.table
         with self.engine.connect() as conn:
             by_state = dict(conn.execute(sa.select(t.c._active, sa.func.count()).group_by(t.c._active)).all())
@@ -273,16 +300,12 @@ class Validator:
         in id order, skipping ``page - 1`` pages of ``page_size`` and stopping after ``limit``."""
         report = DataReport()
         imported = self.imported()
-        suspects: dict[str, list[Difference]] = {}
-        for name in types:
-            if name not in imported:
-                report.not_imported.append(name)
-                continue
-            report.types += 1
-            et = self.tables[name]
-            found = self._data_type(et, _compared(et, fields), filters or [], limit, page, report)
-            if found:
-                suspects[name] = found
+        report.not_imported = [name for name in types if name not in imported]
+        checked = [name for name in types if name in imported]
+        report.types = len(checked)
+        found_per_type = self._each(lambda name: self._data_type(
+            self.tables[name], _compared(self.tables[name], fields), filters or [], limit, page, report), checked)
+        suspects = {name: found for name, found in zip(checked, found_per_type, strict=True) if found}
         if suspects:
             count = sum(len({d.entity_id for d in found}) for found in suspects.values())
             self.wait_for_events(f"{_plural(count, 'entity', 'entities')} differ")
@@ -329,8 +352,9 @@ class Validator:
                                                          include_meta=True)}
             found = compare_rows(conn, self.tables, et.name, fields, site, cached)
         if report is not None:
-            report.entities += len(ids)
-            report.values += len(set(site) & set(cached)) * len(fields)
+            with self._report_lock:  # types may be compared in parallel
+                report.entities += len(ids)
+                report.values += len(set(site) & set(cached)) * len(fields)
         return found
 
     def _compare_ids(self, et: EntityTable, fields: list[str], ids: list[int]) -> list[Difference]:
@@ -346,7 +370,7 @@ class Validator:
             return out
         filters = [["id", "in", ids], *self.scope_filters(et)]
         for retired in (False, True):
-            for page in self.remote.pages(et.name, fields, filters, retired=retired, page_size=len(ids)):
+            for page in self._site().pages(et.name, fields, filters, retired=retired, page_size=len(ids)):
                 out.update((e["id"], (e, not retired)) for e in page)
         return out
 
@@ -392,8 +416,8 @@ class Validator:
 
     def _site_stream(self, et: EntityTable, fields: list[str], filters: list, retired: bool, after: int,
                      page_size: int) -> Iterator[tuple[int, tuple[dict, bool] | None]]:
-        for page in self.remote.pages(et.name, fields, filters, retired=retired, page_size=page_size,
-                                      after_id=after):
+        for page in self._site().pages(et.name, fields, filters, retired=retired, page_size=page_size,
+                                       after_id=after):
             for entity in page:
                 yield entity["id"], (entity, not retired)
 
