@@ -137,8 +137,9 @@ def scratch_database(server: str, name: str, keep: bool) -> Iterator[str]:
 # --- the floor: one hand-written endpoint -------------------------------------------------------------
 
 
-def _floor_select() -> str:
-    """A Version's fields with its entity link's name (a retired link target reads as no link)."""
+def _floor_select(source: str = "version v") -> str:
+    """A Version's fields with its entity link's name (a retired link target reads as no link),
+    from ``source`` (the table, or a subquery named ``v``)."""
     joins, ids, names = [], [], []
     for i, (type_name, (table, ident)) in enumerate(LINK_TABLES.items()):
         joins.append(f"LEFT JOIN {table} l{i} ON v.entity__type = '{type_name}' AND l{i}.id = v.entity__id "
@@ -146,7 +147,7 @@ def _floor_select() -> str:
         ids.append(f"l{i}.id")
         names.append(f"l{i}.{ident}")
     return (f"SELECT v.id, v.code, v.entity__type, COALESCE({', '.join(ids)}) AS entity_id, "
-            f"COALESCE({', '.join(names)}) AS entity_name, v.sg_status_list, v.created_at FROM version v "
+            f"COALESCE({', '.join(names)}) AS entity_name, v.sg_status_list, v.created_at FROM {source} "
             f"{' '.join(joins)}")
 
 
@@ -156,8 +157,10 @@ def floor_sql() -> str:
 
 
 def floor_page_sql() -> str:
-    """page500's query: a page of active Versions by id."""
-    return f"{_floor_select()} WHERE v._active ORDER BY v.id LIMIT %s OFFSET %s"
+    """page500's query: a page of active Versions by id, then their links' names (the page is
+    taken first, as one would write it by hand: joined first, PostgreSQL may join whole tables)."""
+    page = "(SELECT * FROM version WHERE _active ORDER BY id LIMIT %s OFFSET %s) v"
+    return f"{_floor_select(page)} ORDER BY v.id"
 
 
 FLOOR_MODULE = '''\
@@ -509,7 +512,8 @@ def analyze(dsn: str, tables: list[str]) -> float:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count())}
+    out = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "platform": platform.platform(),
+           "cpus": str(os.cpu_count())}
     for dist in ("sgcache", "shotgun_api3", "gunicorn", "flask", "werkzeug", "psycopg2-binary", "sqlalchemy",
                  "requests"):
         try:
@@ -758,6 +762,7 @@ def main() -> None:
             if spread is not None:
                 print(f"{name}: client connections per worker (pid: count): {spread}")
         deep_count = {name: len(calls["deep50"](pools[name][0], 0)) for name in ("stand-in", "sgcache")}
+        notes["deep50_found"] = deep_count["sgcache"]
         print(f"deep50: filters {json.dumps(choices.deep_filters())} (project {choices.project_name!r}) -> "
               f"{deep_count['stand-in']} entities from the stand-in, {deep_count['sgcache']} from sgcache "
               f"(cache SQL count {choices.deep_expected})")

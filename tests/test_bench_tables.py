@@ -1,0 +1,30 @@
+"""The README's read benchmark table is the one bench/readme_table.py writes from the kept JSON of
+a run (bench/results/read_speed.json): never typed by hand, never out of step with its run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "bench" / "readme_table.py"
+RESULTS = ROOT / "bench" / "results" / "read_speed.json"
+
+
+def test_the_readme_holds_the_table_made_from_the_kept_run():
+    done = subprocess.run([sys.executable, str(SCRIPT), str(RESULTS), "--check"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, ("README.rst's read-speed table differs from what "
+                                  f"`bench/readme_table.py {RESULTS.relative_to(ROOT)}` writes: run it")
+
+
+def test_a_changed_figure_is_caught(tmp_path):
+    data = json.loads(RESULTS.read_text(encoding="utf-8"))
+    data["results"][0]["p50_ms"] += 1.0
+    changed = tmp_path / "read_speed.json"
+    changed.write_text(json.dumps(data), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(changed), "--check"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
