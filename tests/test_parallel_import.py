@@ -131,8 +131,8 @@ def test_a_parallel_import_uses_several_connections_at_once(make_sync, monkeypat
 
 
 def test_a_throttling_site_is_waited_out_as_its_retry_after_asks(make_sync):
-    s = make_sync(studio=True)
-    failure = requests.post(f"{s.server.url}/_mock/failure", json={"mode": "429", "count": 6, "retry_after": 1})
+    s = make_sync()
+    failure = requests.post(f"{s.server.url}/_mock/failure", json={"mode": "429", "count": 3, "retry_after": 1})
     assert failure.ok
     scanner = s.scanner(concurrency=4)
     started = time.monotonic()
