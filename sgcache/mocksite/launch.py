@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -111,6 +112,10 @@ def credentials_text(site: MockSite, url: str) -> str:
     return "\n".join(lines)
 
 
+#: Seconds after SIGINT or SIGTERM before a stand-in still running prints its threads' stacks.
+STOP_REPORT_SECONDS = 8.0
+
+
 def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_file: str | Path | None = None,
           admin: bool = True, announce=print) -> None:
     """Serve until SIGINT or SIGTERM; save the state file on the way out."""
@@ -120,6 +125,9 @@ def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_
 
     def handle(signum, _frame):
         stop.set()
+        # A stand-in that does not stop says why: every thread's stack, on stderr, if it is still
+        # here in STOP_REPORT_SECONDS (the demo and the tests keep that output in its log).
+        faulthandler.dump_traceback_later(STOP_REPORT_SECONDS, exit=False)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -128,4 +136,5 @@ def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.stop()
+        faulthandler.cancel_dump_traceback_later()
         log.info("event=mock_site_stopped")
