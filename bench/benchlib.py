@@ -26,6 +26,29 @@ SCRIPT_NAME = "sgcache"
 API_KEY = "sgcache-demo-key"  # the stand-in's default script key (demo only)
 
 
+def scratch_postgres() -> tuple[str, Callable[[], None]]:
+    """(URL of a new, empty database on the local PostgreSQL server, how to drop it). The server
+    is ``SGCACHE_TEST_DATABASE_URL``, else postgresql://postgres@127.0.0.1/postgres (trust auth)."""
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    server = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1/postgres")
+    server = server.set(drivername="postgresql+psycopg2")
+    name = f"sgcache_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return server.set(database=name).render_as_string(hide_password=False), drop
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
-from benchlib import API_KEY, ROOT, SCRIPT_NAME, Child, child_env, free_port, rpc, run_context, wait_for_info
+from benchlib import (
+    API_KEY,
+    ROOT,
+    SCRIPT_NAME,
+    Child,
+    child_env,
+    free_port,
+    rpc,
+    run_context,
+    scratch_postgres,
+    wait_for_info,
+)
 from sqlalchemy.engine import make_url
 
 from sgcache.config import load_config
@@ -35,26 +45,13 @@ from sgcache.sync.remote import Remote
 from sgcache.sync.scanner import Scanner
 
 
-def make_database(kind: str, workdir: Path) -> tuple[str, callable]:
+def make_database(kind: str, workdir: Path) -> tuple[str, Callable[[], None]]:
     """(URL of an empty database, how to drop it)."""
     if kind == "sqlite":
-        path = workdir / f"cache-{uuid.uuid4().hex[:8]}.sqlite"
-        return f"sqlite:///{path}", lambda: None
-    if kind != "postgresql":
-        return kind, lambda: None
-    server = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1/postgres")
-    server = server.set(drivername="postgresql+psycopg2")
-    name = f"sgcache_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-
-    def drop():
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return server.set(database=name).render_as_string(hide_password=False), drop
+        return f"sqlite:///{workdir / f'cache-{uuid.uuid4().hex[:8]}.sqlite'}", lambda: None
+    if kind == "postgresql":
+        return scratch_postgres()
+    return kind, lambda: None
 
 
 def import_once(site_url: str, database: str, workdir: Path, concurrency: int) -> dict:

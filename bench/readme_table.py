@@ -24,7 +24,6 @@ START, END = ".. read-speed-start", ".. read-speed-end"
 
 CALLS = {"find_one": "find_one by id", "deep50": "find, deep link", "page500": "500-entity page",
          "summarize": "summarize, grouped"}
-FLOOR_OF = {"find_one": "find_one", "page500": "page500", "deep50": "find_one"}
 
 
 def _ms(value: float) -> str:

@@ -12,7 +12,6 @@ the time from each ``update`` returning to the new value being readable in the c
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import socket
 import statistics
@@ -20,12 +19,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import shotgun_api3
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from benchlib import scratch_postgres
 
 from sgcache.config import load_config
 from sgcache.mocksite.server import MockServer
@@ -83,17 +81,7 @@ def main() -> None:
     cleanup = None
     url = args.database
     if url is None:
-        server_url = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1/postgres")
-        server_url = server_url.set(drivername="postgresql+psycopg2")
-        name = f"sgcache_bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = server_url.set(database=name).render_as_string(hide_password=False)
-
-        def cleanup():
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        url, cleanup = scratch_postgres()
 
     try:
         if args.in_process:

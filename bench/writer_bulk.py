@@ -14,13 +14,12 @@ more go through COPY (see sgcache.store.bulk). Run by hand; figures go in issue 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import tempfile
 import time
-import uuid
 
 import sqlalchemy as sa
+from benchlib import scratch_postgres
 from sqlalchemy.engine import make_url
 
 from sgcache.schema import loads
@@ -131,19 +130,10 @@ def main() -> None:
     if args.database:
         targets.append(args.database)
     else:
-        server = make_url(os.environ.get("SGCACHE_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1/postgres")
-        server = server.set(drivername="postgresql+psycopg2")
-        name = f"sgcache_bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        targets.append(server.set(database=name).render_as_string(hide_password=False))
+        url, cleanup = scratch_postgres()
+        targets.append(url)
         tmp = tempfile.mkdtemp()
         targets.append(f"sqlite:///{tmp}/bench.sqlite")
-
-        def cleanup():
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     print(f"writer bulk upsert: {args.count} Version entities, 20 fields, batches of {args.batch}")
     try:

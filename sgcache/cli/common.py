@@ -124,15 +124,17 @@ def connected_engine(config: Config):
 
 
 def sync_parts(state: State):
-    """(config, engine, tables, remote) for the sync commands, with the database migrated."""
-    from sgcache.store.migrate import migrate
+    """(config, engine, remote) for the sync commands, the site's settings checked (and, when
+    the cache follows the site's schema, its rules). The tables come from the schema in use:
+    see ``sgcache.cli.syncing``."""
+    from sgcache.schema.follow.follower import require_rules
+    from sgcache.schema.follow.record import follows
     from sgcache.sync.remote import Remote
 
     config = state.config("site.base_url", "site.script_name", "site.api_key")
-    tables = cache_tables(config)
-    engine = connected_engine(config)
-    migrate(engine, tables)
-    return config, engine, tables, Remote(config.site)
+    if follows(config):
+        require_rules(config)
+    return config, connected_engine(config), Remote(config.site)
 
 
 def split_csv(value: str | None, kind=str) -> list | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from sgcache.cli.common import State, cache_tables, cli, connected_engine, split_csv, stop_on_signals, sync_parts
+from sgcache.cli.common import State, cache_tables, cli, split_csv, stop_on_signals, sync_parts
 from sgcache.errors import SgcacheError
 
 log = logging.getLogger("sgcache")
@@ -36,7 +36,7 @@ def scan(state: State, full: bool, types: str | None, projects: str | None, inte
     from sgcache.sync.remote import Stopped
     from sgcache.sync.scanner import Scanner
 
-    config, engine, remote = _sync_parts(state)
+    config, engine, remote = sync_parts(state)
     # SIGTERM or Ctrl-C stops it between two pages (or during a pause between tries of the site).
     stop = stop_on_signals()
     type_list = split_csv(types)
@@ -93,7 +93,7 @@ def rebuild(state: State, type_names: tuple[str, ...], progress: bool | None) ->
     from sgcache.sync.rebuild import Rebuilder
     from sgcache.sync.scanner import Scanner
 
-    config, engine, remote = _sync_parts(state)
+    config, engine, remote = sync_parts(state)
 
     def run(tables, stop):
         unknown = [t for t in type_names if t not in tables]
@@ -124,12 +124,14 @@ def watch(state: State, once: bool) -> None:
     if follows(state.config()):
         _watch_following(state, once)
         return
-    config, engine, tables, remote = sync_parts(state)
+    from sgcache.store.migrate import migrate
+
+    config, engine, remote = sync_parts(state)
+    tables = cache_tables(config)
+    migrate(engine, tables)
     watcher = Watcher(engine, tables, remote, config.watcher)
     if once:
-        while watcher.poll_once() >= config.watcher.batch_size:
-            pass
-        click.echo(f"applied {watcher.applied} events", err=True)
+        _apply_waiting(watcher)
         return
     stop = stop_on_signals()
     leader = Leadership(engine, "watch")
@@ -143,6 +145,13 @@ def watch(state: State, once: bool) -> None:
         leader.release()
 
 
+def _apply_waiting(watcher) -> None:
+    """``watch --once``: poll until a poll reads less than a full batch."""
+    while watcher.poll_once() >= watcher.config.batch_size:
+        pass
+    click.echo(f"applied {watcher.applied} events", err=True)
+
+
 def _watch_following(state: State, once: bool) -> None:
     """``watch`` with ``schema.follow: follow``: the leader holds the schema in use and, on each
     schema change the site announces, follows it (see sgcache.schema.follow.follower)."""
@@ -153,7 +162,7 @@ def _watch_following(state: State, once: bool) -> None:
     from sgcache.sync.remote import Stopped
     from sgcache.sync.watcher import Watcher
 
-    config, engine, remote = _sync_parts(state)
+    config, engine, remote = sync_parts(state)
     stop = None if once else stop_on_signals()
     leader = None
     if not once:
@@ -168,9 +177,7 @@ def _watch_following(state: State, once: bool) -> None:
         follow = WatcherFollow(held, Follower(engine, config, remote, stop=stop))
         watcher = Watcher(engine, tables, remote, config.watcher, schema_follow=follow)
         if once:
-            while watcher.poll_once() >= config.watcher.batch_size:
-                pass
-            click.echo(f"applied {watcher.applied} events", err=True)
+            _apply_waiting(watcher)
             return
         cursor = watcher.start()
         log.info("event=watch_started after_id=%d gaps=%d schema=%s", cursor.max_applied_id, len(cursor.gaps),
@@ -196,7 +203,7 @@ def auto(state: State, scan_interval: float | None) -> None:
     """
     from sgcache.sync.supervise import Supervisor, sync_children
 
-    config, engine, _ = _sync_parts(state)
+    config, engine, _ = sync_parts(state)
     _with_schema(config, engine, "auto", None, lambda tables, stop: None)  # migrated to the schema in use
     engine.dispose()
     interval = scan_interval if scan_interval is not None else config.scanner.interval
@@ -210,18 +217,6 @@ def auto(state: State, scan_interval: float | None) -> None:
 
 
 # --- the schema the sync commands write with -----------------------------------------------------
-
-
-def _sync_parts(state: State):
-    """(config, engine, remote) for the sync commands; the tables come from :func:`_with_schema`."""
-    from sgcache.schema.follow.follower import require_rules
-    from sgcache.schema.follow.record import follows
-    from sgcache.sync.remote import Remote
-
-    config = state.config("site.base_url", "site.script_name", "site.api_key")
-    if follows(config):
-        require_rules(config)
-    return config, connected_engine(config), Remote(config.site)
 
 
 def _with_schema(config, engine, name: str, stop: threading.Event | None,

@@ -118,9 +118,7 @@ def _copy(conn: sa.Connection, target: str, columns: Sequence[str], data: io.Str
 
 def usable(conn: sa.Connection, rows: int) -> bool:
     """Is a COPY worth it (PostgreSQL, through psycopg2, enough rows)?"""
-    return (rows >= MIN_ROWS and conn.dialect.name == "postgresql"
-            and hasattr(conn.connection.dbapi_connection, "cursor")
-            and conn.dialect.driver == "psycopg2")
+    return rows >= MIN_ROWS and conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2"
 
 
 def copy_into(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:

@@ -1,27 +1,20 @@
 """One leader per database: two watchers (or two periodic scanners) never apply at once.
 
-PostgreSQL: a session advisory lock, held on a dedicated connection. SQLite: an exclusive
-``flock`` on a file next to the database. Both vanish with the process that holds them, so a
-standby waiting for the lock takes over when the leader dies.
+An exclusive :class:`~sgcache.store.locks.DatabaseLock` per role: it vanishes with the process
+that holds it, so a standby waiting for the lock takes over when the leader dies.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import threading
-from pathlib import Path
 
 import sqlalchemy as sa
 
+from sgcache.store.locks import DatabaseLock
+
 log = logging.getLogger(__name__)
-
-
-def _key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for ``name``."""
-    return int.from_bytes(hashlib.sha1(f"sgcache:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 class Leadership:
@@ -31,27 +24,18 @@ class Leadership:
         self.engine = engine
         self.name = name
         self.retry_seconds = retry_seconds
-        self._conn: sa.Connection | None = None
-        self._file = None
+        self._lock = DatabaseLock(engine, name)
 
     def try_acquire(self) -> bool:
-        if self.engine.dialect.name == "postgresql":
-            if self._conn is None:
-                self._conn = self.engine.connect()
-            got = self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _key(self.name)}).scalar()
-            self._conn.commit()
-            return bool(got)
-        path = Path(f"{self.engine.url.database}.{self.name}.lock")
-        if self._file is None:
-            self._file = open(path, "a+")  # noqa: SIM115 (held open while leading)
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if self._lock.held is not None:
+            return True
+        if not self._lock.try_acquire(exclusive=True):
             return False
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{os.getpid()}\n")
-        self._file.flush()
+        if self._lock.file is not None:  # SQLite: the lock file says who leads
+            self._lock.file.seek(0)
+            self._lock.file.truncate()
+            self._lock.file.write(f"{os.getpid()}\n")
+            self._lock.file.flush()
         return True
 
     def acquire(self, stop: threading.Event | None = None) -> bool:
@@ -71,14 +55,4 @@ class Leadership:
                 threading.Event().wait(self.retry_seconds)
 
     def release(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _key(self.name)})
-                self._conn.commit()
-            finally:
-                self._conn.close()
-                self._conn = None
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        self._lock.release()

@@ -29,10 +29,8 @@ _PUT_WAIT = 0.2
 @dataclass(frozen=True)
 class Listing:
     """One listing: the entities of ``entity_type`` matching ``filters`` (active, or retired),
-    with ids above ``after_id`` and, when ``below_id`` is set, below it. ``key``: what the
-    caller knows it by."""
+    with ids above ``after_id`` and, when ``below_id`` is set, below it."""
 
-    key: Any
     entity_type: str
     fields: list[str] = field(hash=False)
     filters: list = field(hash=False)

@@ -85,11 +85,10 @@ class ParallelImport:
                     progress.grow(t.active_total + t.retired_total)
                     fields = scan.fields_of(t.et)
                     for after, below in id_ranges(t.highest_id, t.active_total, self.page_size, self.threads):
-                        listings.submit(Listing(t.et.name, t.et.name, fields, t.filters, after_id=after,
-                                                below_id=below))
+                        listings.submit(Listing(t.et.name, fields, t.filters, after_id=after, below_id=below))
                         t.pending += 1
                     continue
-                t = types[job.key]
+                t = types[job.entity_type]
                 if item is None:  # one listing ended
                     t.pending -= 1
                     if t.pending:
@@ -99,8 +98,7 @@ class ParallelImport:
                         t.pending = 1
                         # Ahead of other types' active listings: the type is finished (reconciled,
                         # analysed) while their pages still come in, not all types at the end.
-                        listings.submit(Listing(t.et.name, t.et.name, scan.fields_of(t.et), t.filters, retired=True),
-                                        priority=0)
+                        listings.submit(Listing(t.et.name, scan.fields_of(t.et), t.filters, retired=True), priority=0)
                         continue
                     reports[t.et.name] = self._finish(t, as_of)
                     progress.describe(f"full import ({len(reports)} of {len(self.targets)} types)")
