@@ -268,6 +268,10 @@ BAD_FILES = [
                  "watcher.poll_interval: expected a number greater than 0, got 0.0", id="poll-0"),
     pytest.param("scanner:\n  interval: -1\n", "scanner.interval: expected a number of at least 0, got -1.0",
                  id="scan-negative"),
+    pytest.param("scanner:\n  concurrency: 500\n",
+                 "scanner.concurrency: expected an integer from 1 to 32, got 500", id="concurrency-too-many"),
+    pytest.param("scanner:\n  concurrency: 0\n",
+                 "scanner.concurrency: expected an integer from 1 to 32, got 0", id="concurrency-0"),
     pytest.param("- web\n- log\n", "expected a mapping of sections", id="top-level-list"),
     pytest.param("just text\n", "expected a mapping of sections", id="top-level-scalar"),
 ]

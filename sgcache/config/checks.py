@@ -53,6 +53,9 @@ check_bind = Check("``HOST:PORT`` or ``unix:PATH``",
 positive = Check("number, greater than 0", lambda value: value > 0, "expected a number greater than 0")
 at_least_one = Check("integer, at least 1", lambda value: value >= 1, "expected an integer of at least 1")
 not_negative = Check("number, at least 0", lambda value: value >= 0, "expected a number of at least 0")
+connections = Check("integer, 1 to 32", lambda value: 1 <= value <= 32, "expected an integer from 1 to 32",
+                    doc="Connections to the site opened at once by one command: more than 32 only gets a "
+                        "site's throttling sooner.")
 share = Check("number from 0 to 1", lambda value: 0 <= value <= 1, "expected a number from 0 to 1")
 
 

@@ -298,8 +298,8 @@ class ScannerConfig:
                                     "ranges, are fetched together while one thread writes them. ``1``: one page "
                                     "after another. A site that throttles (HTTP 429, or 503 with ``Retry-After``) "
                                     "makes every connection wait as it asks. ``sgcache validate`` checks this "
-                                    "many types at once.",
-                                check=checks.at_least_one)
+                                    "many types at once. At most 32: a hosted site throttles well before that.",
+                                check=checks.connections)
     slim_records: str = _setting("all", "all: keep type, id, name, retired flag and project of every entity of the "
                                  "types the schema file leaves out (links to them are answered from the cache); "
                                  "none: keep none",
