@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, Response, render_template, request
 
 import sgcache
+from sgcache.admin_history import add_history_routes
 from sgcache.api3.service import Service
 from sgcache.config import Config
 from sgcache.metrics import DatabaseCollector, Metrics
@@ -89,11 +90,17 @@ class RowCounts:
             now = dt.datetime.now(dt.UTC)
             if newest is not None and now - newest[0] < self.interval:
                 return newest
-            types = report.status(engine, tables, rows=True)["types"]
-            counts = {name: {"active": t["active"], "retired": t["retired"]} for name, t in types.items()}
+            found = report.status(engine, tables, rows=True)
+            counts = {name: {"active": t["active"], "retired": t["retired"]} for name, t in found["types"].items()}
+            if found.get("history") is not None:
+                counts[HISTORY_COUNT] = {"versions": found["history"]["versions"]}
             with engine.begin() as conn:
                 samples.save(conn, tables.state, self.KIND, counts, at=now)
             return now, counts
+
+
+#: The key of the history's version count among the row counts (no type name starts with "_").
+HISTORY_COUNT = "_history"
 
 
 def _sync_status(service: Service, row_counts: RowCounts | None = None) -> dict[str, Any] | None:
@@ -108,6 +115,8 @@ def _sync_status(service: Service, row_counts: RowCounts | None = None) -> dict[
         data["rows_counted_at"], counts = row_counts.get(service)
         for name, t in data["types"].items():
             t.update(counts.get(name, {}))
+        if data.get("history") is not None and HISTORY_COUNT in counts:
+            data["history"]["versions"] = counts[HISTORY_COUNT].get("versions")
     return data
 
 
@@ -227,6 +236,7 @@ def add_admin_routes(app: Flask, config: Config, service: Service, metrics: Metr
     app.add_url_rule("/_sgcache/status", "admin_status", status_route, methods=["GET"])
     app.add_url_rule("/_sgcache/metrics", "admin_metrics", metrics_route, methods=["GET"])
     app.add_url_rule("/_sgcache/", "admin_page", page_route, methods=["GET"])
+    add_history_routes(app, service, refused, json_response)
 
 
 # --- the page's charts: small inline SVGs, drawn here so the page needs no script -------------------

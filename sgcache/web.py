@@ -29,6 +29,7 @@ from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase, TablesInUse
 from sgcache.api3.harvest import Harvest
 from sgcache.api3.identity import IdentityBook, SessionBook
+from sgcache.api3.past import parse_moment
 from sgcache.api3.policy import Policy
 from sgcache.api3.protocol import Fault
 from sgcache.api3.readback import ReadBack
@@ -275,8 +276,15 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
             headers.append(("Vary", "Accept-Encoding"))
         return Response(body, status=answer.status, headers=headers)
 
-    def api3(prefix: str | None = None) -> Response:
+    def api3(prefix: str | None = None, moment: str | None = None) -> Response:
         try:
+            if prefix is not None and (prefix == "as-of" or prefix.startswith("as-of/")):
+                # shotgun_api3 drops the last segment of a base URL without a trailing slash, so
+                # the time never arrives: answering the present instead would be a wrong answer.
+                raise Fault("sgcache: an as-of URL needs a time and a trailing slash, such as "
+                            "Shotgun('http://sgcache:8010/as-of/2026-12-01T18:00:00Z/', ...): without the slash "
+                            "the client drops the time")
+            as_of = parse_moment(moment) if moment is not None else None
             length = request.content_length
             if length is not None and length > max_body:
                 raise Fault(f"sgcache: the request body ({length} bytes) is larger than web.max_body ({max_body} "
@@ -284,7 +292,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
             body = request.stream.read(max_body + 1)
             if len(body) > max_body:
                 raise Fault(f"sgcache: the request body is larger than web.max_body ({max_body} bytes)")
-            answer, req = service.handle(body, request.headers)
+            answer, req = service.handle(body, request.headers, as_of=as_of)
             if req is not None:
                 g.method, g.caller = _loggable(req.method), _loggable(req.caller)
                 g.entity_type = _loggable(req.entity_type or "-")
@@ -297,6 +305,8 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
                                                   "sgcache log has the details"), "internal error"))
 
     app.add_url_rule("/api3/json", "api3", api3, methods=["POST"])
+    # Reads of the past (sgcache.api3.past): Shotgun("http://sgcache:8010/as-of/2026-12-01T18:00:00Z", ...)
+    app.add_url_rule("/as-of/<moment>/api3/json", "api3_as_of", api3, methods=["POST"])
     app.add_url_rule("/<path:prefix>/api3/json", "api3_prefixed", api3, methods=["POST"])
 
     def relay_file(path: str) -> Response:

@@ -270,6 +270,9 @@ BAD_FILES = [
                  id="scan-negative"),
     pytest.param("scanner:\n  concurrency: 500\n",
                  "scanner.concurrency: expected an integer from 1 to 32, got 500", id="concurrency-too-many"),
+    pytest.param("history:\n  keep: 90 days\n",
+                 "history.keep: expected a duration such as 90d, 12h, 30m or 3600s (or 0), got '90 days'",
+                 id="history-keep"),
     pytest.param("scanner:\n  concurrency: 0\n",
                  "scanner.concurrency: expected an integer from 1 to 32, got 0", id="concurrency-0"),
     pytest.param("- web\n- log\n", "expected a mapping of sections", id="top-level-list"),
@@ -287,8 +290,8 @@ def test_invalid_file_is_one_config_error_naming_the_file_and_key(tmp_path, text
 
 def test_unknown_section_message_lists_the_known_sections(tmp_path):
     path = write(tmp_path / "s.yml", "server:\n  bind: x\n")
-    assert config_error(path) == (f"{path}: unknown section 'server' "
-                                  "(known: site, database, schema, web, auth, watcher, scanner, reads, admin, log)")
+    assert config_error(path) == (f"{path}: unknown section 'server' (known: site, database, schema, web, auth, "
+                                  "watcher, scanner, reads, history, admin, log)")
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

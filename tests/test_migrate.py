@@ -47,7 +47,7 @@ def test_first_migration_creates_entity_association_and_state_tables(engine, sma
     assert "create table shot" in report.actions
     assert {"sg_sequence__type", "sg_sequence__id", "code", "_active", "_cache_created_at", "_cache_updated_at",
             "_last_event_id"} <= columns(engine, "shot")
-    assert columns(engine, "shot_assets") == {"parent_id", "position", "child_type", "child_id"}
+    assert columns(engine, "shot_assets") == {"parent_id", "position", "child_type", "child_id", "_valid_from"}
 
 
 def test_indexes_cover_links_updated_at_project_and_associations(engine, small_schema):
@@ -214,7 +214,7 @@ def test_dry_run_reports_without_changing_anything(engine, small_schema):
     migrate(engine, Tables(small_schema))
     new = evolve(small_schema, lambda s: s["Shot"].fields.pop("code"))
     report = migrate(engine, Tables(new), dry_run=True)
-    assert report.actions == ["drop column shot.code", "forget field Shot.code"]
+    assert report.actions == ["drop column shot.code", "forget field Shot.code", "drop column _history_shot.code"]
     assert "code" in columns(engine, "shot")
 
 

@@ -491,7 +491,7 @@ def test_a_database_behind_the_schema_file_is_reported_not_migrated(unused_setup
     migrate(engine, Tables(older))
     result = sgcache("validate", "data", "Shot", config=config)
     assert result.status == 1
-    assert result.err == [f"sgcache: error: sqlite:///{db} does not match the schema file (1 change pending): "
+    assert result.err == [f"sgcache: error: sqlite:///{db} does not match the schema file (2 changes pending): "
                           "run `sgcache schema migrate`"]
     assert "description" not in {c["name"] for c in sa.inspect(engine).get_columns("shot")}
     engine.dispose()

@@ -45,7 +45,7 @@ def shot(i: int) -> dict:
 def stored(engine, tables, ids=None) -> list[dict]:
     with engine.connect() as conn:
         rows = read_entities(conn, tables, "Shot", ids=ids, fields=FIELDS, include_meta=True)
-    return sorted(({k: v for k, v in r.items() if k not in ("_cache_updated_at", "_cache_created_at")}
+    return sorted(({k: v for k, v in r.items() if k not in ("_cache_updated_at", "_cache_created_at", "_valid_from")}
                    for r in rows), key=lambda r: r["id"])
 
 

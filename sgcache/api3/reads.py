@@ -11,6 +11,7 @@ request goes to the site) or, when the site cannot say who is calling, a fault.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import threading
 import time
@@ -38,6 +39,10 @@ from sgcache.store.readstate import ReadState, load_state
 from sgcache.upstream import SiteUnavailable
 
 log = logging.getLogger(__name__)
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 #: a compiled read or summarize: ``plan.run(conn)`` gives its results
 Compiler = Callable[[Context, Any], Any]
@@ -150,9 +155,10 @@ class CacheReads:
 
     # --- read and summarize ----------------------------------------------------------------------------
 
-    def answer(self, req: RpcRequest) -> tuple[Any, Decision] | PassReason | Answer:
+    def answer(self, req: RpcRequest, as_of: dt.datetime | None = None) -> tuple[Any, Decision] | PassReason | Answer:
         """(results, the caller's decision) from the cache tables; else why not (passthrough), or a
-        fault to answer with."""
+        fault to answer with. ``as_of``: answer as the site would have at that moment (from the
+        history the cache keeps; see sgcache.store.history)."""
         why = self.unusable()
         if why:
             return PassReason(why)
@@ -169,7 +175,11 @@ class CacheReads:
         decision = self._decided(req, state, entity_type)
         if not isinstance(decision, Decision):
             return decision
-        plan = self._compiled(req, state, decision)
+        if as_of is not None and (state.history_until is None or as_of > state.history_until):
+            until = "not yet known" if state.history_until is None else _iso(state.history_until)
+            return PassReason("history_not_yet", f"the watcher has applied the site's changes up to {until}",
+                              decision=decision)
+        plan = self._compiled(req, state, decision, as_of)
         if isinstance(plan, PassReason):
             return dataclasses.replace(plan, decision=decision)
         if isinstance(plan, Answer):
@@ -177,14 +187,15 @@ class CacheReads:
         result = self._run(req, plan)
         return dataclasses.replace(result, decision=decision) if isinstance(result, PassReason) else (result, decision)
 
-    def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision) -> Any | PassReason | Answer:
+    def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision,
+                  as_of: dt.datetime | None = None) -> Any | PassReason | Answer:
         try:
             visibility = None
             if decision.mode == "visible_projects":
                 visibility = self.policy.visibility(req.auth, decision.identity,
                                                     sorted(state.ready & set(self.cache.tables.entities)))
             ctx = Context(self.cache.tables, state, self.cache.read_engine.dialect.name, tz=self.tz,
-                          visibility=visibility)
+                          visibility=visibility, as_of=as_of)
             return COMPILERS[req.method](ctx, req.args)
         except Uncertain as u:
             return PassReason(u.reason, u.detail)

@@ -21,6 +21,7 @@ The parts are built and wired in one place, :func:`sgcache.web.build_service`.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import logging
 import threading
 from collections import Counter
@@ -30,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import sgcache
-from sgcache.api3 import protocol, writes
+from sgcache.api3 import past, protocol, writes
 from sgcache.api3.answers import Answer, PassReason, fault_answer, forwarded, json_answer
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
@@ -106,7 +107,9 @@ class Service:
 
     # --- entry point -----------------------------------------------------------------------------
 
-    def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[Answer, RpcRequest | None]:
+    def handle(self, body: bytes, headers: Mapping[str, str],
+               as_of: dt.datetime | None = None) -> tuple[Answer, RpcRequest | None]:
+        """Answer one RPC request; ``as_of``: a read of the past (sgcache.api3.past)."""
         try:
             req = protocol.parse(body)
         except Fault as fault:
@@ -118,6 +121,8 @@ class Service:
         rejected = self.verifier.remembered_fault(req.auth)
         if rejected is not None:
             return fault_answer(rejected, "credentials rejected a moment ago"), req
+        if as_of is not None and req.method not in SCHEMA_METHODS:
+            return self.from_history(req, as_of), req
         if req.method in writes.WRITE_METHODS:
             return self.write(req, headers), req
         if req.method in ("read", "summarize"):
@@ -143,6 +148,21 @@ class Service:
         answer = self._cached(result)
         answer.detail = f"group {decision.group} ({decision.mode})"
         self.shadow.sample(req, decision, result)
+        return answer
+
+    def from_history(self, req: RpcRequest, as_of: dt.datetime) -> Answer:
+        """A read or summarize as the site would have answered at ``as_of``, or a fault saying
+        why not (the past cannot be asked of the site)."""
+        if req.method not in past.PAST_METHODS:
+            return fault_answer(past.not_a_read(req.method, as_of), "as-of: not a read")
+        found = self.reads.answer(req, as_of)
+        if isinstance(found, Answer):
+            return found
+        if isinstance(found, PassReason):
+            return fault_answer(past.refusal(req.method, as_of, found), f"as-of: {found.reason}")
+        result, decision = found
+        answer = self._cached(result)
+        answer.detail = f"as of {past.iso(as_of)}, group {decision.group} ({decision.mode})"
         return answer
 
     def _cached(self, result: Any) -> Answer:

@@ -1,8 +1,8 @@
 """The ``sgcache`` command. Thin: it parses arguments, loads the config and calls the library.
 
 The group and what every command shares are in :mod:`~sgcache.cli.common`; the commands, by
-job, in :mod:`~sgcache.cli.schemas`, :mod:`~sgcache.cli.syncing`, :mod:`~sgcache.cli.checks`
-and :mod:`~sgcache.cli.serve`. :func:`main` is the installed ``sgcache``.
+job, in :mod:`~sgcache.cli.schemas`, :mod:`~sgcache.cli.syncing`, :mod:`~sgcache.cli.checks`,
+:mod:`~sgcache.cli.history` and :mod:`~sgcache.cli.serve`. :func:`main` is the installed ``sgcache``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import sqlalchemy
 
 from sgcache.cli.checks import auth, status, validate
 from sgcache.cli.common import cli, version
+from sgcache.cli.history import changes, history
 from sgcache.cli.schemas import schema
 from sgcache.cli.serve import demo, mock_site, web
 from sgcache.cli.syncing import auto, rebuild, scan, watch
 from sgcache.errors import SgcacheError
 
-__all__ = ["auth", "auto", "cli", "demo", "main", "mock_site", "rebuild", "scan", "schema", "status", "validate",
-           "version", "watch", "web"]
+__all__ = ["auth", "auto", "changes", "cli", "demo", "history", "main", "mock_site", "rebuild", "scan", "schema",
+           "status", "validate", "version", "watch", "web"]
 
 
 def main(argv: list[str] | None = None) -> None:

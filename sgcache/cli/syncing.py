@@ -46,10 +46,14 @@ def scan(state: State, full: bool, types: str | None, projects: str | None, inte
         leader = Leadership(engine, "scan")
         if not leader.acquire(stop):
             return
+    def scanner(tables, round_stop):
+        found = Scanner(engine, tables, remote, config.scanner, progress=progress, stop=round_stop)
+        found.history_keep = config.history.keep_seconds  # pruned with the periodic scans
+        return found
+
     try:
         _with_schema(config, engine, "scan", stop, lambda tables, round_stop: _scan(
-            Scanner(engine, tables, remote, config.scanner, progress=progress, stop=round_stop), full, interval,
-            type_list, project_list, round_stop))
+            scanner(tables, round_stop), full, interval, type_list, project_list, round_stop))
     except Stopped:
         # A service asked to stop is a clean exit; a one-off scan left unfinished is not.
         click.echo("sgcache scan: stopped before the scan finished; an unfinished full import is done "

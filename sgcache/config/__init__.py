@@ -22,6 +22,7 @@ from sgcache.config.sections import (
     AuthConfig,
     Config,
     DatabaseConfig,
+    HistoryConfig,
     LogConfig,
     ReadsConfig,
     ScannerConfig,
@@ -36,8 +37,8 @@ from sgcache.config.sections import (
 
 __all__ = [
     "DEFAULT_CONFIG_NAME", "ENV_PREFIX", "GROUP_MODES", "SECTIONS",
-    "AdminConfig", "AuthConfig", "Config", "DatabaseConfig", "LogConfig", "ReadsConfig", "ScannerConfig",
-    "SchemaConfig",
+    "AdminConfig", "AuthConfig", "Config", "DatabaseConfig", "HistoryConfig", "LogConfig", "ReadsConfig",
+    "ScannerConfig", "SchemaConfig",
     "Secret", "SiteConfig", "WatcherConfig", "WebConfig",
     "check_bind", "env_name", "find_config_path", "iter_settings", "load_config", "resolve_sqlite_url",
     "setting_default_doc", "setting_doc", "setting_type_doc",

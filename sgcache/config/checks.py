@@ -56,6 +56,19 @@ not_negative = Check("number, at least 0", lambda value: value >= 0, "expected a
 connections = Check("integer, 1 to 32", lambda value: 1 <= value <= 32, "expected an integer from 1 to 32",
                     doc="Connections to the site opened at once by one command: more than 32 only gets a "
                         "site's throttling sooner.")
+#: ``90d``, ``12h``, ``30m``, ``3600s``; ``0``: for ever.
+DURATION = re.compile(r"(0|[1-9]\d*[smhd])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds of a checked duration (``0``: 0)."""
+    return 0.0 if value == "0" else float(int(value[:-1]) * _SECONDS[value[-1]])
+
+
+duration = Check("duration: ``N`` then ``s``, ``m``, ``h`` or ``d`` (``90d``), or ``0``",
+                 lambda value: DURATION.fullmatch(value) is not None,
+                 "expected a duration such as 90d, 12h, 30m or 3600s (or 0)")
 share = Check("number from 0 to 1", lambda value: 0 <= value <= 1, "expected a number from 0 to 1")
 
 

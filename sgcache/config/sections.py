@@ -330,6 +330,23 @@ class ReadsConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """The versions the cache keeps of every change, for reads of the past (see docs/history.rst)."""
+
+    keep: str = _setting("90d", "How long ended versions are kept: N then s, m, h or d (0: for ever)",
+                         doc="How long the cache keeps a version once it has ended (``90d``, ``12h``...; ``0``: "
+                             "for ever). The periodic scan (``sgcache scan --interval``, ``sgcache auto``) "
+                             "removes older ones a batch at a time; reads of the past before that horizon are "
+                             "then refused (see :doc:`history`).",
+                         check=checks.duration)
+
+    @property
+    def keep_seconds(self) -> float:
+        """``keep`` in seconds (0: for ever)."""
+        return checks.duration_seconds(self.keep)
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """The proxy's own routes under /_sgcache/: status page, status JSON, metrics, health."""
 
@@ -379,6 +396,7 @@ class Config:
     watcher: WatcherConfig = field(default_factory=WatcherConfig)
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     reads: ReadsConfig = field(default_factory=ReadsConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the YAML file was, if any (for messages and relative paths).

@@ -13,6 +13,7 @@ fields without backfill marks); anything else raises :class:`~sgcache.query.Unce
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
+from sgcache.store import history
 from sgcache.store.readstate import ReadState
 from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable, Tables
@@ -69,14 +71,19 @@ class Context:
     what the caller may see (``visibility``; None: everything)."""
 
     def __init__(self, tables: Tables, state: ReadState, dialect: str, *, tz: ZoneInfo,
-                 now: dt.datetime | None = None, visibility: Visibility | None = None):
+                 now: dt.datetime | None = None, visibility: Visibility | None = None,
+                 as_of: dt.datetime | None = None):
         self.tables = tables
         self.state = state
         self.dialect = dialect
         self.tz = tz
-        self.now = (now or dt.datetime.now(dt.UTC)).astimezone(tz)
+        #: a read of the past: every table is read as it was then (sgcache.store.history), and
+        #: relative dates count from then
+        self.as_of = as_of
+        self.now = (as_of or now or dt.datetime.now(dt.UTC)).astimezone(tz)
         self.visibility = visibility
         self._alias_count = 0
+        self._past: dict[str, EntityTable] = {}
 
     # --- checks ------------------------------------------------------------------------------------
 
@@ -98,7 +105,38 @@ class Context:
         if type_name in self.state.suspect:
             raise Uncertain("dead_letter", f"{type_name}: an event about it failed to apply; reads pass through "
                             "until its next full import")
+        if self.as_of is not None:
+            return self._as_it_was(self.tables[type_name])
         return self.tables[type_name]
+
+    def _as_it_was(self, et: EntityTable) -> EntityTable:
+        """``et`` with its tables as they were at ``as_of`` (same names and columns)."""
+        past = self._past.get(et.name)
+        if past is None:
+            self._history_covers(et.name, "id")
+            at = self.as_of
+            links = self.tables.state.link_history
+            past = self._past[et.name] = dataclasses.replace(
+                et, table=history.as_of(et.table, et.history, at),
+                associations={name: history.links_as_of(assoc, links, et.name, name, at)
+                              for name, assoc in et.associations.items()})
+        return past
+
+    def _history_covers(self, type_name: str, field_name: str) -> None:
+        """The cache's history of the field reaches back to ``as_of``, else the read is refused
+        with the earliest time it could answer."""
+        start = self.state.history_from.get((type_name, field_name))
+        if start is None:
+            raise Uncertain("history_not_started", f"{type_name}.{field_name}: its history begins once it is "
+                            "imported in full")
+        pruned = self.state.history_pruned
+        if pruned is not None and pruned > self.as_of:
+            raise Uncertain("history_pruned", f"versions that ended before {_iso(pruned)} are no longer kept "
+                            "(history.keep); ask for that time or later")
+        if start > self.as_of:
+            what = type_name if field_name == "id" else f"{type_name}.{field_name}"
+            raise Uncertain("history_before_start", f"{what}: the cache's history of it begins at "
+                            f"{_iso(start)}; ask for that time or later")
 
     def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldHandler:
         """The handler of a field the read may use (``shown`` False: only to name links, which
@@ -120,6 +158,8 @@ class Context:
         if name in self.state.mismatched.get(et.name, ()):
             raise Uncertain("schema_mismatch", f"{et.name}.{name} is stored differently in the database "
                             "(run sgcache schema migrate with this schema file and version)")
+        if self.as_of is not None:
+            self._history_covers(et.name, name)
         return handler
 
     def link_types(self, handler: FieldHandler) -> list[Target]:
@@ -134,6 +174,9 @@ class Context:
         leaves the type out (only for callers who see everything: what a restricted caller may see
         of a type the cache does not hold is not known)."""
         if type_name not in self.tables and type_name in self.state.slim:
+            if self.as_of is not None:
+                raise Uncertain("history_not_kept", f"a link to {type_name}: the cache keeps no history of the "
+                                "types it holds as slim records")
             if self.visibility is not None:
                 raise Uncertain("restricted_link", f"a link to {type_name} (not cached) for a caller who sees only "
                                 "some projects")
@@ -186,6 +229,8 @@ class Context:
         return expr
 
     def alias(self, et: EntityTable) -> sa.Alias:
+        if self.as_of is not None:  # a past view is this read's own: not kept for the process
+            return et.table.alias(f"j{self._next_alias()}")
         return _alias(et.table, f"j{self._next_alias()}")
 
     def slim_alias(self) -> sa.Alias:
@@ -205,6 +250,9 @@ class Context:
         authority for every id it holds; the slim records for the others."""
         if self.state.projects is None or "project" not in et.fields:
             return None
+        if self.as_of is not None:
+            raise Uncertain("history_not_kept", f"links to {et.name} outside the cached projects: the cache "
+                            "keeps no history of them")
         outside = self.state.outside.get(et.name)
         if outside is None:
             raise Uncertain("project_subset", f"links to {et.name} outside the cached projects are not listed yet")
@@ -267,6 +315,10 @@ class Context:
         if not whens:
             return sa.null()
         return sa.case(*whens, else_=sa.null())
+
+
+def _iso(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 #: Table aliases one read may use at most (more pass through): the process keeps at most this

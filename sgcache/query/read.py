@@ -94,15 +94,16 @@ def _names_statement(ctx: Context, et: EntityTable, named: bool, ids: list[int])
     once), in an expanding IN list on SQLite."""
     ident = ctx.identifier(et) if named else None  # checks the identifier field each time
     key = (et.table.name, ident is not None, ctx.dialect)
-    stmt = _NAMES.get(key)
+    stmt = _NAMES.get(key) if ctx.as_of is None else None  # a past view is the read's own
     if stmt is None or stmt.selected_columns[0].table is not et.table:  # a new schema's tables
         t = et.table
         if ctx.dialect == "postgresql":
             where = t.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer)))
         else:
             where = t.c.id.in_(sa.bindparam("ids", expanding=True))
-        stmt = _NAMES[key] = sa.select(t.c.id, t.c._active, ident if ident is not None else sa.null(),
-                                       sa.true()).where(where)
+        stmt = sa.select(t.c.id, t.c._active, ident if ident is not None else sa.null(), sa.true()).where(where)
+        if ctx.as_of is None:
+            _NAMES[key] = stmt
     return stmt, {"ids": ids}
 
 

@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.schema import CreateColumn, CreateIndex, CreateTable
 
 from sgcache.errors import SchemaError
 from sgcache.fields import FieldHandler, make_field, names
 from sgcache.fields.base import storage_has_association
 from sgcache.schema.model import Field
-from sgcache.store import state
+from sgcache.store import history, state
 from sgcache.store.tables import EntityTable, Tables
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class _Migration:
         self.inspected_before: set[str] = set()
         # Tables sgcache made (from its state table): the only ones it may alter or drop.
         self.owned: set[str] = set()
+        # CREATE statements not sent yet (see flush)
+        self.pending: list[str] = []
 
     # --- DDL helpers --------------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class _Migration:
 
     def ddl(self, action: str, statement) -> None:
         self.report.add(action)
+        self.flush()
         if not self.dry_run:
             if isinstance(statement, str):
                 self.conn.execute(sa.text(statement))
@@ -85,8 +88,16 @@ class _Migration:
     def exists(self, table_name: str) -> bool:
         return table_name in self.existing_tables or table_name in self.planned
 
+    def flush(self) -> None:
+        """Send the CREATE statements held back (PostgreSQL: in one round trip)."""
+        if self.pending:
+            self.conn.exec_driver_sql(";\n".join(self.pending))
+            self.pending.clear()
+            self.inspector.clear_cache()
+
     def columns_of(self, table_name: str) -> set[str]:
         real = set()
+        self.flush()
         if table_name in self.existing_tables:
             real = {c["name"] for c in self.inspector.get_columns(table_name)}
         return (real - {c for t, c in self.dropped_columns if t == table_name}) | \
@@ -99,11 +110,21 @@ class _Migration:
                               "sgcache; drop or rename it, or use another database")
 
     def indexes_of(self, table_name: str) -> dict[str, list[str]]:
+        self.flush()
         if table_name not in self.existing_tables:
             return {}
         return {ix["name"]: ix["column_names"] for ix in self.inspector.get_indexes(table_name)}
 
     def create_table(self, table: sa.Table) -> None:
+        if self.conn.dialect.name == "postgresql" and not self.dry_run:
+            # A new database makes hundreds of tables and indexes: held back and sent together
+            # (see flush), each still reported.
+            self.report.add(f"create table {table.name}")
+            dialect = self.conn.dialect
+            self.pending.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+            self.pending += [str(CreateIndex(ix).compile(dialect=dialect)).strip() for ix in table.indexes]
+            self.existing_tables.add(table.name)
+            return
         self.ddl(f"create table {table.name}", lambda: table.create(self.conn))
         (self.planned if self.dry_run else self.existing_tables).add(table.name)
 
@@ -136,6 +157,7 @@ class _Migration:
         assoc = names.association_table(et.name, field_name)
         if assoc in self.owned or assoc in self.planned:
             self.drop_table(assoc)
+            self._forget_links(et.name, field_name)
         possible = {field_name}
         for data_type in data_types:
             possible.update(c.name for c in make_field(et.name, Field(field_name, data_type)).columns())
@@ -186,6 +208,44 @@ class _Migration:
                 if ix.name not in existing:
                     self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
 
+    def ensure_history(self, et: EntityTable, remade: set[str]) -> None:
+        """Each of the type's tables has its ``_valid_from`` column, and the type a history table
+        with the same columns. Columns of fields whose storage was (re)made start empty in history too:
+        the versions kept before hold nothing trustworthy for them (reads of the past touching
+        them are refused until the field's history begins, see docs/history.rst)."""
+        tables = [et.table, *et.associations.values()]
+        for table in tables:
+            # Tables made in this run have it; only an older sgcache's need a look.
+            if table.name in self.inspected_before and history.VALID_FROM not in self.columns_of(table.name):
+                self._add_column(table, table.c[history.VALID_FROM])
+        remade_columns = {c.name for name in remade if name in et.fields for c in et.fields[name].columns()}
+        name = et.history.name
+        self.claim(name)
+        if not self.exists(name):
+            self.create_table(history.history_table(sa.MetaData(), et.table, "id"))
+            return
+        present = self.columns_of(name)
+        wanted = {c.name for c in et.history.columns}
+        for column in sorted((present - wanted) | (present & remade_columns)):
+            self.ddl(f"drop column {name}.{column}", f"ALTER TABLE {self.q(name)} DROP COLUMN {self.q(column)}")
+            if self.dry_run:
+                self.dropped_columns.add((name, column))
+        present = self.columns_of(name)
+        if wanted - present:
+            versions = history.history_table(sa.MetaData(), et.table, "id")  # the full table, for its DDL
+            for column in versions.columns:
+                if column.name not in present:
+                    self._add_column(versions, column)
+        for field_name in sorted(remade & set(et.associations)):
+            self._forget_links(et.name, field_name)  # the list's earlier rows hold nothing trustworthy
+
+    def _add_column(self, table: sa.Table, column: sa.Column) -> None:
+        spec = CreateColumn(column).compile(dialect=self.conn.dialect)
+        self.ddl(f"add column {table.name}.{column.name}", f"ALTER TABLE {self.q(table.name)} ADD COLUMN {spec}")
+        if self.dry_run:
+            self.added_columns.add((table.name, column.name))
+            self.dropped_columns.discard((table.name, column.name))
+
     # --- the whole database ---------------------------------------------------------------------
 
     def run(self) -> MigrationReport:
@@ -196,6 +256,9 @@ class _Migration:
             self.owned.add(names.entity_table(type_name))
             if storage_has_association(previous.storage):
                 self.owned.add(names.association_table(type_name, field_name))
+        self.owned |= {history.history_name(names.entity_table(t)) for t, _ in known}
+        history_from_added = st.fields.name in self.existing_tables and \
+            "history_from" not in self.columns_of(st.fields.name)
         # Tables created in this run already carry their indexes.
         self.inspected_before = set(self.existing_tables)
         for t in st.all():
@@ -204,7 +267,13 @@ class _Migration:
             else:
                 self.add_missing_columns(t)
         now = _now()
+        if history_from_added and not self.dry_run:
+            # History begins now for what an older sgcache had already filled.
+            self.conn.execute(sa.update(st.fields).where(st.fields.c.needs_backfill.is_(False))
+                              .values(history_from=now))
         upserts: list[dict] = []
+        remade: dict[str, set[str]] = {}
+        starts = state.history_starts(self.conn, st) if known and not (self.dry_run and history_from_added) else {}
 
         def record(et: EntityTable, handler: FieldHandler, backfill_reason: str | None,
                    previous: state.FieldState | None) -> None:
@@ -214,9 +283,13 @@ class _Migration:
                 needs, reason = False, None
             if needs:
                 self.report.backfill.append((et.name, handler.name, reason or ""))
+            if backfill_reason is not None:
+                remade.setdefault(et.name, set()).add(handler.name)
             row = {"entity_type": et.name, "field_name": handler.name, "data_type": handler.field.data_type,
                    "storage": handler.storage, "needs_backfill": needs, "backfill_reason": reason,
-                   "updated_at": now, "created_at": now}
+                   "updated_at": now, "created_at": now,
+                   # a field whose storage stays keeps its history; one (re)made starts again
+                   "history_from": None if needs else starts.get((et.name, handler.name))}
             if previous is None or (previous.data_type, previous.storage, previous.needs_backfill,
                                     previous.backfill_reason) != (row["data_type"], row["storage"], needs,
                                                                   reason):
@@ -248,6 +321,7 @@ class _Migration:
                 self.report.add(f"forget field {type_name}.{field_name}")
                 self._forget(type_name, field_name)
             self.ensure_indexes(et)
+            self.ensure_history(et, remade.get(et.name, set()))
 
         # Types that left the schema: drop what sgcache made for them, nothing else.
         for type_name in sorted({t for t, _ in known} - set(self.tables.entities)):
@@ -255,10 +329,13 @@ class _Migration:
             for field_name in fields:
                 if storage_has_association(known[type_name, field_name].storage):
                     self.drop_table(names.association_table(type_name, field_name))
+            self._forget_links(type_name)
             self.drop_table(names.entity_table(type_name))
+            self.drop_table(history.history_name(names.entity_table(type_name)))
             self.report.add(f"forget entity type {type_name}")
             self._forget(type_name)
 
+        self.flush()
         if upserts and not self.dry_run:
             self._write_states(upserts)
         if not self.dry_run:
@@ -289,6 +366,17 @@ class _Migration:
             self.create_field_storage(et, handler)
             return "storage was missing"
         return None
+
+    def _forget_links(self, type_name: str, field_name: str | None = None) -> None:
+        """Drop the kept list rows of a type (or of one of its fields) whose storage goes."""
+        links = self.tables.state.link_history
+        if self.dry_run or not self.exists(links.name) or links.name in self.planned:
+            return
+        self.flush()
+        stmt = sa.delete(links).where(links.c.entity_type == type_name)
+        if field_name is not None:
+            stmt = stmt.where(links.c.field == field_name)
+        self.conn.execute(stmt)
 
     def _forget(self, type_name: str, field_name: str | None = None) -> None:
         if self.dry_run:

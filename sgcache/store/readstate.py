@@ -6,6 +6,7 @@ compiler refuses (passes through) anything it does not vouch for.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from sgcache.store import slim
 from sgcache.store.slim import SlimType
-from sgcache.store.state import AUTH_EPOCH, AUTH_TRIPPED, PROJECTS, decode_projects
+from sgcache.store.state import AUTH_EPOCH, AUTH_TRIPPED, HISTORY_PRUNED, HISTORY_UNTIL, PROJECTS, decode_projects
 from sgcache.store.tables import Tables
 
 
@@ -46,6 +47,13 @@ class ReadState:
     #: with only some projects cached: the cached project-scoped types whose entities outside
     #: those projects are listed as slim records (links to them are named from those records)
     outside: dict[str, SlimType] = field(default_factory=dict)
+    #: (type, field) -> when the cache's history of it begins (None or absent: not yet; see
+    #: sgcache.store.history)
+    history_from: dict[tuple[str, str], dt.datetime | None] = field(default_factory=dict)
+    #: every change on the site up to this moment has been applied (the watcher found no more)
+    history_until: dt.datetime | None = None
+    #: versions that ended before this moment were pruned (history.keep)
+    history_pruned: dt.datetime | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,10 +70,12 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
                                    .where(st.types.c.full_scan_at.is_not(None))).scalars())
     backfill: dict[str, set[str]] = {}
     stored: dict[tuple[str, str], tuple[str, str]] = {}
-    for type_name, field_name, data_type, storage, needs in conn.execute(sa.select(
+    starts: dict[tuple[str, str], dt.datetime | None] = {}
+    for type_name, field_name, data_type, storage, needs, start in conn.execute(sa.select(
             st.fields.c.entity_type, st.fields.c.field_name, st.fields.c.data_type, st.fields.c.storage,
-            st.fields.c.needs_backfill)):
+            st.fields.c.needs_backfill, st.fields.c.history_from)):
         stored[(type_name, field_name)] = (data_type, storage)
+        starts[(type_name, field_name)] = start
         if needs:
             backfill.setdefault(type_name, set()).add(field_name)
     mismatched: dict[str, set[str]] = {}
@@ -73,7 +83,8 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
         if stored.get(key) != expected:
             mismatched.setdefault(key[0], set()).add(key[1])
     meta = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
-                             .where(st.meta.c.key.in_([PROJECTS, "rebuilding", AUTH_EPOCH, AUTH_TRIPPED]))).all())
+                             .where(st.meta.c.key.in_([PROJECTS, "rebuilding", AUTH_EPOCH, AUTH_TRIPPED,
+                                                       HISTORY_UNTIL, HISTORY_PRUNED]))).all())
     cached_projects = decode_projects(meta.get(PROJECTS))
     projects = frozenset(cached_projects) if cached_projects else None
     marked = json.loads(meta["rebuilding"]) if meta.get("rebuilding") else None
@@ -90,4 +101,9 @@ def load_state(conn: sa.Connection, tables: Tables) -> ReadState:
                      {k: frozenset(v) for k, v in mismatched.items()}, meta.get(AUTH_EPOCH, ""),
                      frozenset(tripped) if isinstance(tripped, dict) else frozenset(), suspect,
                      {name: t for name, t in listed.items() if name not in tables},
-                     {name: t for name, t in listed.items() if name in tables and projects is not None})
+                     {name: t for name, t in listed.items() if name in tables and projects is not None},
+                     starts, _moment(meta.get(HISTORY_UNTIL)), _moment(meta.get(HISTORY_PRUNED)))
+
+
+def _moment(raw: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(raw) if raw else None

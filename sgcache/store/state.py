@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
@@ -9,16 +10,22 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.fields.types import UTCDateTime
+from sgcache.store import history
 from sgcache.store import slim as slim_records
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 6
+STATE_VERSION = 7
 
 #: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
 #: groups change on the site (proxies then forget who their callers are and what they may see),
 #: and the permission groups a failed shadow check switched to passthrough (JSON {code: why}).
 AUTH_EPOCH = "auth_epoch"
 AUTH_TRIPPED = "auth_tripped"
+#: ``_sgcache_meta`` key: the watcher found every change on the site up to this time (ISO) applied;
+#: reads of the past are answered up to it.
+HISTORY_UNTIL = "history_until"
+#: ``_sgcache_meta`` key: versions that ended before this time (ISO) were pruned (history.keep).
+HISTORY_PRUNED = "history_pruned"
 
 
 @dataclass
@@ -35,10 +42,12 @@ class StateTables:
     #: slim records of the types the schema leaves out (see sgcache.store.slim)
     slim: sa.Table
     slim_types: sa.Table
+    #: the earlier versions of every multi-entity list (see sgcache.store.history)
+    link_history: sa.Table
 
     def all(self) -> list[sa.Table]:
         return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
-                self.sessions, self.other_sides, self.slim, self.slim_types]
+                self.sessions, self.other_sides, self.slim, self.slim_types, self.link_history]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -59,6 +68,9 @@ def define(metadata: sa.MetaData) -> StateTables:
         # the storage was (re)made and holds no trustworthy data until a full import fills it
         sa.Column("needs_backfill", sa.Boolean, nullable=False),
         sa.Column("backfill_reason", sa.Text),
+        # when the cache's history of the field begins (its first complete import; see
+        # sgcache.store.history): reads of the past before then are refused
+        sa.Column("history_from", UTCDateTime),
     )
     types = sa.Table(
         "_sgcache_types", metadata,
@@ -142,7 +154,7 @@ def define(metadata: sa.MetaData) -> StateTables:
     slim, slim_types = slim_records.define(metadata)
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
                        dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides,
-                       slim=slim, slim_types=slim_types)
+                       slim=slim, slim_types=slim_types, link_history=history.links_table(metadata))
 
 
 @dataclass(frozen=True)
@@ -156,7 +168,10 @@ class FieldState:
 
 
 def read_field_states(conn: sa.Connection, st: StateTables) -> dict[tuple[str, str], FieldState]:
-    rows = conn.execute(sa.select(st.fields)).mappings()
+    f = st.fields
+    # Only the columns every layout has: a migration reads them before it adds newer ones.
+    rows = conn.execute(sa.select(f.c.entity_type, f.c.field_name, f.c.data_type, f.c.storage, f.c.needs_backfill,
+                                  f.c.backfill_reason)).mappings()
     return {(r["entity_type"], r["field_name"]): FieldState(
         r["entity_type"], r["field_name"], r["data_type"], r["storage"], r["needs_backfill"],
         r["backfill_reason"]) for r in rows}
@@ -179,7 +194,16 @@ def clear_backfill(conn: sa.Connection, st: StateTables, entity_type: str,
     stmt = sa.update(st.fields).where(st.fields.c.entity_type == entity_type)
     if fields is not None:
         stmt = stmt.where(st.fields.c.field_name.in_(fields))
+    # The history of a field just filled (or filled again after a rebuild) begins now.
+    starts = stmt.where(sa.or_(st.fields.c.needs_backfill.is_(True), st.fields.c.history_from.is_(None)))
+    conn.execute(starts.values(history_from=dt.datetime.now(dt.UTC)))
     return conn.execute(stmt.values(needs_backfill=False, backfill_reason=None)).rowcount
+
+
+def history_starts(conn: sa.Connection, st: StateTables) -> dict[tuple[str, str], dt.datetime | None]:
+    """{(entity type, field): when the cache's history of it begins (None: not yet)}."""
+    rows = conn.execute(sa.select(st.fields.c.entity_type, st.fields.c.field_name, st.fields.c.history_from))
+    return {(t, f): at for t, f, at in rows}
 
 
 #: ``_sgcache_meta`` key of the cached project set (see read_projects).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -11,10 +12,10 @@ from sgcache.fields import FieldHandler, make_field, names
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.fields.types import UTCDateTime
 from sgcache.schema.model import EntityType, Schema
-from sgcache.store import state
+from sgcache.store import history, state
 
 #: Cache metadata columns on every entity table; ``_`` never starts a Shotgun field name.
-META_COLUMNS = ("_active", "_cache_created_at", "_cache_updated_at", "_last_event_id")
+META_COLUMNS = ("_active", "_cache_created_at", "_cache_updated_at", "_last_event_id", history.VALID_FROM)
 
 
 def meta_columns() -> list[sa.Column]:
@@ -23,6 +24,8 @@ def meta_columns() -> list[sa.Column]:
         sa.Column("_cache_created_at", UTCDateTime, nullable=False),
         sa.Column("_cache_updated_at", UTCDateTime, nullable=False),
         sa.Column("_last_event_id", sa.BigInteger),
+        # the site's time of the change that made this version of the row (see sgcache.store.history)
+        history.valid_from_column(),
     ]
 
 
@@ -40,6 +43,12 @@ class EntityTable:
     @property
     def name(self) -> str:
         return self.entity_type.name
+
+    @functools.cached_property
+    def history(self) -> sa.TableClause:
+        """Where the earlier versions of ``table``'s rows are kept (see sgcache.store.history; the
+        association tables' are in the state table ``_history_links``); made on first use."""
+        return history.history_clause(self.table)
 
     def cached_fields(self) -> list[str]:
         """Names of the fields the cache stores, sorted (id included)."""
@@ -82,6 +91,7 @@ def _build_entity_table(metadata: sa.MetaData, entity_type: EntityType) -> Entit
             sa.Index(names.index(table_name, name), table.c[name], info={"field": name})
         if isinstance(handler, MultiEntityField):
             assoc = handler.association_table(metadata, names.association_table(entity_type.name, name))
+            assoc.append_column(history.valid_from_column())
             assoc.info["field"] = name
             associations[name] = assoc
     return EntityTable(entity_type=entity_type, table=table, fields=handlers, associations=associations)

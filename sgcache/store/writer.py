@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
-from sgcache.store import bulk
+from sgcache.store import bulk, history
 from sgcache.store.tables import EntityTable, Tables
 
 #: rows per statement for IN lists (SQLite allows 32766 bound parameters per statement)
@@ -53,6 +53,16 @@ NO_REVERSE = frozenset({"created_by", "updated_by"})
 #: back-reference events), the entities whose links to existing rows changed, or those and every
 #: entity a new row links to (met without an event: its links are news to the other sides too).
 OTHER_SIDES_NONE, OTHER_SIDES_CHANGED, OTHER_SIDES_ALL = "none", "changed", "all"
+
+
+#: Columns that say how the cache holds a row, not what the site holds: a write that changes
+#: only these makes no new version.
+_BOOKKEEPING = frozenset({"_cache_created_at", "_cache_updated_at", "_last_event_id", history.VALID_FROM})
+
+
+def _differs(held: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    """Whether writing ``row`` (some columns) changes what the held row says of the entity."""
+    return any(key not in _BOOKKEEPING and held.get(key) != value for key, value in row.items())
 
 
 def link_fields(et: EntityTable) -> list[str]:
@@ -91,7 +101,8 @@ class Writer:
     def upsert(self, type_name: str, entities: Iterable[Mapping[str, Any]], *, active: bool | None = None,
                event_id: int | None = None, conn: sa.Connection | None = None,
                other_sides: str = OTHER_SIDES_CHANGED, queued: set[Link] | None = None,
-               unless_written_since: dt.datetime | None = None, written_ids: set[int] | None = None) -> int:
+               unless_written_since: dt.datetime | None = None, written_ids: set[int] | None = None,
+               changed_at: dt.datetime | None = None) -> int:
         """Insert or update entities; return how many rows were written.
 
         ``active``: set ``_active`` (True for live rows, False for retired ones); None leaves an
@@ -102,6 +113,9 @@ class Writer:
         ``queued`` collects them.
         ``unless_written_since``: leave alone a row written after this time (by a read that may
         be newer than the one these values come from); ``written_ids`` collects the ids written.
+        ``changed_at``: the site's time of the event that prompted the write, for rows whose
+        ``updated_at`` is not news (a revival, a reverse link); without it, now. The values a
+        row held before are kept as a version that ended then (see sgcache.store.history).
         """
         et = self.tables[type_name]
         by_id: dict[int, dict[str, Any]] = {}
@@ -126,14 +140,17 @@ class Writer:
                     row["_active"] = active
                 if event_id is not None:
                     row["_last_event_id"] = event_id
+            starts: dict[int, dt.datetime] = {}
+            held: set[int] = set()
             written = self._upsert_rows(c, et, list(by_id.values()), now, guard=event_id is not None,
-                                        since=unless_written_since)
+                                        since=unless_written_since, changed_at=changed_at, event_id=event_id,
+                                        starts=starts, held=held)
             if written_ids is not None:
                 written_ids.update(written)
             for field_name, rows_by_parent in links.items():
                 kept = {i: v for i, v in rows_by_parent.items() if i in written}
                 if kept:
-                    self._replace_links(c, et.associations[field_name], kept)
+                    self._replace_links(c, et, field_name, kept, starts, event_id, held)
             if fields and written:
                 targets = self._other_sides(c, et, fields, written, before, by_id, links,
                                             new_rows=other_sides == OTHER_SIDES_ALL)
@@ -306,18 +323,38 @@ class Writer:
         return found[1], found[2]
 
     def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime,
-                     guard: bool, since: dt.datetime | None = None) -> set[int]:
+                     guard: bool, since: dt.datetime | None = None, changed_at: dt.datetime | None = None,
+                     event_id: int | None = None, starts: dict[int, dt.datetime] | None = None,
+                     held: set[int] | None = None) -> set[int]:
         """Insert or update rows; return the ids actually written.
 
         With ``guard``, a row already written by a newer event is left alone; with ``since``, a
         row written after that time. The checks are part of the statement, so they hold against
-        concurrent writers too.
+        concurrent writers too. A row whose values change keeps its old version in history;
+        ``starts`` collects when each row's change happened (for its lists), ``held`` the ids
+        the table held before.
         """
+        t = et.table
+        before = {r["id"]: r for r in history.snapshot(conn, t, "id", [row["id"] for row in rows])}
+        if held is not None:
+            held.update(before)
+        changed: dict[int, dict] = {}
+        for row in rows:
+            prev = before.get(row["id"])
+            at = self._change_time(row, prev, changed_at, now)
+            if starts is not None:
+                starts[row["id"]] = at
+            if prev is None:
+                row[history.VALID_FROM] = at
+            elif _differs(prev, row):
+                row[history.VALID_FROM] = history.start_after(prev[history.VALID_FROM], at)
+                changed[row["id"]] = prev
+            else:
+                row[history.VALID_FROM] = prev[history.VALID_FROM]
         # executemany needs one column set per statement: group rows by the keys they carry.
         groups: dict[tuple[str, ...], list[dict]] = {}
         for row in rows:
             groups.setdefault(tuple(sorted(row)), []).append(row)
-        t = et.table
 
         def where(excluded: Any) -> Any:
             checks = []
@@ -342,9 +379,54 @@ class Writer:
             # without it psycopg2 makes one round trip per row. It also tells which rows the
             # guard let through.
             written.update(conn.execute(stmt.returning(t.c.id), group).scalars())
+        if changed:
+            new_from = {row["id"]: row[history.VALID_FROM] for row in rows}
+            history.keep(conn, et.history, [history.ended(prev, new_from[i], event_id)
+                                            for i, prev in sorted(changed.items()) if i in written])
         return written
 
-    def _replace_links(self, conn: sa.Connection, assoc: sa.Table, rows_by_parent: dict[int, list[dict]]) -> None:
+    @staticmethod
+    def _change_time(row: Mapping[str, Any], prev: Mapping[str, Any] | None, changed_at: dt.datetime | None,
+                     now: dt.datetime) -> dt.datetime:
+        """The site's time of a row's change: the entity's ``updated_at`` when it is later than
+        the version held (the site says it changed then), else the time of the event that
+        prompted the write, else now (a change the cache learns of late, such as a reverse link,
+        happened at some moment up to now)."""
+        updated = row.get("updated_at")
+        if isinstance(updated, dt.datetime) and updated.tzinfo is not None:
+            held = prev.get(history.VALID_FROM) if prev is not None else None
+            if held is None or updated > held:
+                return updated
+        return changed_at or now
+
+    def _replace_links(self, conn: sa.Connection, et: EntityTable, field_name: str,
+                       rows_by_parent: dict[int, list[dict]], starts: Mapping[int, dt.datetime],
+                       event_id: int | None, existing: set[int]) -> None:
+        """Set the lists of a multi-entity field; a list that changes keeps its old rows in history.
+        ``existing``: the parents the table held before this write (a new row has no list yet)."""
+        assoc = et.associations[field_name]
+        held: dict[int, list[dict]] = {}
+        for row in history.snapshot(conn, assoc, "parent_id", [p for p in rows_by_parent if p in existing]):
+            held.setdefault(row["parent_id"], []).append(row)
+        changed: dict[int, list[dict]] = {}
+        ended: list[dict] = []
+        emptied = self._emptied_at(conn, et, field_name, [p for p, rows in rows_by_parent.items()
+                                                           if p in existing and rows and not held.get(p)])
+        for parent, link_rows in rows_by_parent.items():
+            old = sorted(held.get(parent, []), key=lambda r: r["position"])
+            if [(r["position"], r["child_type"], r["child_id"]) for r in old] == \
+                    [(r["position"], r["child_type"], r["child_id"]) for r in link_rows]:
+                continue  # the same list: nothing to write, no version
+            # When the list held now began: its rows say, or, for an empty list, when it was emptied.
+            previous = max((r[history.VALID_FROM] for r in old if r[history.VALID_FROM] is not None),
+                           default=emptied.get(parent))
+            at = history.start_after(previous, starts.get(parent) or _now())
+            ended += [history.ended(r, at, event_id) for r in old]
+            changed[parent] = [{**r, history.VALID_FROM: at} for r in link_rows]
+        if not changed:
+            return
+        history.keep(conn, self.tables.state.link_history, ended, entity_type=et.name, field=field_name)
+        rows_by_parent = changed
         parents = list(rows_by_parent)
         for chunk in chunks(parents):
             conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
@@ -353,6 +435,18 @@ class Writer:
             bulk.copy_into(conn, assoc, rows)
         elif rows:
             conn.execute(sa.insert(assoc), rows)
+
+    def _emptied_at(self, conn: sa.Connection, et: EntityTable, field_name: str,
+                    parents: list[int]) -> dict[int, dt.datetime]:
+        """When each of these parents' lists (empty now) was emptied: the end of its last kept rows."""
+        links = self.tables.state.link_history
+        found: dict[int, dt.datetime] = {}
+        for chunk in chunks(sorted(parents)):
+            found.update(conn.execute(
+                sa.select(links.c.parent_id, sa.func.max(links.c[history.VALID_TO]))
+                .where(links.c.entity_type == et.name, links.c.field == field_name, links.c.parent_id.in_(chunk))
+                .group_by(links.c.parent_id)).all())
+        return found
 
     def forget(self, type_name: str, ids: Iterable[int], *, conn: sa.Connection | None = None) -> int:
         """Remove rows the cache must no longer hold (say, moved out of the cached projects); the
@@ -368,6 +462,14 @@ class Writer:
                            for name, linked in held.items() for target in linked
                            if self._may_link_back(target[0], et.name)}
                 self._queue_other_sides(c, targets, _now())
+            # What the cache no longer holds ends now (the site still has it; reads of the past
+            # before now see it).
+            now = _now()
+            history.keep(c, et.history, [history.ended(r, now, None) for r in history.snapshot(c, et.table, "id", ids)])
+            for field_name, assoc in et.associations.items():
+                history.keep(c, self.tables.state.link_history,
+                             [history.ended(r, now, None) for r in history.snapshot(c, assoc, "parent_id", ids)],
+                             entity_type=et.name, field=field_name)
             for chunk in chunks(ids):
                 for assoc in et.associations.values():
                     c.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
@@ -377,28 +479,39 @@ class Writer:
     # --- retire / revive ----------------------------------------------------------------------
 
     def retire(self, type_name: str, ids: Iterable[int], *, event_id: int | None = None,
-               conn: sa.Connection | None = None) -> int:
-        """Mark cached rows retired; return how many rows changed (uncached ids are skipped)."""
-        return self._set_active(type_name, ids, False, event_id, conn)
+               conn: sa.Connection | None = None, changed_at: dt.datetime | None = None) -> int:
+        """Mark cached rows retired; return how many rows changed (uncached ids are skipped).
+        ``changed_at``: the site's time of the retirement (else now)."""
+        return self._set_active(type_name, ids, False, event_id, conn, changed_at)
 
     def revive(self, type_name: str, ids: Iterable[int], *, event_id: int | None = None,
-               conn: sa.Connection | None = None) -> int:
+               conn: sa.Connection | None = None, changed_at: dt.datetime | None = None) -> int:
         """Mark cached rows active again; return how many rows changed."""
-        return self._set_active(type_name, ids, True, event_id, conn)
+        return self._set_active(type_name, ids, True, event_id, conn, changed_at)
 
     def _set_active(self, type_name: str, ids: Iterable[int], active: bool, event_id: int | None,
-                    conn: sa.Connection | None) -> int:
+                    conn: sa.Connection | None, changed_at: dt.datetime | None) -> int:
         et = self.tables[type_name]
         t = et.table
         ids = sorted(set(ids))
-        values: dict[str, Any] = {"_active": active, "_cache_updated_at": _now()}
+        now = _now()
+        at = changed_at or now
+        values: dict[str, Any] = {"_active": active, "_cache_updated_at": now}
         if event_id is not None:
             values["_last_event_id"] = event_id
         changed = 0
         with self._transaction(conn) as c:
-            for chunk in chunks(ids):
-                stmt = sa.update(t).where(t.c.id.in_(chunk)).values(**values)
-                if event_id is not None:
-                    stmt = stmt.where(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= event_id))
-                changed += c.execute(stmt).rowcount
+            rows = history.snapshot(c, t, "id", ids)
+            if event_id is not None:
+                rows = [r for r in rows if r["_last_event_id"] is None or r["_last_event_id"] <= event_id]
+            flipped = [r for r in rows if r["_active"] != active]
+            for chunk in chunks([r["id"] for r in rows]):
+                changed += c.execute(sa.update(t).where(t.c.id.in_(chunk)).values(**values)).rowcount
+            if flipped:
+                # Each flipped row starts a new version (never before the one it ends).
+                starts = [{"b_id": r["id"], "b_from": history.start_after(r[history.VALID_FROM], at)} for r in flipped]
+                c.execute(sa.update(t).where(t.c.id == sa.bindparam("b_id"))
+                          .values({history.VALID_FROM: sa.bindparam("b_from")}), starts)
+                history.keep(c, et.history, [history.ended(r, s["b_from"], event_id)
+                                             for r, s in zip(flipped, starts, strict=True)])
         return changed

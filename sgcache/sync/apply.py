@@ -50,6 +50,7 @@ class EventApplier:
         # Every change an event makes goes through the one writer (which queues the other sides).
         self.writer = Writer(engine, tables)
         self.on_schema_change = on_schema_change  # called with (entity type, field) of a schema event
+        self._event_at = None  # the site's time of the event being applied
 
     # --- what the cache holds ------------------------------------------------------------------------
 
@@ -122,12 +123,12 @@ class EventApplier:
         # be newer); a row this round wrote itself carries this transaction's time.
         since = None if (entity_type, entity_id) in site.written else site.asked_at(entity_type, entity_id, fields)
         written = self.writer.upsert(entity_type, [entity], active=active, event_id=event_id, conn=conn,
-                                     other_sides=other_sides, unless_written_since=since)
+                                     other_sides=other_sides, unless_written_since=since, changed_at=self._event_at)
         if not written:
             # The row holds a newer event's values (what the site says now is newer still), or
             # was written after the answer was asked (then the site is asked again).
             written = self.writer.upsert(entity_type, [entity], active=active, conn=conn, other_sides=other_sides,
-                                         unless_written_since=since)
+                                         unless_written_since=since, changed_at=self._event_at)
             if not written:
                 site.ask_again(entity_type, entity_id, fields)
                 return
@@ -172,6 +173,9 @@ class EventApplier:
 
         Everything it needs from the site comes from ``site``; when that lacks an answer the
         caller rolls back, asks, and applies again (see SiteAnswers)."""
+        # What the event changes started being true at the event's time (the versions kept in
+        # history say so; see sgcache.store.history).
+        self._event_at = aware(event.get("created_at"))
         about = auth_subject(event)
         if about is not None:
             # Who callers are and what they may see may have changed: every proxy forgets what it
@@ -240,11 +244,12 @@ class EventApplier:
         event_id = event["id"]
         if self._newer_than(conn, parsed.entity_type, parsed.entity_id, event):
             self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id)
-        elif self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn):
+        elif self.writer.retire(parsed.entity_type, [parsed.entity_id], event_id=event_id, conn=conn,
+                                changed_at=self._event_at):
             values = stamp(self.tables[parsed.entity_type], event)
             if values:
                 self.writer.upsert(parsed.entity_type, [{"id": parsed.entity_id, **values}], event_id=event_id,
-                                   conn=conn, other_sides=OTHER_SIDES_NONE)
+                                   conn=conn, other_sides=OTHER_SIDES_NONE, changed_at=self._event_at)
         else:
             # Never held, or the row carries a later event's stamp while still active: do not
             # drop the retirement, read what the entity is on the site now (as a Change does).
@@ -275,7 +280,7 @@ class EventApplier:
             try:
                 # A link's other side has its own back-reference event: nothing to queue.
                 if self.writer.upsert(parsed.entity_type, [entity], event_id=event_id, conn=conn,
-                                      other_sides=OTHER_SIDES_NONE):
+                                      other_sides=OTHER_SIDES_NONE, changed_at=self._event_at):
                     return "applied"
             except ConversionError:
                 pass  # the client reshaped the value (text that looks like a timestamp): ask the site

@@ -72,6 +72,13 @@ class Rebuilder:
                 for assoc in et.associations.values():
                     conn.execute(sa.delete(assoc))
                 deleted += conn.execute(sa.delete(et.table)).rowcount or 0
+                # The history of a type imported again begins again when the import completes:
+                # what was kept no longer lines up with the rows that will be read.
+                conn.execute(sa.delete(et.history))
+                links = self.tables.state.link_history
+                conn.execute(sa.delete(links).where(links.c.entity_type == name))
+                fields = self.tables.state.fields
+                conn.execute(sa.update(fields).where(fields.c.entity_type == name).values(history_from=None))
         return deleted
 
     def rebuild(self, types: list[str], stop: threading.Event | None = None) -> ScanReport:

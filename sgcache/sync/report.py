@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sgcache.store import samples, state
+from sgcache.store import history, samples, state
 from sgcache.store.tables import Tables
 from sgcache.sync import cursor as cursors
 from sgcache.sync import rebuild
@@ -41,6 +41,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         lag = samples.latest(conn, st, "event_lag") if st.samples.name in _tables(conn) else None
         rebuilding = rebuild.rebuilding(conn, tables)
         slim = _slim_summary(conn, st) if st.slim_types.name in _tables(conn) else None
+        past = _history_summary(conn, tables, scans, rows) if st.link_history.name in _tables(conn) else None
         counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
         for et in tables if rows else ():
             t = et.table
@@ -60,9 +61,30 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "projects": None if projects is None else (projects or "all"),
         "rebuilding": rebuilding,
         "slim": slim,  # slim records of the types the schema leaves out (links to them)
+        "history": past,  # what reads of the past can be answered (docs/history.rst)
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},
     }
+
+
+def _history_summary(conn: sa.Connection, tables: Tables, scans: dict[str, dict], count: bool) -> dict[str, Any]:
+    """From when to when reads of the past can be answered for every imported type, and (with
+    ``count``) how many versions are kept."""
+    st = tables.state
+    starts = state.history_starts(conn, st)
+    ready = [name for name, scan in scans.items() if scan.get("full_scan_at") is not None and name in tables]
+    begins = [starts.get((name, "id")) for name in ready]
+    pruned = history.pruned_until(conn, tables)
+    start = None if not begins or None in begins else max(begins)
+    if start is not None and pruned is not None:
+        start = max(start, pruned)
+    raw = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == state.HISTORY_UNTIL)).scalar()
+    versions = None
+    if count:
+        versions = sum(conn.execute(sa.select(sa.func.count()).select_from(h)).scalar() or 0
+                       for h in [et.history for et in tables] + [st.link_history])
+    return {"start": start, "until": dt.datetime.fromisoformat(raw) if raw else None, "pruned_until": pruned,
+            "versions": versions}
 
 
 def _slim_summary(conn: sa.Connection, st) -> dict[str, Any]:
@@ -113,6 +135,15 @@ def format_status(data: dict[str, Any]) -> str:
                      + (f"; not listed yet: {', '.join(slim['not_listed'])}" if slim["not_listed"] else ""))
         for name, why in sorted(slim["refused"].items()):
             lines.append(f"  {name}: links to it pass through ({why})")
+    past = data.get("history")
+    if past is not None:
+        kept = f" ({past['versions']} versions kept)" if past.get("versions") is not None else ""
+        if past["start"] is None:
+            lines.append("history: not started (it begins when every type's full import is done)")
+        else:
+            until = past["until"].isoformat(timespec="seconds") if past["until"] else "not yet known"
+            lines.append(f"history: reads of the past from {past['start'].isoformat(timespec='seconds')} "
+                         f"to {until}{kept}")
     lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
     lines.append(f"{'TYPE':<26}{'ACTIVE':>8}{'RETIRED':>9}  {'FULL IMPORT':<22}{'LAST SCAN':<22}BACKFILL")
     for name, t in data["types"].items():

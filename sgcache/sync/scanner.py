@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import time
 
+from sgcache.store import history
 from sgcache.store.tables import EntityTable
 from sgcache.store.writer import OTHER_SIDES_ALL
 from sgcache.sync.fullimport import FullImport, prefetch
@@ -99,6 +100,20 @@ class Scanner(FullImport):
 
     # --- forever ---------------------------------------------------------------------------------
 
+    #: Seconds ended versions are kept (history.keep; 0: for ever); set by whoever runs the scans.
+    history_keep: float = 0.0
+
+    def prune_history(self) -> int:
+        """Remove the versions that ended more than ``history_keep`` seconds ago (see
+        sgcache.store.history.prune)."""
+        if not self.history_keep:
+            return 0
+        horizon = now() - dt.timedelta(seconds=self.history_keep)
+        removed = history.prune(self.engine, self.tables, horizon)
+        if removed:
+            log.info("event=history_pruned versions=%d before=%s", removed, horizon.isoformat())
+        return removed
+
     def run_forever(self, interval: float, stop, types: list[str] | None = None) -> None:
         """Incremental scans every ``interval`` seconds until ``stop`` (an Event) is set."""
         while not stop.is_set():
@@ -108,6 +123,7 @@ class Scanner(FullImport):
                 # backfill marks) are imported in full first; the rest incrementally.
                 self.full_where_needed(types)
                 self.incremental(types)
+                self.prune_history()
             except Stopped:
                 return
             except Exception:

@@ -21,7 +21,7 @@ import time
 import sqlalchemy as sa
 
 from sgcache.config import WatcherConfig
-from sgcache.store import samples
+from sgcache.store import samples, state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
@@ -58,6 +58,7 @@ class Watcher(DeadLetters):
         self.applied = 0  # events applied by this process (tests and status)
         self.stop: threading.Event | None = None  # set by run(): pauses between tries end at once
         self._sampled_at: float | None = None  # monotonic time of the last lag sample
+        self._watched_at: dt.datetime | None = None  # when history_until was last recorded
 
     def use_tables(self, tables: Tables) -> None:
         """Go on with another schema's tables (a followed schema change), between two polls."""
@@ -138,6 +139,7 @@ class Watcher(DeadLetters):
                 self._handle(event, following)
                 cursor = following
                 processed += 1
+        asked = _now()
         events = self.remote.events_after(cursor.max_applied_id, self.config.batch_size)
         now = _now()
         for event in events:
@@ -151,12 +153,27 @@ class Watcher(DeadLetters):
             cursor = following
             processed += 1
         self._expire_gaps(cursor)
+        if len(events) < self.config.batch_size and not cursor.gaps:
+            self._watched_until(asked)
         self._sample_lag(cursor, events)
         self.retry_dead_letters()
         self.refresher.drain()
         if self.schema_follow is not None:
             self.schema_follow.after_poll(self)
         return len(events)
+
+    #: Seconds a change may take to show in the site's event log once made (commit lag): reads
+    #: of the past are answered up to that much before the watcher's last complete poll.
+    COMMIT_LAG = 2.0
+
+    def _watched_until(self, asked: dt.datetime) -> None:
+        """Every change up to ``asked`` (less COMMIT_LAG) is applied: record it, at most once a second."""
+        if self._watched_at is not None and (asked - self._watched_at).total_seconds() < 1.0:
+            return
+        self._watched_at = asked
+        until = asked - dt.timedelta(seconds=self.COMMIT_LAG)
+        with self.engine.begin() as conn:
+            state.set_meta(conn, self.tables.state, state.HISTORY_UNTIL, until.isoformat())
 
     #: Seconds between two event-lag samples (for status, metrics and the status page's chart).
     SAMPLE_SECONDS = 10.0

@@ -1,0 +1,138 @@
+"""The commands that read the cache's history: ``history [show] TYPE ID`` and ``changes --since``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import click
+
+from sgcache.cli.common import State, cache_tables, cli, connected_engine, split_csv
+from sgcache.errors import SgcacheError
+
+#: ``90m``, ``24h``, ``7d``: that long ago.
+_AGO = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An ISO 8601 time with a zone, or a duration ago (``90m``, ``24h``, ``7d``)."""
+    from sgcache.api3.past import parse_moment
+    from sgcache.api3.protocol import Fault
+
+    found = _AGO.fullmatch(text.strip())
+    if found:
+        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        return parse_moment(text.strip())
+    except Fault:
+        raise click.BadParameter(f"expected an ISO 8601 time with a zone (2026-12-01T18:00:00Z) or a duration "
+                                 f"ago (90m, 24h, 7d), got {text!r}") from None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return _time(value)
+    if isinstance(value, dict) and set(value) == {"type", "id"}:
+        return f"{value['type']} {value['id']}"
+    if isinstance(value, list) and all(isinstance(v, dict) and set(v) == {"type", "id"} for v in value):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _time(at: dt.datetime | None) -> str:
+    return "-" if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return _time(value) if isinstance(value, dt.datetime) else value.isoformat()
+    return str(value)
+
+
+class _ShowByDefault(click.Group):
+    """``sgcache history Shot 12`` is ``sgcache history show Shot 12``."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args.insert(0, "show")
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_ShowByDefault)
+def history() -> None:
+    """An entity's changes as the cache kept them (``sgcache history Shot 1234``)."""
+
+
+@history.command("show")
+@click.argument("entity_type", metavar="TYPE")
+@click.argument("entity_id", metavar="ID", type=int)
+@click.option("--field", metavar="FIELD", help="Only this field (or 'retired' for retirements and revivals).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history_show(state: State, entity_type: str, entity_id: int, field: str | None, as_json: bool) -> None:
+    """The timeline of one entity: time, event, who, field, old -> new, oldest first."""
+    from sgcache.store.timeline import entity_history
+
+    config = state.config()
+    tables = cache_tables(config)
+    if entity_type not in tables:
+        raise SgcacheError(f"{entity_type!r} is not a cached entity type (see sgcache schema show)")
+    engine = connected_engine(config)
+    try:
+        with engine.connect() as conn:
+            try:
+                changes = entity_history(conn, tables, entity_type, entity_id, field)
+            except KeyError:
+                raise SgcacheError(f"{entity_type}.{field} is not a cached field (nor 'retired')") from None
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in changes], indent=2, default=_default, ensure_ascii=False))
+        return
+    if not changes:
+        click.echo(f"{entity_type} {entity_id}: no change kept")
+        return
+    for c in changes:
+        event = f"event {c.event_id}" if c.event_id is not None else "no event"
+        who = f"  by {_shown(c.by)}" if c.by else ""
+        click.echo(f"{_time(c.at)}  {event}{who}  {c.field}: {_shown(c.old)} -> {_shown(c.new)}")
+
+
+@cli.command()
+@click.option("--since", "since_text", required=True, metavar="TIME",
+              help="ISO 8601 time with a zone, or a duration ago: 90m, 24h, 7d.")
+@click.option("--types", metavar="A,B", help="Only these entity types.")
+@click.option("--projects", metavar="ID,ID", help="Only entities of these project ids.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def changes(state: State, since_text: str, types: str | None, projects: str | None, as_json: bool) -> None:
+    """What changed since a moment: each entity, the fields changed, when last and by whom."""
+    from sgcache.store.timeline import changed_since
+
+    since = parse_since(since_text)
+    config = state.config()
+    tables = cache_tables(config)
+    wanted = split_csv(types)
+    unknown = [t for t in wanted or [] if t not in tables]
+    if unknown:
+        raise SgcacheError(f"not a cached entity type: {', '.join(unknown)} (see sgcache schema show)")
+    engine = connected_engine(config)
+    try:
+        with engine.connect() as conn:
+            found = changed_since(conn, tables, since, wanted, split_csv(projects, int))
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"since": _time(since), "entities": found}, indent=2, default=_default,
+                              ensure_ascii=False))
+        return
+    if not found:
+        click.echo(f"no change since {_time(since)}")
+        return
+    for e in found:
+        made = " (new)" if e["created"] else ""
+        who = f"  by {_shown(e['by'])}" if e["by"] else ""
+        click.echo(f"{_time(e['at'])}  {e['type']} {e['id']}{made}  {', '.join(e['fields']) or '-'}{who}")

@@ -1,0 +1,181 @@
+"""Versioned rows: every value the cache replaces is kept, with the interval it was valid for.
+
+The design is SQL:2011's system-versioned tables, written by the one writer instead of the
+database: each cached table (entity table or association table) keeps its current rows as they
+are, each stamped with ``_valid_from``, the site's time of the change that made it (NULL: from
+before history began). An entity table's history table ``_history_<table>`` holds every earlier
+version of its rows, a copy of the row as it was plus ``_valid_to`` (the time of the change that
+replaced or removed it) and ``_to_event`` (that change's event id, when an event made it). The
+association tables all have the same columns, so their earlier rows share one table,
+``_history_links``, which also names the type and the field (a schema has several times more
+multi-entity fields than types: one history table each would double the tables a database
+holds). A row's versions never overlap, so "the table as it was at T" is the current rows valid
+since T or before, plus the history rows valid at T (:func:`as_of`, :func:`links_as_of`).
+Present reads never look at history tables.
+
+Why not one JSON history table, or database triggers: a typed copy lets the read compiler run
+unchanged over a past view (same column names and types), and the writer knows the site's time of
+each change (an event's time, an entity's ``updated_at``), which a trigger does not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from sgcache.fields import names
+from sgcache.fields.types import UTCDateTime
+
+VALID_FROM = "_valid_from"
+VALID_TO = "_valid_to"
+TO_EVENT = "_to_event"
+VERSION = "_version"
+#: the shared history of every association table
+LINKS = "_history_links"
+#: The columns a history table adds to a copy of its table's columns.
+HISTORY_ONLY = (VERSION, VALID_TO, TO_EVENT)
+#: rows per statement for IN lists
+CHUNK = 1000
+
+
+def history_name(table_name: str) -> str:
+    """``shot`` -> ``_history_shot`` (``_`` never starts a cached table's name)."""
+    return names.fit(f"_history_{table_name}")
+
+
+def valid_from_column() -> sa.Column:
+    return sa.Column(VALID_FROM, UTCDateTime)
+
+
+def history_clause(table: sa.Table) -> sa.TableClause:
+    """The history table of ``table`` for reading and writing rows: a light clause with its
+    columns (building the full :func:`history_table` for every table of a large schema would
+    double what a process pays to load it; only migrations need that)."""
+    columns = [sa.column(VERSION, sa.BigInteger)]
+    columns += [sa.column(c.name, c.type) for c in table.columns]
+    columns += [sa.column(VALID_TO, UTCDateTime), sa.column(TO_EVENT, sa.BigInteger)]
+    return sa.table(history_name(table.name), *columns)
+
+
+def history_table(metadata: sa.MetaData, table: sa.Table, key: str) -> sa.Table:
+    """The history table of ``table`` as ``sgcache schema migrate`` makes it: its columns
+    (nullable, no keys), then when each version ended. ``key``: the column naming the entity a
+    row belongs to (``id``, or ``parent_id``)."""
+    name = history_name(table.name)
+    columns = [sa.Column(VERSION, sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                         autoincrement=True)]
+    columns += [sa.Column(c.name, c.type, nullable=True) for c in table.columns]
+    columns += [sa.Column(VALID_TO, UTCDateTime, nullable=False), sa.Column(TO_EVENT, sa.BigInteger)]
+    history = sa.Table(name, metadata, *columns, sa.Index(names.index(name, "key"), key, VALID_TO))
+    return history
+
+
+def links_table(metadata: sa.MetaData) -> sa.Table:
+    """``_history_links``: the earlier rows of every association table, with the type and field
+    they belong to."""
+    return sa.Table(
+        LINKS, metadata,
+        sa.Column(VERSION, sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("entity_type", sa.Text, nullable=False),
+        sa.Column("field", sa.Text, nullable=False),
+        sa.Column("parent_id", sa.Integer, nullable=False),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("child_type", sa.Text, nullable=False),
+        sa.Column("child_id", sa.Integer, nullable=False),
+        sa.Column(VALID_FROM, UTCDateTime),
+        sa.Column(VALID_TO, UTCDateTime, nullable=False),
+        sa.Column(TO_EVENT, sa.BigInteger),
+        sa.Index("ix_history_links_parent", "entity_type", "field", "parent_id", VALID_TO),
+    )
+
+
+def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str, at: dt.datetime) -> sa.Subquery:
+    """An association table as it was at ``at``: a subquery with its name and columns."""
+    now = assoc.select().where(sa.or_(assoc.c[VALID_FROM].is_(None), assoc.c[VALID_FROM] <= at))
+    past = (sa.select(*[links.c[c.name] for c in assoc.columns])
+            .where(links.c.entity_type == entity_type, links.c.field == field, links.c[VALID_FROM] <= at,
+                   links.c[VALID_TO] > at))
+    return sa.union_all(now, past).subquery(assoc.name)
+
+
+def as_of(table: sa.Table, history: sa.TableClause, at: dt.datetime) -> sa.Subquery:
+    """``table`` as it was at ``at``: a subquery with the same name and columns."""
+    now = table.select().where(sa.or_(table.c[VALID_FROM].is_(None), table.c[VALID_FROM] <= at))
+    past = (sa.select(*[history.c[c.name] for c in table.columns])
+            .where(history.c[VALID_FROM] <= at, history.c[VALID_TO] > at))
+    return sa.union_all(now, past).subquery(table.name)
+
+
+def snapshot(conn: sa.Connection, table: sa.Table, key: str, ids: Iterable[int], *,
+             lock: bool = True) -> list[dict[str, Any]]:
+    """The current rows of ``table`` whose ``key`` is in ``ids``, every column; locked until the
+    transaction ends on PostgreSQL (so no other writer changes them before their versions are kept)."""
+    ids = sorted(set(ids))
+    out: list[dict[str, Any]] = []
+    if not ids:
+        return out
+    for start in range(0, len(ids), CHUNK):
+        stmt = sa.select(table).where(table.c[key].in_(ids[start:start + CHUNK]))
+        if lock and conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        out.extend(dict(r) for r in conn.execute(stmt).mappings())
+    return out
+
+
+def keep(conn: sa.Connection, history: sa.TableClause, rows: list[Mapping[str, Any]], **same: Any) -> None:
+    """Insert ended versions (each a current row plus ``_valid_to`` and ``_to_event``; ``same``:
+    values every row gets, such as the type and field of ``_history_links`` rows)."""
+    if not rows:
+        return
+    columns = [c.name for c in history.columns if c.name != VERSION and c.name not in same]
+    conn.execute(sa.insert(history), [{**{c: r.get(c) for c in columns}, **same} for r in rows])
+
+
+def ended(row: Mapping[str, Any], at: dt.datetime, event_id: int | None) -> dict[str, Any]:
+    """``row`` as an ended version: valid until ``at``, replaced by event ``event_id``."""
+    start = row.get(VALID_FROM)
+    return {**row, VALID_TO: at if start is None else max(at, start), TO_EVENT: event_id}
+
+
+def start_after(previous: dt.datetime | None, at: dt.datetime) -> dt.datetime:
+    """When a new version starts: ``at``, never before the version it replaces (a late event or
+    an older answer must not make versions overlap)."""
+    return at if previous is None or at >= previous else previous
+
+
+#: Versions removed per statement when pruning (each batch its own transaction).
+PRUNE_BATCH = 5_000
+
+
+def prune(engine: sa.Engine, tables: Any, horizon: dt.datetime, batch: int = PRUNE_BATCH) -> int:
+    """Remove the versions that ended before ``horizon``, ``batch`` at a time, each batch in its
+    own transaction (readers and writers are never held long); then record the horizon, before
+    which reads of the past are refused. Return how many were removed."""
+    from sgcache.store import state
+
+    removed = 0
+    for versions in [et.history for et in tables] + [tables.state.link_history]:
+        while True:
+            doomed = sa.select(versions.c[VERSION]).where(versions.c[VALID_TO] < horizon).limit(batch)
+            with engine.begin() as conn:
+                count = conn.execute(sa.delete(versions).where(versions.c[VERSION].in_(doomed))).rowcount or 0
+            removed += count
+            if count < batch:
+                break
+    with engine.begin() as conn:
+        held = pruned_until(conn, tables)
+        if held is None or horizon > held:
+            state.set_meta(conn, tables.state, state.HISTORY_PRUNED, horizon.isoformat())
+    return removed
+
+
+def pruned_until(conn: sa.Connection, tables: Any) -> dt.datetime | None:
+    """The horizon of the last pruning (reads of the past before it are refused), if any."""
+    from sgcache.store import state
+
+    st = tables.state
+    raw = conn.execute(sa.select(st.meta.c.value).where(st.meta.c.key == state.HISTORY_PRUNED)).scalar()
+    return dt.datetime.fromisoformat(raw) if raw else None
