@@ -34,6 +34,7 @@ from sgcache.query.paths import Context
 from sgcache.query.read import compile_read
 from sgcache.query.site_schema import SiteSchema
 from sgcache.query.summarize import compile_summarize
+from sgcache.store import history
 from sgcache.store import state as store_state
 from sgcache.store.readstate import ReadState, load_state
 from sgcache.upstream import SiteUnavailable
@@ -184,7 +185,11 @@ class CacheReads:
             return dataclasses.replace(plan, decision=decision)
         if isinstance(plan, Answer):
             return plan
-        result = self._run(req, plan)
+        if as_of is not None:
+            with history.reading_as_of(as_of):
+                result = self._run(req, plan)
+        else:
+            result = self._run(req, plan)
         return dataclasses.replace(result, decision=decision) if isinstance(result, PassReason) else (result, decision)
 
     def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision,

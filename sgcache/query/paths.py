@@ -13,7 +13,6 @@ fields without backfill marks); anything else raises :class:`~sgcache.query.Unce
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from sgcache.fields.base import FieldHandler
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import Uncertain
-from sgcache.store import history
 from sgcache.store.readstate import ReadState
 from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable, Tables
@@ -114,12 +112,8 @@ class Context:
         past = self._past.get(et.name)
         if past is None:
             self._history_covers(et.name, "id")
-            at = self.as_of
-            links = self.tables.state.link_history
-            past = self._past[et.name] = dataclasses.replace(
-                et, table=history.as_of(et.table, et.history, at),
-                associations={name: history.links_as_of(assoc, links, et.name, name, at)
-                              for name, assoc in et.associations.items()})
+            # The views read the moment when the statements run (history.reading_as_of).
+            past = self._past[et.name] = self.tables.past(et)
         return past
 
     def _history_covers(self, type_name: str, field_name: str) -> None:
@@ -229,8 +223,6 @@ class Context:
         return expr
 
     def alias(self, et: EntityTable) -> sa.Alias:
-        if self.as_of is not None:  # a past view is this read's own: not kept for the process
-            return et.table.alias(f"j{self._next_alias()}")
         return _alias(et.table, f"j{self._next_alias()}")
 
     def slim_alias(self) -> sa.Alias:
@@ -328,7 +320,7 @@ MAX_ALIASES = 500
 _ALIASES: dict[tuple[int, str], sa.Alias] = {}
 
 
-def _alias(table: sa.Table, name: str) -> sa.Alias:
+def _alias(table: sa.FromClause, name: str) -> sa.Alias:
     """The alias ``name`` of ``table``, made once: an alias is immutable and may appear in any
     number of statements, and making one builds a proxy for every column (wide tables are slow)."""
     key = (id(table), name)

@@ -84,8 +84,9 @@ def plan_fields(ctx: Context, et: EntityTable, names: Iterable[str], *, through_
     return plans
 
 
-#: (table, named, dialect) -> the names query of a caller who sees everything (see _names_statement)
-_NAMES: dict[tuple[str, bool, str], sa.Select] = {}
+#: (table, named, dialect, of the past) -> the names query of a caller who sees everything (see
+#: _names_statement)
+_NAMES: dict[tuple[str, bool, str, bool], sa.Select] = {}
 
 
 def _names_statement(ctx: Context, et: EntityTable, named: bool, ids: list[int]) -> tuple[sa.Select, dict]:
@@ -93,17 +94,16 @@ def _names_statement(ctx: Context, et: EntityTable, named: bool, ids: list[int])
     array on PostgreSQL (the same SQL text whatever their number, so SQLAlchemy compiles it
     once), in an expanding IN list on SQLite."""
     ident = ctx.identifier(et) if named else None  # checks the identifier field each time
-    key = (et.table.name, ident is not None, ctx.dialect)
-    stmt = _NAMES.get(key) if ctx.as_of is None else None  # a past view is the read's own
+    key = (et.table.name, ident is not None, ctx.dialect, ctx.as_of is not None)
+    stmt = _NAMES.get(key)
     if stmt is None or stmt.selected_columns[0].table is not et.table:  # a new schema's tables
         t = et.table
         if ctx.dialect == "postgresql":
             where = t.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer)))
         else:
             where = t.c.id.in_(sa.bindparam("ids", expanding=True))
-        stmt = sa.select(t.c.id, t.c._active, ident if ident is not None else sa.null(), sa.true()).where(where)
-        if ctx.as_of is None:
-            _NAMES[key] = stmt
+        stmt = _NAMES[key] = sa.select(t.c.id, t.c._active, ident if ident is not None else sa.null(),
+                                       sa.true()).where(where)
     return stmt, {"ids": ids}
 
 

@@ -21,7 +21,9 @@ each change (an event's time, an entity's ``updated_at``), which a trigger does 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,7 +94,34 @@ def links_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
-def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str, at: dt.datetime) -> sa.Subquery:
+#: The moment the reads of this thread (or task) look at: see :func:`reading_as_of`.
+_MOMENT: ContextVar[dt.datetime | None] = ContextVar("sgcache_as_of", default=None)
+
+
+def _moment() -> dt.datetime:
+    found = _MOMENT.get()
+    if found is None:
+        raise RuntimeError("a read of the past ran outside history.reading_as_of()")
+    return found
+
+
+#: The as-of moment as a bound parameter whose value is read when a statement runs: views built
+#: with it once serve every moment, and SQLAlchemy compiles their statements once.
+AS_OF = sa.bindparam("sgcache_as_of", type_=UTCDateTime, callable_=_moment)
+
+
+@contextmanager
+def reading_as_of(at: dt.datetime) -> Iterator[None]:
+    """Run the statements of views built with :data:`AS_OF` as of ``at``."""
+    token = _MOMENT.set(at)
+    try:
+        yield
+    finally:
+        _MOMENT.reset(token)
+
+
+def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str,
+                at: dt.datetime | sa.BindParameter = AS_OF) -> sa.Subquery:
     """An association table as it was at ``at``: a subquery with its name and columns."""
     now = assoc.select().where(sa.or_(assoc.c[VALID_FROM].is_(None), assoc.c[VALID_FROM] <= at))
     past = (sa.select(*[links.c[c.name] for c in assoc.columns])
@@ -101,7 +130,7 @@ def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str, 
     return sa.union_all(now, past).subquery(assoc.name)
 
 
-def as_of(table: sa.Table, history: sa.TableClause, at: dt.datetime) -> sa.Subquery:
+def as_of(table: sa.Table, history: sa.TableClause, at: dt.datetime | sa.BindParameter = AS_OF) -> sa.Subquery:
     """``table`` as it was at ``at``: a subquery with the same name and columns."""
     now = table.select().where(sa.or_(table.c[VALID_FROM].is_(None), table.c[VALID_FROM] <= at))
     past = (sa.select(*[history.c[c.name] for c in table.columns])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -107,6 +108,19 @@ class Tables:
         self.entities: dict[str, EntityTable] = {
             t.name: _build_entity_table(self.metadata, t) for t in schema
         }
+        self._past: dict[str, EntityTable] = {}
+
+    def past(self, et: EntityTable) -> EntityTable:
+        """``et`` with its tables as they were at the moment of ``history.reading_as_of`` (views with
+        the same names and columns; see sgcache.store.history), made once per type."""
+        found = self._past.get(et.name)
+        if found is None:
+            links = self.state.link_history
+            found = self._past[et.name] = dataclasses.replace(
+                et, table=history.as_of(et.table, et.history),
+                associations={name: history.links_as_of(assoc, links, et.name, name)
+                              for name, assoc in et.associations.items()})
+        return found
 
     def __getitem__(self, type_name: str) -> EntityTable:
         try:
