@@ -71,7 +71,10 @@ def history_table(metadata: sa.MetaData, table: sa.Table, key: str) -> sa.Table:
                          autoincrement=True)]
     columns += [sa.Column(c.name, c.type, nullable=True) for c in table.columns]
     columns += [sa.Column(VALID_TO, UTCDateTime, nullable=False), sa.Column(TO_EVENT, sa.BigInteger)]
-    history = sa.Table(name, metadata, *columns, sa.Index(names.index(name, "key"), key, VALID_TO))
+    # The table's own indexes too (links with their project, updated_at): a read of the past
+    # filters and joins the history as a read of the present does the table.
+    mirrored = [sa.Index(names.index(name, ix.name), *[c.name for c in ix.columns]) for ix in table.indexes]
+    history = sa.Table(name, metadata, *columns, sa.Index(names.index(name, "key"), key, VALID_TO), *mirrored)
     return history
 
 

@@ -226,16 +226,24 @@ class _Migration:
             return
         present = self.columns_of(name)
         wanted = {c.name for c in et.history.columns}
-        for column in sorted((present - wanted) | (present & remade_columns)):
+        doomed = sorted((present - wanted) | (present & remade_columns))
+        for ix_name, ix_columns in self.indexes_of(name).items() if doomed else ():
+            if set(ix_columns) & set(doomed):  # made again below, once the columns are back
+                self.ddl(f"drop index {ix_name}", f"DROP INDEX {self.q(ix_name)}")
+        for column in doomed:
             self.ddl(f"drop column {name}.{column}", f"ALTER TABLE {self.q(name)} DROP COLUMN {self.q(column)}")
             if self.dry_run:
                 self.dropped_columns.add((name, column))
         present = self.columns_of(name)
+        versions = history.history_table(sa.MetaData(), et.table, "id")  # the full table, for its DDL
         if wanted - present:
-            versions = history.history_table(sa.MetaData(), et.table, "id")  # the full table, for its DDL
             for column in versions.columns:
                 if column.name not in present:
                     self._add_column(versions, column)
+        existing = self.indexes_of(name)
+        for ix in versions.indexes:
+            if ix.name not in existing and all(c.name in self.columns_of(name) for c in ix.columns):
+                self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
         for field_name in sorted(remade & set(et.associations)):
             self._forget_links(et.name, field_name)  # the list's earlier rows hold nothing trustworthy
 
