@@ -92,17 +92,14 @@ def add_history_routes(app: Flask, service: Service, refused: Callable[[], Respo
         return guarded(work)
 
     def changes_route() -> Response:
-        from sgcache.cli.history import parse_since
+        from sgcache.api3.past import parse_since
         from sgcache.store.timeline import changed_since
 
         def work() -> Any:
             text = request.args.get("since")
             if not text:
                 raise ValueError("give ?since= an ISO 8601 time with a zone, or a duration ago (90m, 24h, 7d)")
-            try:
-                since = parse_since(text)
-            except Exception as e:  # click.BadParameter
-                raise ValueError(getattr(e, "message", str(e))) from None
+            since = parse_since(text)  # ValueError: a 400 naming it
             tables = service.cache.tables
             types = [t for t in (request.args.get("types") or "").split(",") if t]
             unknown = [t[:80] for t in types if t not in tables]

@@ -168,7 +168,8 @@ def test_an_as_of_url_without_its_trailing_slash_gets_a_fault_not_the_present(wa
         watched_proxy.client("/as-of/2026-12-01T18:00:00Z").find("Shot", [], ["code"])
 
 
-BAD_TIMES = ["yesterday", "2026-12-01", "2026-12-01T18:00:00", "2026-13-01T18:00:00Z", "2026-12-01T18:00:00%2B01:00x"]
+BAD_TIMES = ["yesterday", "2026-12-01", "2026-12-01T18:00:00", "2026-13-01T18:00:00Z", "2026-12-01T18:00:00%2B01:00x",
+             "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]  # no such moment in UTC
 
 
 def test_a_bad_as_of_time_gets_a_fault_naming_it(watched_proxy):

@@ -29,10 +29,27 @@ def parse_moment(text: str) -> dt.datetime:
         raise Fault(f"sgcache: as-of time {shown!r} is not an ISO 8601 time with a zone, such as "
                     "2026-12-01T18:00:00Z or 2026-12-01T19:00:00+01:00")
     try:
-        moment = dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError as e:
+        return dt.datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(dt.UTC)
+    except (ValueError, OverflowError) as e:  # OverflowError: before year 1 or after 9999 in UTC
         raise Fault(f"sgcache: as-of time {shown!r} is not a valid time: {e}") from None
-    return moment.astimezone(dt.UTC)
+
+
+#: ``90m``, ``24h``, ``7d``: that long ago.
+_AGO = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An ISO 8601 time with a zone, or a duration ago (``90m``, ``24h``, ``7d``); ValueError if
+    it is neither (``sgcache changes --since`` and ``/_sgcache/changes?since=``)."""
+    found = _AGO.fullmatch(text.strip())
+    try:
+        if found:
+            return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+        return parse_moment(text.strip())
+    except (Fault, OverflowError):
+        raise ValueError(f"expected an ISO 8601 time with a zone (2026-12-01T18:00:00Z) or a duration ago "
+                         f"(90m, 24h, 7d), got {text[:40]!r}") from None
 
 
 def iso(moment: dt.datetime) -> str:

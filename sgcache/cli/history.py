@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Any
 
 import click
@@ -12,24 +11,14 @@ import click
 from sgcache.cli.common import State, cache_tables, cli, connected_engine, split_csv
 from sgcache.errors import SgcacheError
 
-#: ``90m``, ``24h``, ``7d``: that long ago.
-_AGO = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
+def parse_since(text: str) -> dt.datetime:
+    from sgcache.api3.past import parse_since as parsed
 
-def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """An ISO 8601 time with a zone, or a duration ago (``90m``, ``24h``, ``7d``)."""
-    from sgcache.api3.past import parse_moment
-    from sgcache.api3.protocol import Fault
-
-    found = _AGO.fullmatch(text.strip())
-    if found:
-        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
     try:
-        return parse_moment(text.strip())
-    except Fault:
-        raise click.BadParameter(f"expected an ISO 8601 time with a zone (2026-12-01T18:00:00Z) or a duration "
-                                 f"ago (90m, 24h, 7d), got {text!r}") from None
+        return parsed(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _shown(value: Any) -> str:
