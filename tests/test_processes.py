@@ -73,6 +73,24 @@ def command_line(pid: int) -> str:
         return "(gone)"
 
 
+def signal_state(pid: int) -> str:
+    """Why a process may not have stopped: its signal masks, and each thread's state and wait."""
+    lines = []
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        lines.append("  ".join(line for line in status.splitlines()
+                               if line.split(":")[0] in ("PPid", "SigPnd", "ShdPnd", "SigBlk", "SigCgt")))
+        for task in sorted(Path(f"/proc/{pid}/task").iterdir(), key=lambda t: int(t.name)):
+            name = (task / "comm").read_text().strip()
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            blocked = next((line for line in (task / "status").read_text().splitlines()
+                            if line.startswith(("SigPnd", "SigBlk"))), "")
+            lines.append(f"    thread {task.name} {name} {state} wchan={(task / 'wchan').read_text()} {blocked}")
+    except OSError as e:
+        lines.append(f"  ({e})")
+    return "\n".join(lines)
+
+
 def part(pid: int) -> str:
     """Which sgcache command a process runs (a gunicorn worker runs its master's)."""
     words = command_line(pid).split()
@@ -147,8 +165,8 @@ def assert_all_stop(tree: Tree, processes: dict[int, int], timeout: float) -> fl
     killed = time.monotonic()
     wait_for(lambda: not any(running(pid, started) for pid, started in processes.items()), timeout,
              "every child and grandchild stopped",
-             lambda: "still running:\n" + "\n".join(f"  {pid} {command_line(pid)}" for pid, started in
-                                                   processes.items() if running(pid, started))
+             lambda: "still running:\n" + "\n".join(f"  {pid} {command_line(pid)}\n{signal_state(pid)}"
+                                                   for pid, started in processes.items() if running(pid, started))
              + "\n" + tree.output())
     return time.monotonic() - killed
 
@@ -208,6 +226,11 @@ def test_every_process_of_the_demo_stops_when_the_demo_is_killed(trees, tmp_path
     try:
         assert_all_stop(demo, processes, 15)
     except AssertionError as e:  # where a part hangs: a stand-in still running prints its stacks there
+        site = next((pid for pid, started in processes.items() if part(pid) == "mock-site" and running(pid, started)),
+                    None)
+        if site is not None:  # its stacks now, if it never took the SIGTERM
+            os.kill(site, signal.SIGUSR1)
+            time.sleep(1)
         raise AssertionError(f"{e}\nsite.log (end):\n{(logs / 'site.log').read_text()[-6000:]}") from None
     assert not listening(proxy_port) and not listening(site_port)
     # Each part stopped as on any SIGTERM: auto stopped its children, gunicorn its workers.
@@ -215,6 +238,32 @@ def test_every_process_of_the_demo_stops_when_the_demo_is_killed(trees, tmp_path
     assert "event=child_stopped name=watch code=0" in sync_log
     assert "event=child_stopped name=scan code=0" in sync_log
     assert "Shutting down: Master" in (logs / "web.log").read_text()
+
+
+def send_to_thread(pid: int, thread: int, signum: int) -> None:
+    """tgkill(2): ``signum`` to one thread of ``pid``, as the kernel may pick any thread for a
+    process's signal."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234, pid, thread, signum) != 0:  # SYS_tgkill on x86-64
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the tgkill system call number is x86-64's")
+def test_the_stand_in_stops_on_a_sigterm_the_kernel_gave_to_another_of_its_threads(trees, tmp_path):
+    # Python runs the handler in the main thread; a main thread asleep in a wait with no timeout
+    # never woke for a signal taken by the server's thread (this stand-in ran on).
+    port = free_port()
+    site = Tree([sys.executable, "-m", "sgcache", "-q", "mock-site", "--bind", f"127.0.0.1:{port}", "--data",
+                 "empty"], tmp_path / "site.log", clean_env(), ROOT)
+    trees.append(site)
+    wait_for(lambda: "Credentials" in site.output(), 30, "the stand-in listening", site.output)
+    other = next(int(task.name) for task in Path(f"/proc/{site.root.pid}/task").iterdir()
+                 if int(task.name) != site.root.pid)
+    send_to_thread(site.root.pid, other, signal.SIGTERM)
+    assert site.root.wait(10) == 0
+    assert not listening(port)
 
 
 @pytest.mark.skipif(_prctl() is None, reason="no prctl")

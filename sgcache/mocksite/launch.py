@@ -130,9 +130,15 @@ def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_
         faulthandler.dump_traceback_later(STOP_REPORT_SECONDS, exit=False)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGUSR1 prints every thread's stack at once, without stopping (for a stand-in that seems stuck).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        stop.wait()
+        # Python runs a signal's handler in the main thread, and only once that thread runs again:
+        # a wait without a timeout may sleep through a signal the kernel gave another thread.
+        while not stop.wait(0.25):
+            pass
     finally:
+        faulthandler.unregister(signal.SIGUSR1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         server.stop()
