@@ -306,6 +306,12 @@ def test_a_cache_made_before_history_gets_its_tables_at_the_next_migration(engin
     writer.upsert("Shot", [{"type": "Shot", "id": 1, "code": "b"}], changed_at=at(0))
     (kept,) = versions(engine, tables, "Shot")
     assert (kept["code"], kept["_valid_from"], kept["_valid_to"]) == ("a", None, at(0))
+    # A version from before history began, now ended, is what the past held before it ended.
+    et = tables["Shot"]
+    with engine.connect() as conn:
+        for when, code in ((at(-1), "a"), (at(0), "b")):
+            view = history.as_of(et.table, et.history, when)
+            assert conn.execute(sa.select(view.c.code)).scalars().all() == [code]
 
 
 EVERY_TYPE = {

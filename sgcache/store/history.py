@@ -10,7 +10,8 @@ association tables all have the same columns, so their earlier rows share one ta
 ``_history_links``, which also names the type and the field (a schema has several times more
 multi-entity fields than types: one history table each would double the tables a database
 holds). A row's versions never overlap, so "the table as it was at T" is the current rows valid
-since T or before, plus the history rows valid at T (:func:`as_of`, :func:`links_as_of`).
+since T or before, plus the history rows valid at T (:func:`as_of`, :func:`links_as_of`); a
+version with no ``_valid_from`` was there from before history began.
 Present reads never look at history tables.
 
 Why not one JSON history table, or database triggers: a typed copy lets the read compiler run
@@ -128,8 +129,8 @@ def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str,
     """An association table as it was at ``at``: a subquery with its name and columns."""
     now = assoc.select().where(sa.or_(assoc.c[VALID_FROM].is_(None), assoc.c[VALID_FROM] <= at))
     past = (sa.select(*[links.c[c.name] for c in assoc.columns])
-            .where(links.c.entity_type == entity_type, links.c.field == field, links.c[VALID_FROM] <= at,
-                   links.c[VALID_TO] > at))
+            .where(links.c.entity_type == entity_type, links.c.field == field,
+                   sa.or_(links.c[VALID_FROM].is_(None), links.c[VALID_FROM] <= at), links.c[VALID_TO] > at))
     return sa.union_all(now, past).subquery(assoc.name)
 
 
@@ -137,7 +138,7 @@ def as_of(table: sa.Table, history: sa.TableClause, at: dt.datetime | sa.BindPar
     """``table`` as it was at ``at``: a subquery with the same name and columns."""
     now = table.select().where(sa.or_(table.c[VALID_FROM].is_(None), table.c[VALID_FROM] <= at))
     past = (sa.select(*[history.c[c.name] for c in table.columns])
-            .where(history.c[VALID_FROM] <= at, history.c[VALID_TO] > at))
+            .where(sa.or_(history.c[VALID_FROM].is_(None), history.c[VALID_FROM] <= at), history.c[VALID_TO] > at))
     return sa.union_all(now, past).subquery(table.name)
 
 
