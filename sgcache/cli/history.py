@@ -1,4 +1,5 @@
-"""The commands that read the cache's history: ``history [show] TYPE ID`` and ``changes --since``."""
+"""The commands of the cache's history: ``history [show] TYPE ID``, ``history import --since``
+(a back-fill from the event log) and ``changes --since``."""
 
 from __future__ import annotations
 
@@ -88,6 +89,69 @@ def history_show(state: State, entity_type: str, entity_id: int, field: str | No
         event = f"event {c.event_id}" if c.event_id is not None else "no event"
         who = f"  by {_shown(c.by)}" if c.by else ""
         click.echo(f"{_time(c.at)}  {event}{who}  {c.field}: {_shown(c.old)} -> {_shown(c.new)}")
+
+
+@history.command("import")
+@click.option("--since", "since_text", required=True, metavar="TIME",
+              help="How far back: ISO 8601 time with a zone, or a duration ago: 12h, 14d.")
+@click.option("--types", metavar="A,B", help="Only these entity types (default: every cached type).")
+@click.option("--trust-log", is_flag=True,
+              help="Run even though the site has scripts whose writes make no events (you know they wrote "
+                   "nothing to the cached types in the span).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history_import(state: State, since_text: str, types: str | None, trust_log: bool, progress: bool | None,
+                   as_json: bool) -> None:
+    """Rebuild the versions from before the cache's history began, from the site's event log.
+
+    Reads the log back to --since and undoes each change on the oldest versions the cache keeps.
+    A field's history begins earlier only as far back as the log proves its values; reads of the
+    past touching it before that are still refused. See docs/history.rst.
+    """
+    from sgcache.cli.common import sync_parts
+    from sgcache.store.history import pruned_until
+    from sgcache.sync.backfill import backfill
+    from sgcache.sync.progress import Progress
+
+    since = parse_since(since_text)
+    config, engine, remote = sync_parts(state)
+    try:
+        tables = cache_tables(config)
+        keep = config.history.keep_seconds
+        if keep and since < dt.datetime.now(dt.UTC) - dt.timedelta(seconds=keep):
+            raise SgcacheError(f"{_time(since)} is older than history.keep ({config.history.keep}) allows: the "
+                               "next pruning would remove what the back-fill keeps")
+        with engine.connect() as conn:
+            pruned = pruned_until(conn, tables)
+        if pruned is not None and since < pruned:
+            raise SgcacheError(f"{_time(since)} is before the history's pruning horizon {_time(pruned)}")
+        bar = Progress("event-log entries read", None, bar=progress)
+        try:
+            reports = backfill(engine, tables, remote, since, types=split_csv(types), trust_log=trust_log,
+                               progress=bar.advance)
+        finally:
+            seconds = bar.close()
+    finally:
+        engine.dispose()
+    if as_json:
+        click.echo(json.dumps({"since": _time(since), "types": [r.as_dict() for r in reports]}, indent=2,
+                              default=_default, ensure_ascii=False))
+        return
+    click.echo(f"read {bar.done} event-log entries in {seconds:.1f} s")
+    for r in reports:
+        click.echo(f"{r.entity_type}: {r.entries} entries on {r.entities} entities, {r.versions} earlier versions "
+                   "kept")
+        starts: dict[dt.datetime, list[str]] = {}
+        for name, at in r.proven_from.items():
+            starts.setdefault(at, []).append(name)
+        for n, at in enumerate(sorted(starts)):
+            names = sorted(starts[at])
+            # The earliest start holds most fields: counted; the later ones are the news.
+            shown = f"{len(names)} fields" if n == 0 and len(names) > 3 else ", ".join(names)
+            click.echo(f"  from {_time(at)}: {shown}")
+        if r.unmoved:
+            click.echo(f"  still from {_time(r.began)}: {', '.join(r.unmoved)}")
 
 
 @cli.command()
