@@ -2,19 +2,23 @@
 
 The stand-in and the proxy run as real servers; the real client reads the site at moments T1, T2,
 T3 while entities are changed, linked, renamed, retired, revived and made in between, and the
-watcher applies the site's events. The same calls through ``/as-of/T`` must then give exactly the
-answers the site gave at T, on SQLite and on PostgreSQL.
+watcher applies the site's events. The same calls through ``/as-of/T`` (a fixed set, and 200
+random finds and summaries: ``SGCACHE_HISTORY_CALLS`` and ``SGCACHE_HISTORY_SEED`` change them)
+must then give exactly the answers the site gave at T, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import random
 import time
 
 import pytest
 import shotgun_api3
 import sqlalchemy as sa
+from conftest import report
 
 from sgcache.store import history
 from sgcache.store.writer import Writer
@@ -97,12 +101,107 @@ def record(sg) -> list:
     return [call(sg) for call in CALLS]
 
 
+#: Random reads per moment in the differential (run more by hand), and their seed.
+RANDOM_CALLS = int(os.environ.get("SGCACHE_HISTORY_CALLS", "200"))
+RANDOM_SEED = int(os.environ.get("SGCACHE_HISTORY_SEED", "20261205"))
+
+
+def random_calls(world: dict, n: int = RANDOM_CALLS, seed: int = RANDOM_SEED) -> list:
+    """``n`` random finds and summaries over the world's types: conditions on every field the
+    changes touch (text, status, links, lists, deep paths, ids), nested groups, sorts, pages,
+    retired_only. Each sort ends with id, so site and cache order ties alike."""
+    rng = random.Random(seed)
+    shots, assets, seq = world["shots"], world["assets"], world["sequence"]
+    words = ["SH001", "SH00", "renamed", "again", "SH100", "sh", "1", "-", "later"]
+    link = lambda e: {"type": e["type"], "id": e["id"]}  # noqa: E731
+    conditions = {
+        "Shot": [
+            lambda: ["code", rng.choice(["is", "is_not", "contains", "not_contains", "starts_with", "ends_with"]),
+                     rng.choice(words)],
+            lambda: ["code", rng.choice(["in", "not_in"]), rng.sample(["SH001", "SH002", "SH100", "SH001-renamed",
+                                                                       "SH001-again", "SH003"], 2)],
+            lambda: ["sg_status_list", rng.choice(["is", "is_not"]), rng.choice(["wtg", "ip", "fin"])],
+            lambda: ["sg_status_list", "in", rng.sample(["wtg", "ip", "fin"], 2)],
+            lambda: ["description", rng.choice(["is", "is_not"]), rng.choice([None, "shot 2", "shot 5"])],
+            lambda: ["description", "contains", rng.choice(["shot", "2", "x"])],
+            lambda: ["assets", rng.choice(["is", "is_not"]), link(rng.choice(assets))],
+            lambda: ["assets", rng.choice(["name_contains", "name_is", "name_starts_with"]),
+                     rng.choice(["a", "Desk", "Table", "ch", "lamp"])],
+            lambda: ["assets", rng.choice(["is", "is_not"]), None],
+            lambda: ["sg_sequence", rng.choice(["is", "is_not"]), rng.choice([link(seq), None])],
+            lambda: ["sg_sequence.Sequence.code", rng.choice(["is", "starts_with", "is_not"]),
+                     rng.choice(["SQ01", "SQ01b", "SQ"])],
+            lambda: ["project.Project.name", rng.choice(["is", "is_not"]), rng.choice(["Alpha", "Beta"])],
+            lambda: ["assets.Asset.code", rng.choice(["is", "contains"]), rng.choice(["Desk", "Table", "a", "lamp"])],
+            lambda: ["id", rng.choice(["greater_than", "less_than", "is"]), rng.choice(shots)["id"]],
+        ],
+        "Asset": [
+            lambda: ["code", rng.choice(["is", "contains", "starts_with"]), rng.choice(["Desk", "Table", "a", "ch"])],
+            lambda: ["shots", rng.choice(["is", "is_not"]), link(rng.choice(shots))],
+            lambda: ["shots.Shot.code", rng.choice(["contains", "is"]), rng.choice(words)],
+            lambda: ["id", "in", [a["id"] for a in rng.sample(assets, 2)]],
+        ],
+        "Sequence": [
+            lambda: ["code", rng.choice(["is", "starts_with"]), rng.choice(["SQ01", "SQ01b", "SQ"])],
+            lambda: ["shots", rng.choice(["is", "is_not"]), link(rng.choice(shots))],
+        ],
+    }
+    returned = {"Shot": ["code", "sg_status_list", "description", "assets", "sg_sequence", "project",
+                         "sg_sequence.Sequence.code", "project.Project.name"],
+                "Asset": ["code", "shots", "project"], "Sequence": ["code", "shots"]}
+    sorts = {"Shot": ["code", "sg_status_list", "description", "sg_sequence", "id"], "Asset": ["code", "id"],
+             "Sequence": ["code", "id"]}
+
+    def group(entity_type: str, depth: int = 0) -> list:
+        out = []
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            if depth < 2 and rng.random() < 0.2:
+                out.append({"filter_operator": rng.choice(["all", "any"]), "filters": group(entity_type, depth + 1)})
+            else:
+                out.append(rng.choice(conditions[entity_type])())
+        return out
+
+    calls = []
+    for _ in range(n):
+        entity_type = rng.choice(["Shot", "Shot", "Shot", "Asset", "Sequence"])
+        filters = group(entity_type)
+        operator = rng.choice(["and", "or"])
+        if rng.random() < 0.2:
+            grouping = [{"field": rng.choice(["sg_status_list", "sg_sequence", "project"]) if entity_type == "Shot"
+                         else "code", "type": "exact", "direction": rng.choice(["asc", "desc"])}]
+            calls.append(lambda sg, t=entity_type, f=filters, o=operator, g=grouping: sg.summarize(
+                t, f, [{"field": "id", "type": "count"}], filter_operator=o, grouping=g))
+            continue
+        fields = rng.sample(returned[entity_type], rng.randint(1, min(3, len(returned[entity_type]))))
+        order = [{"field_name": rng.choice(sorts[entity_type]), "direction": rng.choice(["asc", "desc"])}]
+        order.append({"field_name": "id", "direction": "asc"})
+        limit = rng.choice([0, 0, 2, 3])
+        page = rng.choice([1, 2]) if limit else 0
+        retired = rng.random() < 0.1
+        calls.append(lambda sg, t=entity_type, f=filters, fl=fields, o=order, op=operator, lim=limit, p=page,
+                     r=retired: sg.find(t, f, fl, order=o, filter_operator=op, limit=lim, page=p, retired_only=r))
+    return calls
+
+
+def record_random(sg, calls: list) -> list:
+    """Each call's answer, or None where the site refused it (such calls are not compared)."""
+    out = []
+    for call in calls:
+        try:
+            out.append(call(sg))
+        except shotgun_api3.Fault:
+            out.append(None)
+    return out
+
+
 def test_reads_as_of_past_moments_equal_what_the_site_answered_then(watched_proxy, sg, world):
     proxy = watched_proxy
     shots, assets = world["shots"], world["assets"]
+    randoms = random_calls(world)
     catch_up(proxy)
     t1 = moment()
     seen = {t1: record(sg)}
+    drawn = {t1: record_random(sg, randoms)}
     after(t1)
     sg.update("Shot", shots[0]["id"], {"code": "SH001-renamed", "sg_status_list": "fin"})
     sg.update("Shot", shots[1]["id"], {"assets": [assets[2], assets[0]]})
@@ -113,6 +212,7 @@ def test_reads_as_of_past_moments_equal_what_the_site_answered_then(watched_prox
     catch_up(proxy)
     t2 = moment()
     seen[t2] = record(sg)
+    drawn[t2] = record_random(sg, randoms)
     after(t2)
     sg.revive("Shot", shots[2]["id"])
     sg.update("Shot", shots[1]["id"], {"assets": [], "description": None})
@@ -122,6 +222,7 @@ def test_reads_as_of_past_moments_equal_what_the_site_answered_then(watched_prox
     catch_up(proxy)
     t3 = moment()
     seen[t3] = record(sg)
+    drawn[t3] = record_random(sg, randoms)
     after(t3)
     sg.update("Shot", shots[3]["id"], {"code": "SH004-later"})  # after T3: no read of T3 may see it
     time.sleep(1.1)
@@ -135,6 +236,21 @@ def test_reads_as_of_past_moments_equal_what_the_site_answered_then(watched_prox
         before = proxy.service.cache_answers
         assert record(past) == expected, stamp(at)
         assert proxy.service.cache_answers == before + len(CALLS)
+    # The random reads: the same answers, every one from the cache.
+    compared = 0
+    for at, answers in drawn.items():
+        past = proxy.client(f"/as-of/{stamp(at)}/")
+        for n, (call, expected) in enumerate(zip(randoms, answers, strict=True)):
+            if expected is None:
+                continue
+            assert call(past) == expected, f"random call {n} (seed {RANDOM_SEED}) as of {stamp(at)}"
+            compared += 1
+    assert compared >= 0.9 * 3 * len(randoms)
+    found = [a for answers in drawn.values() for a in answers if a not in (None, [])]
+    assert len(found) >= 0.4 * compared  # most reads find something: the comparison means something
+    assert len({repr(v) for v in drawn.values()}) == 3
+    report(f"history differential [{proxy.config.database.url.split(':')[0]}]: {compared} random reads at 3 moments "
+           f"(seed {RANDOM_SEED}) equal the site's")
 
 
 def test_a_past_read_before_the_history_begins_is_refused_with_the_earliest_time(watched_proxy):
