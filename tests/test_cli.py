@@ -430,7 +430,8 @@ def test_dump_from_the_site_without_site_settings_names_the_missing_one(tmp_path
 
 SMALL_TABLES = {"_sgcache_fields", "_sgcache_meta", "_sgcache_types", "_sgcache_cursor", "_sgcache_applied_events",
                 "_sgcache_dead_letters", "_sgcache_samples", "_sgcache_sessions", "_sgcache_other_sides",
-                "_sgcache_slim", "_sgcache_slim_types", "asset",
+                "_sgcache_slim", "_sgcache_slim_types", "_sgcache_trigger_cursors", "_sgcache_trigger_done",
+                "_sgcache_trigger_dead", "asset",
                 "project", "sequence", "shot", "shot_assets", "_history_asset", "_history_project",
                 "_history_sequence", "_history_shot", "_history_links"}
 

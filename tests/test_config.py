@@ -291,7 +291,7 @@ def test_invalid_file_is_one_config_error_naming_the_file_and_key(tmp_path, text
 def test_unknown_section_message_lists_the_known_sections(tmp_path):
     path = write(tmp_path / "s.yml", "server:\n  bind: x\n")
     assert config_error(path) == (f"{path}: unknown section 'server' (known: site, database, schema, web, auth, "
-                                  "watcher, scanner, reads, history, admin, log)")
+                                  "watcher, scanner, reads, history, triggers, admin, log)")
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

@@ -2,7 +2,8 @@
 
 The group and what every command shares are in :mod:`~sgcache.cli.common`; the commands, by
 job, in :mod:`~sgcache.cli.schemas`, :mod:`~sgcache.cli.syncing`, :mod:`~sgcache.cli.checks`,
-:mod:`~sgcache.cli.history` and :mod:`~sgcache.cli.serve`. :func:`main` is the installed ``sgcache``.
+:mod:`~sgcache.cli.history`, :mod:`~sgcache.cli.triggers` and :mod:`~sgcache.cli.serve`.
+:func:`main` is the installed ``sgcache``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from sgcache.cli.history import changes, history
 from sgcache.cli.schemas import schema
 from sgcache.cli.serve import demo, mock_site, web
 from sgcache.cli.syncing import auto, rebuild, scan, watch
+from sgcache.cli.triggers import triggers
 from sgcache.errors import SgcacheError
 
 __all__ = ["auth", "auto", "changes", "cli", "demo", "history", "main", "mock_site", "rebuild", "scan", "schema",
-           "status", "validate", "version", "watch", "web"]
+           "status", "triggers", "validate", "version", "watch", "web"]
 
 
 def main(argv: list[str] | None = None) -> None:

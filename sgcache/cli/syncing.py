@@ -134,6 +134,7 @@ def watch(state: State, once: bool) -> None:
     tables = cache_tables(config)
     migrate(engine, tables)
     watcher = Watcher(engine, tables, remote, config.watcher)
+    watcher.keep_events = bool(config.triggers.paths)  # the entries event plugins are handed
     if once:
         _apply_waiting(watcher)
         return
@@ -180,6 +181,7 @@ def _watch_following(state: State, once: bool) -> None:
         migrate(engine, tables)
         follow = WatcherFollow(held, Follower(engine, config, remote, stop=stop))
         watcher = Watcher(engine, tables, remote, config.watcher, schema_follow=follow)
+        watcher.keep_events = bool(config.triggers.paths)
         if once:
             _apply_waiting(watcher)
             return

@@ -29,6 +29,7 @@ from sgcache.config.sections import (
     SchemaConfig,
     Secret,
     SiteConfig,
+    TriggersConfig,
     WatcherConfig,
     WebConfig,
     env_name,
@@ -39,7 +40,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAME", "ENV_PREFIX", "GROUP_MODES", "SECTIONS",
     "AdminConfig", "AuthConfig", "Config", "DatabaseConfig", "HistoryConfig", "LogConfig", "ReadsConfig",
     "ScannerConfig", "SchemaConfig",
-    "Secret", "SiteConfig", "WatcherConfig", "WebConfig",
+    "Secret", "SiteConfig", "TriggersConfig", "WatcherConfig", "WebConfig",
     "check_bind", "env_name", "find_config_path", "iter_settings", "load_config", "resolve_sqlite_url",
     "setting_default_doc", "setting_doc", "setting_type_doc",
 ]

@@ -347,6 +347,31 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class TriggersConfig:
+    """Event plugins written for shotgunEvents, run on the watcher (see docs/triggers.rst)."""
+
+    paths: list[str] = _setting([], "Plugin files or folders (their *.py files) to load",
+                                doc="Plugin files, or folders whose ``*.py`` files are plugins (those starting "
+                                    "with ``_`` are not), as the event daemon's ``paths``. Empty: no plugins, "
+                                    "and the watcher keeps no copy of the entries it applies.")
+    proxy_url: str | None = _setting(None, "The sgcache URL callbacks' Shotgun connections use (default: "
+                                           "web.bind's)",
+                                     doc="The base URL of the proxy that callbacks' ``sg`` connections use, so "
+                                         "their reads are cached and their writes read back. Default: "
+                                         "``web.bind`` on this host.")
+    poll_interval: float = _setting(0.5, "Longest pause, in seconds, between two looks for applied events",
+                                    check=checks.positive)
+    max_attempts: int = _setting(5, "Tries of a failing callback on one event before it gives up on it",
+                                 doc="Tries of a callback that raises on one event (waiting ``retry_delay`` "
+                                     "seconds, doubling, between them) before it gives up: a callback "
+                                     "registered with ``stopOnError`` stops there; any other puts the event "
+                                     "in its dead letters and goes on.",
+                                 check=checks.at_least_one)
+    retry_delay: float = _setting(1.0, "Seconds before a failed callback is tried again (doubling each time)",
+                                  check=checks.positive)
+
+
+@dataclass(frozen=True)
 class AdminConfig:
     """The proxy's own routes under /_sgcache/: status page, status JSON, metrics, health."""
 
@@ -397,6 +422,7 @@ class Config:
     scanner: ScannerConfig = field(default_factory=ScannerConfig)
     reads: ReadsConfig = field(default_factory=ReadsConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    triggers: TriggersConfig = field(default_factory=TriggersConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where the YAML file was, if any (for messages and relative paths).

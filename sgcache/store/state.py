@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sgcache.fields.types import UTCDateTime
-from sgcache.store import history
+from sgcache.store import history, triggerstate
 from sgcache.store import slim as slim_records
 
 #: Bumped when the layout of the state tables themselves changes.
-STATE_VERSION = 7
+STATE_VERSION = 8
 
 #: ``_sgcache_meta`` keys: a value that changes whenever people, scripts, projects or permission
 #: groups change on the site (proxies then forget who their callers are and what they may see),
@@ -44,10 +44,15 @@ class StateTables:
     slim_types: sa.Table
     #: the earlier versions of every multi-entity list (see sgcache.store.history)
     link_history: sa.Table
+    #: event plugins' cursors, out-of-order events handled, dead letters (sgcache.store.triggerstate)
+    trigger_cursors: sa.Table
+    trigger_done: sa.Table
+    trigger_dead: sa.Table
 
     def all(self) -> list[sa.Table]:
         return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
-                self.sessions, self.other_sides, self.slim, self.slim_types, self.link_history]
+                self.sessions, self.other_sides, self.slim, self.slim_types, self.link_history,
+                self.trigger_cursors, self.trigger_done, self.trigger_dead]
 
 
 def define(metadata: sa.MetaData) -> StateTables:
@@ -100,6 +105,8 @@ def define(metadata: sa.MetaData) -> StateTables:
         # one row per applied event, written with it: applying one twice would break the key
         sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("applied_at", UTCDateTime, nullable=False),
+        # the entry as the site gave it (JSON), kept while event plugins run (triggers.paths)
+        sa.Column("event", sa.Text),
     )
     dead_letters = sa.Table(
         "_sgcache_dead_letters", metadata,
@@ -152,9 +159,11 @@ def define(metadata: sa.MetaData) -> StateTables:
         sa.Index("ix_sgcache_other_sides_queued_at", "queued_at"),
     )
     slim, slim_types = slim_records.define(metadata)
+    trigger_cursors, trigger_done, trigger_dead = triggerstate.define(metadata)
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
                        dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides,
-                       slim=slim, slim_types=slim_types, link_history=history.links_table(metadata))
+                       slim=slim, slim_types=slim_types, link_history=history.links_table(metadata),
+                       trigger_cursors=trigger_cursors, trigger_done=trigger_done, trigger_dead=trigger_dead)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ these what one event changes in the cache.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,3 +104,26 @@ def stamp(et: EntityTable, event: dict) -> dict:
     if et.cached("updated_by") and isinstance(event.get("user"), dict):
         out["updated_by"] = event["user"]
     return out
+
+
+def entry_json(event: dict) -> str:
+    """An entry as JSON, to keep (its times as ISO 8601 with their offset)."""
+    return json.dumps(event, default=_iso, sort_keys=True)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def entry_from_json(text: str) -> dict:
+    """An entry kept by :func:`entry_json`, as shotgun_api3 returns it: ``created_at`` an aware
+    datetime in the client's local zone."""
+    from shotgun_api3.shotgun import SG_TIMEZONE
+
+    event = json.loads(text)
+    created = event.get("created_at")
+    if isinstance(created, str):
+        event["created_at"] = dt.datetime.fromisoformat(created).astimezone(SG_TIMEZONE.local)
+    return event

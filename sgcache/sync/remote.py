@@ -248,7 +248,9 @@ class Remote:
 
     # --- events --------------------------------------------------------------------------------
 
-    EVENT_FIELDS = ["id", "event_type", "attribute_name", "meta", "entity", "project", "user", "created_at"]
+    #: what the watcher reads of each entry (the fields the event daemon hands its plugins)
+    EVENT_FIELDS = ["id", "event_type", "attribute_name", "meta", "entity", "project", "user", "session_uuid",
+                    "created_at"]
 
     def events_after(self, after_id: int, limit: int) -> list[dict]:
         """Event-log entries with id above ``after_id``, oldest first."""

@@ -27,7 +27,7 @@ from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync.answers import MAX_SITE_ROUNDS, NeedSite, SiteAnswers, in_rounds
 from sgcache.sync.deadletter import DATABASE_TROUBLE, DeadLetters, dead_letters
-from sgcache.sync.events import AUTH_TYPES, LIFECYCLE, Parsed, aware, parse
+from sgcache.sync.events import AUTH_TYPES, LIFECYCLE, Parsed, aware, entry_json, parse
 from sgcache.sync.refresh import Refresher
 from sgcache.sync.remote import Remote, SiteError, Stopped, wait
 
@@ -59,6 +59,8 @@ class Watcher(DeadLetters):
         self.stop: threading.Event | None = None  # set by run(): pauses between tries end at once
         self._sampled_at: float | None = None  # monotonic time of the last lag sample
         self._watched_at: dt.datetime | None = None  # when history_until was last recorded
+        #: keep each applied entry's JSON in the ledger, for event plugins (triggers.paths)
+        self.keep_events = False
 
     def use_tables(self, tables: Tables) -> None:
         """Go on with another schema's tables (a followed schema change), between two polls."""
@@ -90,7 +92,9 @@ class Watcher(DeadLetters):
                 self._dead_letter(conn, event, dead, attempts)
                 outcome = "dead letter"
             if outcome != "already applied":
-                conn.execute(sa.insert(st.applied).values(event_id=event["id"], applied_at=_now()))
+                # With event plugins (sgcache.triggers), the entry itself, for their callbacks.
+                kept = entry_json(event) if self.keep_events else None
+                conn.execute(sa.insert(st.applied).values(event_id=event["id"], applied_at=_now(), event=kept))
         cursors.save(conn, st, cursor)
         return outcome
 

@@ -1,0 +1,101 @@
+"""The command that runs event plugins on the watcher's events: ``sgcache triggers``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import sqlalchemy as sa
+
+from sgcache.cli.common import State, cache_tables, cli, connected_engine, stop_on_signals
+from sgcache.errors import SgcacheError
+
+log = logging.getLogger(__name__)
+
+
+def proxy_url(config) -> str:
+    """Where callbacks' connections go: ``triggers.proxy_url``, else ``web.bind`` on this host."""
+    if config.triggers.proxy_url:
+        return config.triggers.proxy_url.rstrip("/")
+    host, _, port = config.web.bind.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
+def _plugins(config):
+    from sgcache.triggers.plugins import load_plugins
+
+    if not config.triggers.paths:
+        raise SgcacheError("no event plugins: set triggers.paths (files or folders of shotgunEvents plugins)")
+    plugins, failed = load_plugins(config.triggers.paths)
+    for why in failed.values():
+        click.echo(f"sgcache: plugin not loaded: {why}", err=True)
+    if not plugins:
+        raise SgcacheError("no plugin loaded (see the errors above)")
+    return plugins
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--once", is_flag=True, help="Hand out what is waiting, then exit.")
+@click.pass_context
+def triggers(ctx: click.Context, once: bool) -> None:
+    """Run shotgunEvents plugins on the events the watcher applies (one runner per database).
+
+    Each callback gets every matching event once, in event-id order, after the cache holds its
+    change; its cursor is kept in the cache database. See docs/triggers.rst.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from sgcache.store.migrate import migrate
+    from sgcache.sync.leader import Leadership
+    from sgcache.triggers.runner import Runner
+
+    state: State = ctx.obj
+    config = state.config()
+    plugins = _plugins(config)
+    tables = cache_tables(config)
+    engine = connected_engine(config)
+    migrate(engine, tables)
+    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
+    names = ", ".join(c.key for c in runner.callbacks) or "none"
+    click.echo(f"sgcache triggers: {len(plugins)} plugins, callbacks: {names}; through {runner.proxy_url}", err=True)
+    if once:
+        runner.start()
+        while runner.run_once():
+            pass
+        click.echo(f"ran {runner.handled} callbacks", err=True)
+        return
+    stop = stop_on_signals()
+    leader = Leadership(engine, "triggers")
+    if not leader.acquire(stop):
+        return
+    try:
+        runner.run(stop)
+    finally:
+        leader.release()
+
+
+@triggers.command("retry")
+@click.option("--callback", "callback_key", metavar="PLUGIN.CALLBACK", help="Only this callback.")
+@click.pass_obj
+def triggers_retry(state: State, callback_key: str | None) -> None:
+    """Start stopped callbacks again (stopOnError) and hand their dead letters to them once more."""
+    from sgcache.triggers.runner import Runner
+
+    config = state.config()
+    plugins = _plugins(config)
+    tables = cache_tables(config)
+    engine = connected_engine(config)
+    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
+    keys = {c.key for c in runner.callbacks}
+    if callback_key is not None and callback_key not in keys:
+        raise SgcacheError(f"no callback {callback_key!r} (loaded: {', '.join(sorted(keys)) or 'none'})")
+    st = tables.state
+    with engine.begin() as conn:
+        chosen = [callback_key] if callback_key else sorted(keys)
+        resumed = conn.execute(sa.update(st.trigger_cursors).where(st.trigger_cursors.c.callback.in_(chosen),
+                                                                   st.trigger_cursors.c.stopped_at.is_not(None))
+                               .values(stopped_at=None, failures=0)).rowcount
+    replayed, still = runner.retry_dead(chosen)
+    click.echo(f"{resumed} callbacks started again; dead letters: {replayed} handled, {still} failed again")

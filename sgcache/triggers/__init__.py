@@ -1,0 +1,1 @@
+"""Event plugins run on sgcache's watcher (``sgcache triggers``): see docs/triggers.rst."""

@@ -1,0 +1,233 @@
+"""Event plugins written for shotgunEvents, loaded unchanged (sgcache.triggers.plugins)."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from sgcache.triggers.plugins import PluginError, load_plugins, matches, plugin_files
+
+PLUGIN = '''
+import logging
+
+seen = []
+
+def registerCallbacks(reg):
+    assert reg.getLogger() is reg.logger and isinstance(reg.logger, logging.Logger)
+    reg.setEmails("pipeline@studio.example")
+    reg.registerCallback("cut-length", "cut-key", on_cut, {"Shotgun_Shot_Change": ["sg_cut_in", "sg_cut_out"]},
+                         {"fps": 24.0})
+    reg.registerCallback("cut-length", "cut-key", on_cut, None, None, False)
+
+def on_cut(sg, logger, event, args):
+    seen.append(event["id"])
+'''
+
+
+def write(folder, name: str, text: str):
+    path = folder / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_plugin_registers_its_callbacks_as_with_the_daemon(tmp_path):
+    write(tmp_path, "cut_length", PLUGIN)
+    write(tmp_path, "_helpers", "raise SystemExit('a folder loads no _private files')")
+    (plugin,), failed = load_plugins([tmp_path])
+    assert failed == {} and plugin.name == "cut_length" and plugin.emails == ["pipeline@studio.example"]
+    first, second = plugin.callbacks
+    assert (first.key, first.script_name, first.script_key, first.args, first.stop_on_error) == \
+        ("cut_length.on_cut", "cut-length", "cut-key", {"fps": 24.0}, True)
+    assert (second.key, second.match_events, second.stop_on_error) == ("cut_length.on_cut_2", None, False)
+    assert first.logger.name == "plugin.cut_length.on_cut"
+    first.function(None, first.logger, {"id": 7}, first.args)
+    assert first.function.__globals__["seen"] == [7]
+
+
+@pytest.mark.parametrize(("match", "event", "expected"), [
+    (None, {"event_type": "Shotgun_Shot_Change", "attribute_name": "code"}, True),
+    ({}, {"event_type": "Shotgun_Shot_New", "attribute_name": None}, True),
+    ({"Shotgun_Shot_Change": ["code"]}, {"event_type": "Shotgun_Shot_Change", "attribute_name": "code"}, True),
+    ({"Shotgun_Shot_Change": ["code"]}, {"event_type": "Shotgun_Shot_Change", "attribute_name": "sg_status_list"},
+     False),
+    ({"Shotgun_Shot_Change": ["code"]}, {"event_type": "Shotgun_Asset_Change", "attribute_name": "code"}, False),
+    ({"Shotgun_Shot_Change": None}, {"event_type": "Shotgun_Shot_Change", "attribute_name": "x"}, True),
+    ({"Shotgun_Shot_Change": ["*"]}, {"event_type": "Shotgun_Shot_Change", "attribute_name": "x"}, True),
+    ({"Shotgun_Shot_New": ["code"]}, {"event_type": "Shotgun_Shot_New", "attribute_name": None}, False),
+    ({"*": ["sg_status_list"]}, {"event_type": "Shotgun_Task_Change", "attribute_name": "sg_status_list"}, True),
+    ({"*": ["sg_status_list"]}, {"event_type": "Shotgun_Task_Change", "attribute_name": "content"}, False),
+    ({"*": None}, {"event_type": "Anything", "attribute_name": None}, True),
+])
+def test_match_events_follows_the_daemon(match, event, expected):
+    assert matches(match, event) is expected
+
+
+def test_a_broken_plugin_is_reported_and_the_others_load(tmp_path):
+    write(tmp_path, "good", PLUGIN)
+    write(tmp_path, "syntax", "def registerCallbacks(reg)\n    pass\n")
+    write(tmp_path, "no_register", "x = 1\n")
+    write(tmp_path, "raises", "def registerCallbacks(reg):\n    raise RuntimeError('no site settings')\n")
+    write(tmp_path, "not_callable", "def registerCallbacks(reg):\n    reg.registerCallback('s', 'k', 42)\n")
+    write(tmp_path, "bad_match", "def registerCallbacks(reg):\n    reg.registerCallback('s', 'k', print, ['x'])\n")
+    plugins, failed = load_plugins([tmp_path])
+    assert [p.name for p in plugins] == ["good"]
+    why = {path.rsplit("/", 1)[1]: text for path, text in failed.items()}
+    assert "SyntaxError" in why["syntax.py"]
+    assert "no registerCallbacks" in why["no_register.py"]
+    assert "no site settings" in why["raises.py"]
+    assert "must be callable" in why["not_callable.py"]
+    assert "matchEvents must be a dict" in why["bad_match.py"]
+
+
+def test_plugin_paths_name_files_and_folders_and_refuse_what_is_missing_or_twice(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = write(tmp_path / "a", "one", PLUGIN)
+    two = write(tmp_path / "b", "two", PLUGIN)
+    assert plugin_files([tmp_path / "a", two]) == [one, two]
+    with pytest.raises(PluginError, match="neither a file nor a folder"):
+        plugin_files([tmp_path / "missing"])
+    write(tmp_path / "b", "one", PLUGIN)
+    with pytest.raises(PluginError, match="two plugins named one"):
+        plugin_files([tmp_path / "a", tmp_path / "b"])
+
+
+# --- on the watcher's events, through the proxy (stand-in, proxy and cache for real) -------------
+
+CUT_PLUGIN = '''
+import json
+
+def registerCallbacks(reg):
+    match = {"Shotgun_Shot_Change": ["sg_cut_in", "sg_cut_out"]}
+    reg.registerCallback("sgcache", "sgcache-demo-key", cut_duration, match, {"log": LOG})
+    reg.registerCallback("sgcache", "sgcache-demo-key", flaky, {"Shotgun_Shot_Change": ["description"]},
+                         {"log": LOG}, False)
+    reg.registerCallback("sgcache", "sgcache-demo-key", strict, {"Shotgun_Shot_Change": ["description"]},
+                         {"log": LOG}, True)
+
+def note(args, *line):
+    with open(args["log"], "a") as out:
+        out.write(json.dumps(line) + "\\n")
+
+def cut_duration(sg, logger, event, args):
+    # The cut length from the cut in and out, as the daemon's example computes it (written anew).
+    shot = sg.find_one("Shot", [["id", "is", event["entity"]["id"]]], ["sg_cut_in", "sg_cut_out"])
+    note(args, "cut", event["id"], event["attribute_name"], event["meta"]["new_value"],
+         shot[event["attribute_name"]], str(event["created_at"].tzinfo is not None))
+    if shot["sg_cut_in"] is not None and shot["sg_cut_out"] is not None:
+        sg.update("Shot", shot["id"], {"sg_cut_duration": shot["sg_cut_out"] - shot["sg_cut_in"] + 1})
+
+def flaky(sg, logger, event, args):
+    import os
+    if event["meta"]["new_value"] == "broken" and not os.path.exists(args["log"] + ".fixed"):
+        raise RuntimeError("cannot handle a broken description")
+    note(args, "flaky", event["id"])
+
+def strict(sg, logger, event, args):
+    import os
+    if event["meta"]["new_value"] == "broken" and not os.path.exists(args["log"] + ".fixed"):
+        raise RuntimeError("strict about descriptions")
+    note(args, "strict", event["id"])
+'''
+
+
+def lines(path) -> list[list]:
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_proxy, sg, tmp_path):
+    from conftest import SCRIPT_AUTH  # noqa: F401 - the plugin's credentials are the default script's
+
+    from sgcache.config import TriggersConfig
+    from sgcache.sync.remote import Remote
+    from sgcache.sync.scanner import Scanner
+    from sgcache.sync.watcher import Watcher
+    from sgcache.triggers.runner import Runner
+
+    log_path = tmp_path / "calls.jsonl"
+    (tmp_path / "plugins").mkdir()
+    write(tmp_path / "plugins", "cuts", f"LOG = {str(log_path)!r}\n" + CUT_PLUGIN)
+    project = sg.create("Project", {"name": "Alpha"})
+    shot = sg.create("Shot", {"code": "SH010", "project": project})
+    proxy = make_proxy()
+    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
+    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
+    watcher.keep_events = True
+    watcher.start()
+    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    plugins, failed = load_plugins([tmp_path / "plugins"])
+    assert failed == {}
+    config = TriggersConfig(paths=[str(tmp_path / "plugins")], max_attempts=2, retry_delay=0.01)
+
+    def runner() -> Runner:  # a new process each time: nothing but the database carries over
+        made = Runner(engine, tables, plugins, config, proxy.url)
+        made.start()
+        return made
+
+    def settle(run: Runner) -> None:
+        for _ in range(50):
+            while watcher.poll_once():
+                pass
+            if run.run_once() == 0 and watcher.poll_once() == 0:
+                return
+        raise AssertionError("the callbacks did not settle")
+
+    first = runner()
+    sg.update("Shot", shot["id"], {"sg_cut_in": 1001})
+    sg.update("Shot", shot["id"], {"sg_cut_out": 1100})
+    settle(first)
+    calls = lines(log_path)
+    # Each matching event once, in order, with the cache already holding its change (the read
+    # through the proxy shows the event's new value), and the event's time as the client gives it.
+    assert [(c[0], c[2], c[3], c[4], c[5]) for c in calls] == [("cut", "sg_cut_in", 1001, 1001, "True"),
+                                                              ("cut", "sg_cut_out", 1100, 1100, "True")]
+    assert calls[0][1] < calls[1][1]
+    # The callback's write went through the proxy to the site, and the cache read it back.
+    assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 100
+    assert proxy.client().find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 100
+    # Its own change (sg_cut_duration) matches nothing: no loop. A new runner (a restart) runs nothing again.
+    settle(runner())
+    assert lines(log_path) == calls
+
+    # A failing callback: the one without stopOnError gives up on the event (a dead letter) and
+    # goes on; the strict one stops there, and the others carry on.
+    sg.update("Shot", shot["id"], {"description": "broken"})
+    sg.update("Shot", shot["id"], {"description": "fine"})
+    sg.update("Shot", shot["id"], {"sg_cut_in": 1051})
+    third = runner()
+    for _ in range(3):
+        settle(third)
+        time.sleep(0.05)  # past the retry delays
+    after = lines(log_path)[len(calls):]
+    assert sorted(c[0] for c in after) == ["cut", "flaky"]  # callbacks are independent of each other
+    st = tables.state
+    with engine.connect() as conn:
+        cursors = {r.callback: r for r in conn.execute(sa.select(st.trigger_cursors))}
+        dead = conn.execute(sa.select(st.trigger_dead.c.callback, st.trigger_dead.c.error)).all()
+    assert dead == [("cuts.flaky", "RuntimeError: cannot handle a broken description")]
+    assert cursors["cuts.strict"].stopped_at is not None and "strict" in cursors["cuts.strict"].last_error
+    assert cursors["cuts.cut_duration"].stopped_at is None
+    assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 50
+
+    # Fixed: `sgcache triggers retry` replays the dead letter and starts the strict one again,
+    # which then handles the event it stopped at and the next.
+    from test_history import sgcache
+
+    (tmp_path / "calls.jsonl.fixed").write_text("")
+    config_file = tmp_path / "sgcache.yml"
+    config_file.write_text(f"database:\n  url: {proxy.config.database.url}\n"
+                           f"schema:\n  path: {proxy.config.schema.path}\n"
+                           f"triggers:\n  paths: [{tmp_path / 'plugins'}]\n  proxy_url: {proxy.url}\n")
+    done = sgcache(config_file, "triggers", "retry", "--callback", "cuts.nope")
+    assert done.returncode == 1 and "no callback 'cuts.nope'" in done.stderr
+    done = sgcache(config_file, "triggers", "retry")
+    assert done.returncode == 0, done.stderr
+    assert "1 callbacks started again; dead letters: 1 handled, 0 failed again" in done.stdout
+    settle(runner())
+    replayed = lines(log_path)[len(calls) + len(after):]
+    assert sorted(c[0] for c in replayed) == ["flaky", "strict", "strict"]
