@@ -214,6 +214,16 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     assert cursors["cuts.cut_duration"].stopped_at is None
     assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 50
 
+    # sgcache status shows each callback: how far behind, failures, dead letters, stopped.
+    from sgcache.sync.report import format_status, status
+
+    data = status(engine, tables)
+    shown = {t["callback"]: t for t in data["triggers"]}
+    assert (shown["cuts.flaky"]["dead_letters"], shown["cuts.cut_duration"]["events_behind"]) == (1, 0)
+    assert shown["cuts.strict"]["stopped_at"] is not None and shown["cuts.strict"]["events_behind"] > 0
+    text = format_status(data)
+    assert "callback cuts.strict: last event" in text and "STOPPED at" in text and "1 dead letters" in text
+
     # Fixed: `sgcache triggers retry` replays the dead letter and starts the strict one again,
     # which then handles the event it stopped at and the next.
     from test_history import sgcache
@@ -231,3 +241,11 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     settle(runner())
     replayed = lines(log_path)[len(calls) + len(after):]
     assert sorted(c[0] for c in replayed) == ["flaky", "strict", "strict"]
+
+
+def test_auto_runs_the_triggers_too_when_plugins_are_set():
+    from sgcache.sync.supervise import sync_children
+
+    commands, _ = sync_children(None, {}, 300.0, triggers=True, environ={})
+    assert sorted(commands) == ["scan", "triggers", "watch"] and commands["triggers"][-1] == "triggers"
+    assert "triggers" not in sync_children(None, {}, 300.0, environ={})[0]

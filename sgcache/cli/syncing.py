@@ -218,7 +218,8 @@ def auto(state: State, scan_interval: float | None) -> None:
             "event=auto_without_scans reason='scanner.interval is 0' note='run sgcache scan --full for types "
             "never imported'")
     # The settings given here reach the children in their environment, never their arguments.
-    commands, env = sync_children(state.config_path, state.overrides, interval)
+    commands, env = sync_children(state.config_path, state.overrides, interval,
+                                  triggers=bool(config.triggers.paths))
     Supervisor(commands, env=env).run(stop_on_signals())
 
 

@@ -42,6 +42,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         rebuilding = rebuild.rebuilding(conn, tables)
         slim = _slim_summary(conn, st) if st.slim_types.name in _tables(conn) else None
         past = _history_summary(conn, tables, scans, rows) if st.link_history.name in _tables(conn) else None
+        plugins = _triggers_summary(conn, st, cursor) if st.trigger_cursors.name in _tables(conn) else []
         counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
         for et in tables if rows else ():
             t = et.table
@@ -62,9 +63,26 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "rebuilding": rebuilding,
         "slim": slim,  # slim records of the types the schema leaves out (links to them)
         "history": past,  # what reads of the past can be answered (docs/history.rst)
+        "triggers": plugins,  # event plugins' callbacks (docs/triggers.rst)
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},
     }
+
+
+def _triggers_summary(conn: sa.Connection, st, cursor) -> list[dict[str, Any]]:
+    """Each callback's cursor: the last event it handled, how far behind the watcher, its
+    failures and unresolved dead letters, and whether stopOnError stopped it."""
+    c, dead = st.trigger_cursors, st.trigger_dead
+    letters = dict(conn.execute(sa.select(dead.c.callback, sa.func.count()).where(dead.c.resolved_at.is_(None))
+                                .group_by(dead.c.callback)).all())
+    out = []
+    for r in conn.execute(sa.select(c).order_by(c.c.callback)).mappings():
+        behind = max(0, cursor.max_applied_id - r["watermark"]) if cursor is not None else None
+        out.append({"callback": r["callback"], "last_event_id": r["last_event_id"],
+                    "last_success_at": r["last_success_at"], "events_behind": behind, "failures": r["failures"],
+                    "last_error": r["last_error"], "stopped_at": r["stopped_at"],
+                    "dead_letters": letters.get(r["callback"], 0)})
+    return out
 
 
 def _history_summary(conn: sa.Connection, tables: Tables, scans: dict[str, dict], count: bool) -> dict[str, Any]:
@@ -144,6 +162,14 @@ def format_status(data: dict[str, Any]) -> str:
             until = past["until"].isoformat(timespec="seconds") if past["until"] else "not yet known"
             lines.append(f"history: reads of the past from {past['start'].isoformat(timespec='seconds')} "
                          f"to {until}{kept}")
+    for t in data.get("triggers") or []:
+        state_text = (f"STOPPED at {t['stopped_at'].isoformat(timespec='seconds')}: {t['last_error']}"
+                      if t["stopped_at"] else f"{t['events_behind']} events behind" if t["events_behind"] is not None
+                      else "waiting for the watcher")
+        failing = f", failing ({t['failures']} tries): {t['last_error']}" if t["failures"] and not t["stopped_at"] \
+            else ""
+        lines.append(f"callback {t['callback']}: last event {t['last_event_id'] or '-'}, {state_text}, "
+                     f"{t['dead_letters']} dead letters{failing}")
     lines.append(f"projects: {data['projects'] if data['projects'] is not None else 'not imported yet'}")
     lines.append(f"{'TYPE':<26}{'ACTIVE':>8}{'RETIRED':>9}  {'FULL IMPORT':<22}{'LAST SCAN':<22}BACKFILL")
     for name, t in data["types"].items():

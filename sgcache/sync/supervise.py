@@ -100,9 +100,10 @@ def follow_parent(parent: int, interval: float = 0.5) -> threading.Thread:
 
 
 def sync_children(config_path: str | None, overrides: Mapping[str, str], scan_interval: float, *,
+                  triggers: bool = False,
                   environ: Mapping[str, str] = os.environ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """The commands and the environment of ``sgcache auto``'s children: ``watch``, and ``scan
-    --interval`` unless ``scan_interval`` is 0.
+    """The commands and the environment of ``sgcache auto``'s children: ``watch``, ``scan
+    --interval`` unless ``scan_interval`` is 0, and ``triggers`` when event plugins are set.
 
     The settings ``auto`` was given on its command line (``--set``, ``--database``,
     ``--schema``) reach the children as ``SGCACHE_<SECTION>_<KEY>`` variables, never as
@@ -117,6 +118,8 @@ def sync_children(config_path: str | None, overrides: Mapping[str, str], scan_in
     commands = {"watch": [*base, "watch"]}
     if scan_interval:
         commands["scan"] = [*base, "scan", "--interval", str(scan_interval), "--no-progress"]
+    if triggers:
+        commands["triggers"] = [*base, "triggers"]
     env = dict(environ)
     for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
