@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 import time
 
@@ -249,3 +250,142 @@ def test_auto_runs_the_triggers_too_when_plugins_are_set():
     commands, _ = sync_children(None, {}, 300.0, triggers=True, environ={})
     assert sorted(commands) == ["scan", "triggers", "watch"] and commands["triggers"][-1] == "triggers"
     assert "triggers" not in sync_children(None, {}, 300.0, environ={})[0]
+
+
+# --- killed at random moments (real processes) ---------------------------------------------------
+
+KILLS = 20
+EVENTS = 500
+
+KILL_PLUGIN = '''
+import os, random, time
+
+def registerCallbacks(reg):
+    reg.registerCallback("s", "k", shots, {"Shotgun_Shot_Change": ["code"]}, {"log": LOGS + "/shots"})
+    reg.registerCallback("s", "k", everything, None, {"log": LOGS + "/everything"})
+
+def _note(path, event):
+    time.sleep(random.random() * 0.004)  # a callback takes a while: kills land inside it too
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, b"%d\\n" % event["id"])  # one write: a kill leaves a whole line or none
+    finally:
+        os.close(fd)
+
+def shots(sg, logger, event, args):
+    _note(args["log"], event)
+
+def everything(sg, logger, event, args):
+    _note(args["log"], event)
+'''
+
+
+def test_each_callback_handles_every_event_once_however_often_the_runner_is_killed(db_url, tables, tmp_path):
+    import json
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SMALL_SCHEMA, report
+
+    from sgcache.store.db import create_engine
+    from sgcache.store.migrate import migrate
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (tmp_path / "plugins").mkdir()
+    write(tmp_path / "plugins", "crash", f"LOGS = {str(logs)!r}\n" + KILL_PLUGIN)
+    (tmp_path / "schema.yml").write_text(SMALL_SCHEMA)
+    config = tmp_path / "sgcache.yml"
+    config.write_text(f"database:\n  url: {db_url}\nschema:\n  path: {tmp_path / 'schema.yml'}\n"
+                      f"triggers:\n  paths: [{tmp_path / 'plugins'}]\n  proxy_url: http://127.0.0.1:9\n"
+                      "  poll_interval: 0.05\n")
+    engine = create_engine(db_url)
+    migrate(engine, tables)
+    st = tables.state
+    rng = random.Random(11)
+    kinds = [("Shotgun_Shot_Change", "code"), ("Shotgun_Shot_Change", "description"),
+             ("Shotgun_Asset_Change", "code"), ("Shotgun_Shot_New", None)]
+    made: list[tuple[int, str, str | None]] = []
+
+    def apply(count: int) -> None:
+        """What the watcher does, ``count`` events at a time: ledger rows with their entries, and the cursor."""
+        rows = []
+        for _ in range(count):
+            n = len(made) + 1
+            event_type, attribute = rng.choice(kinds)
+            made.append((n, event_type, attribute))
+            rows.append({"event_id": n, "applied_at": dt.datetime.now(dt.UTC), "event": json.dumps(
+                {"id": n, "event_type": event_type, "attribute_name": attribute, "meta": {"n": n},
+                 "entity": {"type": "Shot", "id": 1}, "created_at": "2026-12-05T12:00:00+00:00"})})
+        with engine.begin() as conn:
+            conn.execute(sa.insert(st.applied), rows)
+            conn.execute(sa.delete(st.cursor))
+            conn.execute(sa.insert(st.cursor).values(id=1, max_applied_id=len(made), gaps="{}",
+                                                     updated_at=dt.datetime.now(dt.UTC)))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SGCACHE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, "-m", "sgcache", "--config", str(config), "triggers"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def cursors_made() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(st.trigger_cursors)).scalar() == 2
+
+    proc = start()
+    deadline = time.monotonic() + 30
+    while not cursors_made():  # the callbacks start after the newest event: none yet
+        assert time.monotonic() < deadline and proc.poll() is None, "the runner did not start"
+        time.sleep(0.05)
+    kills = 0
+    while kills < KILLS or len(made) < EVENTS:
+        apply(min(EVENTS - len(made), rng.randint(10, 40))) if len(made) < EVENTS else None
+        time.sleep(rng.uniform(0.05, 0.6))
+        if kills < KILLS:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+            for name in ("shots", "everything"):  # the process is dead: nothing writes meanwhile
+                with open(logs / name, "a") as out:
+                    out.write("KILL\n")
+            proc = start()
+    try:
+        def caught_up() -> bool:
+            with engine.connect() as conn:
+                marks = conn.execute(sa.select(st.trigger_cursors.c.watermark)).scalars().all()
+            return marks == [EVENTS, EVENTS]
+
+        deadline = time.monotonic() + 60
+        while not caught_up():
+            assert time.monotonic() < deadline and proc.poll() is None, "the runner did not catch up"
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    engine.dispose()
+    twice: dict[str, int] = {}
+    wanted = {"shots": [n for n, t, a in made if t == "Shotgun_Shot_Change" and a == "code"],
+              "everything": [n for n, _, _ in made]}
+    for name, expected in wanted.items():
+        lines = (logs / name).read_text().split()
+        handled = [int(x) for x in lines if x != "KILL"]
+        # Every matching event, in order; an event seen twice only when the process died after
+        # the callback returned and before its success was recorded: the last one before a kill,
+        # then first again after it.
+        assert sorted(set(handled)) == expected, name
+        for i, line in enumerate(lines):
+            if line != "KILL" and line in lines[:i]:
+                before = lines[:i]
+                while before and before[-1] == "KILL":
+                    before.pop()
+                assert len(before) < i and before[-1] == line, (name, lines[max(0, i - 4):i + 1])
+        ordered = [n for i, n in enumerate(handled) if i == 0 or n != handled[i - 1]]
+        assert ordered == expected, name
+        twice[name] = len(handled) - len(expected)
+    report(f"triggers crash [{db_url.split(':')[0]}]: {KILLS} kills during {EVENTS} events; run again after a kill "
+           f"that came between a callback's return and its record: {twice}")
