@@ -38,12 +38,11 @@ from sgcache.store import history
 from sgcache.store import state as store_state
 from sgcache.store.readstate import ReadState, load_state
 from sgcache.upstream import SiteUnavailable
+from sgcache.wire import format_datetime
 
 log = logging.getLogger(__name__)
 
 
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 #: a compiled read or summarize: ``plan.run(conn)`` gives its results
 Compiler = Callable[[Context, Any], Any]
@@ -177,7 +176,7 @@ class CacheReads:
         if not isinstance(decision, Decision):
             return decision
         if as_of is not None and (state.history_until is None or as_of > state.history_until):
-            until = "not yet known" if state.history_until is None else _iso(state.history_until)
+            until = "not yet known" if state.history_until is None else format_datetime(state.history_until)
             return PassReason("history_not_yet", f"the watcher has applied the site's changes up to {until}",
                               decision=decision)
         plan = self._compiled(req, state, decision, as_of)

@@ -11,6 +11,7 @@ import click
 
 from sgcache.cli.common import State, cache_tables, cli, connected_engine, split_csv
 from sgcache.errors import SgcacheError
+from sgcache.wire import format_datetime
 
 
 def parse_since(text: str) -> dt.datetime:
@@ -33,7 +34,7 @@ def _shown(value: Any) -> str:
 
 
 def _time(at: dt.datetime | None) -> str:
-    return "-" if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "-" if at is None else format_datetime(at)
 
 
 def _default(value: Any) -> Any:

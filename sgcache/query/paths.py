@@ -25,6 +25,7 @@ from sgcache.query import Uncertain
 from sgcache.store.readstate import ReadState
 from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable, Tables
+from sgcache.wire import format_datetime
 
 #: what a link may point into: a cached type's table, or the slim records of a type left out
 Target = EntityTable | SlimType
@@ -125,12 +126,12 @@ class Context:
                             "imported in full")
         pruned = self.state.history_pruned
         if pruned is not None and pruned > self.as_of:
-            raise Uncertain("history_pruned", f"versions that ended before {_iso(pruned)} are no longer kept "
-                            "(history.keep); ask for that time or later")
+            raise Uncertain("history_pruned", f"versions that ended before {format_datetime(pruned)} are no "
+                            "longer kept (history.keep); ask for that time or later")
         if start > self.as_of:
             what = type_name if field_name == "id" else f"{type_name}.{field_name}"
             raise Uncertain("history_before_start", f"{what}: the cache's history of it begins at "
-                            f"{_iso(start)}; ask for that time or later")
+                            f"{format_datetime(start)}; ask for that time or later")
 
     def handler(self, et: EntityTable, name: str, *, shown: bool = True) -> FieldHandler:
         """The handler of a field the read may use (``shown`` False: only to name links, which
@@ -309,8 +310,6 @@ class Context:
         return sa.case(*whens, else_=sa.null())
 
 
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 #: Table aliases one read may use at most (more pass through): the process keeps at most this

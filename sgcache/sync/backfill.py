@@ -48,6 +48,7 @@ from sgcache.store.tables import EntityTable, Tables
 from sgcache.store.writer import Writer
 from sgcache.sync.events import Parsed, aware, parse
 from sgcache.sync.remote import Remote
+from sgcache.wire import format_datetime
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +401,7 @@ def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.dateti
     todo = {t: at for t, at in began.items() if at is not None and at > since}
     if not todo:
         raise SgcacheError("nothing to back-fill: the history of every type chosen already begins at "
-                           f"{_iso(since)} or earlier, or has not begun (import the types first)")
+                           f"{format_datetime(since)} or earlier, or has not begun (import the types first)")
     if not trust_log:
         quiet = quiet_scripts(remote)
         if quiet is None:
@@ -422,6 +423,3 @@ def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.dateti
         reports.append(report)
     return reports
 
-
-def _iso(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
