@@ -228,6 +228,23 @@ class DatabaseCollector:
                 age.add_metric([name], (now - t["last_scan_at"]).total_seconds())
             backfill.add_metric([name], t.get("backfill_fields", 0))
         yield from (full, last, age, backfill)
+        callbacks = data.get("triggers") or []
+        if callbacks:
+            behind = GaugeMetricFamily("sgcache_trigger_events_behind", "Events the watcher applied past an "
+                                       "event plugin callback's cursor, by callback", labels=["callback"])
+            failures = GaugeMetricFamily("sgcache_trigger_failures", "Failed tries of a callback on the event it "
+                                         "is on, by callback", labels=["callback"])
+            dead = GaugeMetricFamily("sgcache_trigger_dead_letters", "Events a callback gave up on, not replayed "
+                                     "yet (sgcache triggers retry), by callback", labels=["callback"])
+            stopped = GaugeMetricFamily("sgcache_trigger_stopped", "1 when stopOnError stopped the callback",
+                                        labels=["callback"])
+            for t in callbacks:
+                if t.get("events_behind") is not None:
+                    behind.add_metric([t["callback"]], t["events_behind"])
+                failures.add_metric([t["callback"]], t["failures"])
+                dead.add_metric([t["callback"]], t["dead_letters"])
+                stopped.add_metric([t["callback"]], 1 if t["stopped_at"] else 0)
+            yield from (behind, failures, dead, stopped)
 
 
 class SampleSaver:

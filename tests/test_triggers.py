@@ -224,6 +224,15 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     assert shown["cuts.strict"]["stopped_at"] is not None and shown["cuts.strict"]["events_behind"] > 0
     text = format_status(data)
     assert "callback cuts.strict: last event" in text and "STOPPED at" in text and "1 dead letters" in text
+    import urllib.request
+
+    with urllib.request.urlopen(proxy.url + "/_sgcache/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'sgcache_trigger_dead_letters{callback="cuts.flaky"} 1.0' in metrics
+    assert 'sgcache_trigger_stopped{callback="cuts.strict"} 1.0' in metrics
+    with urllib.request.urlopen(proxy.url + "/_sgcache/", timeout=10) as r:
+        page = r.read().decode()
+    assert 'id="triggers"' in page and "cuts.strict" in page and "strict about descriptions" in page
 
     # Fixed: `sgcache triggers retry` replays the dead letter and starts the strict one again,
     # which then handles the event it stopped at and the next.
