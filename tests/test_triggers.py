@@ -398,3 +398,133 @@ def test_each_callback_handles_every_event_once_however_often_the_runner_is_kill
         twice[name] = len(handled) - len(expected)
     report(f"triggers crash [{db_url.split(':')[0]}]: {KILLS} kills during {EVENTS} events; run again after a kill "
            f"that came between a callback's return and its record: {twice}")
+
+
+# --- the daemon's example plugins, their logic written anew, run unchanged ------------------------
+
+EXAMPLES = {
+    "field_to_field": '''
+def registerCallbacks(reg):
+    args = {"entity_type": "Shot", "from_field": "sg_status_list", "from_value": "fin",
+            "to_field": "description", "to_value": "final, locked"}
+    reg.registerCallback("sgcache", "sgcache-demo-key", copy_value,
+                         {"Shotgun_%s_Change" % args["entity_type"]: [args["from_field"]]}, args)
+
+def copy_value(sg, logger, event, args):
+    if event["meta"].get("new_value") == args["from_value"]:
+        sg.update(args["entity_type"], event["entity"]["id"], {args["to_field"]: args["to_value"]})
+''',
+    "datestamp": '''
+import datetime
+
+def registerCallbacks(reg):
+    args = {"entity_types": ["Task"], "status_field": "sg_status_list", "statuses": ["ip"], "date_field": "start_date"}
+    match = {"Shotgun_%s_Change" % t: [args["status_field"]] for t in args["entity_types"]}
+    reg.registerCallback("sgcache", "sgcache-demo-key", stamp, match, args)
+
+def stamp(sg, logger, event, args):
+    if event["meta"].get("new_value") not in args["statuses"]:
+        return
+    entity = sg.find_one(event["entity"]["type"], [["id", "is", event["entity"]["id"]]], [args["date_field"]])
+    if entity and not entity[args["date_field"]]:  # an existing date stays
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        sg.update(event["entity"]["type"], entity["id"], {args["date_field"]: today.isoformat()})
+''',
+    "note_status": '''
+def registerCallbacks(reg):
+    args = {"entity_type": "Version", "status_field": "sg_status_list", "trigger_statuses": ["rev"],
+            "new_status": "vwd"}
+    reg.registerCallback("sgcache", "sgcache-demo-key", on_note, {"Shotgun_Note_New": None}, args)
+
+def on_note(sg, logger, event, args):
+    note = sg.find_one("Note", [["id", "is", event["meta"]["entity_id"]]], ["note_links"])
+    for link in (note or {}).get("note_links") or []:
+        if link["type"] != args["entity_type"]:
+            continue
+        linked = sg.find_one(link["type"], [["id", "is", link["id"]]], [args["status_field"]])
+        if linked and linked[args["status_field"]] in args["trigger_statuses"]:
+            sg.update(link["type"], link["id"], {args["status_field"]: args["new_status"]})
+''',
+    "tasks_final": '''
+def registerCallbacks(reg):
+    args = {"task_status_field": "sg_status_list", "task_fin_status": "fin", "task_na_status": "na",
+            "target_status_field": "sg_status_list", "target_fin_status": "fin", "target_ip_status": "ip",
+            "target_disable_status": "omt"}
+    reg.registerCallback("sgcache", "sgcache-demo-key", on_task, {"Shotgun_Task_Change": ["sg_status_list"]}, args)
+
+def on_task(sg, logger, event, args):
+    task = sg.find_one("Task", [["id", "is", event["entity"]["id"]]], ["entity"])
+    parent = task and task["entity"]
+    if not parent:
+        return
+    current = sg.find_one(parent["type"], [["id", "is", parent["id"]]], [args["target_status_field"]])
+    if current[args["target_status_field"]] == args["target_disable_status"]:
+        return
+    new, old = event["meta"].get("new_value"), event["meta"].get("old_value")
+    if new == args["task_fin_status"]:
+        siblings = sg.find("Task", [["entity", "is", parent]], [args["task_status_field"]])
+        if all(t[args["task_status_field"]] == args["task_fin_status"] for t in siblings):
+            sg.update(parent["type"], parent["id"], {args["target_status_field"]: args["target_fin_status"]})
+    elif old == args["task_fin_status"] and new != args["task_na_status"] and \\
+            current[args["target_status_field"]] == args["target_fin_status"]:
+        sg.update(parent["type"], parent["id"], {args["target_status_field"]: args["target_ip_status"]})
+''',
+}
+
+
+def test_the_daemon_s_example_plugins_do_on_sgcache_what_they_do_on_the_daemon(make_proxy, sg, tmp_path):
+    from sgcache.config import TriggersConfig
+    from sgcache.sync.remote import Remote
+    from sgcache.sync.scanner import Scanner
+    from sgcache.sync.watcher import Watcher
+    from sgcache.triggers.runner import Runner
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for name, text in EXAMPLES.items():
+        write(folder, name, text)
+    write(folder, "cut_length", f"LOG = {str(tmp_path / 'cut.log')!r}\n" + CUT_PLUGIN)
+    project = sg.create("Project", {"name": "Alpha"})
+    shot = sg.create("Shot", {"code": "SH010", "project": project, "sg_status_list": "ip"})
+    tasks = [sg.create("Task", {"content": c, "entity": shot, "project": project, "sg_status_list": "wtg"})
+             for c in ("anim", "light")]
+    version = sg.create("Version", {"code": "v001", "project": project, "sg_status_list": "rev"})
+    proxy = make_proxy()
+    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
+    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
+    watcher.keep_events = True
+    watcher.start()
+    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    plugins, failed = load_plugins([folder])
+    assert failed == {} and len(plugins) == 5
+    runner = Runner(engine, tables, plugins, TriggersConfig(paths=[str(folder)]), proxy.url)
+    runner.start()
+
+    def settle() -> None:
+        for _ in range(50):
+            while watcher.poll_once():
+                pass
+            if runner.run_once() == 0 and watcher.poll_once() == 0:
+                return
+        raise AssertionError("the callbacks did not settle")
+
+    sg.update("Task", tasks[0]["id"], {"sg_status_list": "ip"})  # datestamp
+    sg.update("Shot", shot["id"], {"sg_cut_in": 1001, "sg_cut_out": 1024})  # cut length
+    sg.create("Note", {"subject": "looks good", "project": project, "note_links": [version]})  # note status
+    settle()
+    task = sg.find_one("Task", [["id", "is", tasks[0]["id"]]], ["start_date"])
+    assert task["start_date"] == dt.datetime.now(dt.UTC).date().isoformat()
+    assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 24
+    assert sg.find_one("Version", [["id", "is", version["id"]]], ["sg_status_list"])["sg_status_list"] == "vwd"
+    # Every task final: the shot is final, and field_to_field follows the shot's new status.
+    for t in tasks:
+        sg.update("Task", t["id"], {"sg_status_list": "fin"})
+    settle()
+    final = sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list", "description"])
+    assert final == {"type": "Shot", "id": shot["id"], "sg_status_list": "fin", "description": "final, locked"}
+    # A task reopened: the shot back in progress. The cache saw each of these writes.
+    sg.update("Task", tasks[1]["id"], {"sg_status_list": "ip"})
+    settle()
+    assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list"])["sg_status_list"] == "ip"
+    assert proxy.client().find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list", "description"]) == \
+        {"type": "Shot", "id": shot["id"], "sg_status_list": "ip", "description": "final, locked"}
