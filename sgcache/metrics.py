@@ -78,6 +78,9 @@ class Metrics:
         self.thumbnails_refreshed = Counter("sgcache_thumbnails_refreshed", "Entities whose thumbnail URLs in a "
                                             "cached answer were expiring or placeholders, read again from the site "
                                             "before the answer went back", registry=self.registry)
+        self.webhooks = Counter("sgcache_webhook_deliveries", "Webhook deliveries from the site, by outcome: "
+                                "accepted, ignored (service events), rejected (signature), malformed or refused",
+                                ["outcome"], registry=self.registry)
         self._lock = threading.Lock()
         self._minute = samples.LatencyHistogram()
 
@@ -88,6 +91,9 @@ class Metrics:
         self.duration.labels(outcome).observe(seconds)
         with self._lock:
             self._minute.add(seconds * 1000, outcome)
+
+    def webhook(self, outcome: str) -> None:
+        self.webhooks.labels(outcome).inc()
 
     def passthrough(self, reason: str) -> None:
         self.passthroughs.labels(reason).inc()

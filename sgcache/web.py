@@ -45,6 +45,7 @@ from sgcache.query import Uncertain
 from sgcache.query.site_schema import SiteSchema
 from sgcache.store import samples
 from sgcache.upstream import SiteUnavailable, Upstream, chunks, file_headers, relay_headers
+from sgcache.webhooks import add_webhook_route
 
 log = logging.getLogger("sgcache.web")
 
@@ -228,6 +229,7 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
     max_body = config.web.max_body
     metrics = service.metrics
     add_admin_routes(app, config, service, metrics)
+    add_webhook_route(app, config, service, metrics)
     if service.cache is not None:
         saver = SampleSaver(metrics, lambda histogram: _save_latency(service, histogram), config.admin.sample_interval)
         app.extensions["sgcache_samples"] = saver

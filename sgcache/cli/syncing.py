@@ -135,6 +135,7 @@ def watch(state: State, once: bool) -> None:
     migrate(engine, tables)
     watcher = Watcher(engine, tables, remote, config.watcher)
     watcher.keep_events = bool(config.triggers.paths)  # the entries event plugins are handed
+    watcher.webhooks = config.site.webhook_secret is not None  # deliveries wake it
     if once:
         _apply_waiting(watcher)
         return
@@ -182,6 +183,7 @@ def _watch_following(state: State, once: bool) -> None:
         follow = WatcherFollow(held, Follower(engine, config, remote, stop=stop))
         watcher = Watcher(engine, tables, remote, config.watcher, schema_follow=follow)
         watcher.keep_events = bool(config.triggers.paths)
+        watcher.webhooks = config.site.webhook_secret is not None
         if once:
             _apply_waiting(watcher)
             return

@@ -70,6 +70,12 @@ class SiteConfig:
     api_key: Secret | None = _setting(None, "Script key; prefer SGCACHE_SITE_API_KEY to keep it out of files",
                                       doc="That script's key. Prefer the environment variable, to keep the key "
                                           "out of files. Never printed (see `The API key`_).")
+    webhook_secret: Secret | None = _setting(None, "The secret token of the site's webhook posting to "
+                                                   "/_sgcache/webhook; prefer SGCACHE_SITE_WEBHOOK_SECRET",
+                                             doc="The secret token set on the site's webhook that posts event "
+                                                 "deliveries to ``/_sgcache/webhook`` (see :doc:`triggers`). "
+                                                 "Deliveries whose ``X-SG-SIGNATURE`` does not match it are "
+                                                 "refused. Unset: the route is off.")
     timeout: float = _setting(30.0, "Seconds to wait for the site's answer before giving up on a request",
                               doc="Seconds to wait for the site's answer before giving up on a request. A write "
                                   "that times out is reported to the caller as \"may or may not have been "
@@ -256,6 +262,17 @@ class WatcherConfig:
                                         doc="Pause between polls while events flow; it doubles on each empty "
                                             "poll up to ``poll_interval``.",
                                         check=checks.positive)
+    webhook_poll_interval: float = _setting(10.0, "Seconds between event-log polls while the site's webhook "
+                                                  "delivers (it wakes the watcher for each event)",
+                                            doc="Longest pause between polls of the event log while the site's "
+                                                "webhook delivers: each delivery wakes the watcher at once, and "
+                                                "polling stays as the safety net for deliveries lost. The webhook "
+                                                "counts as delivering while its last delivery is at most "
+                                                "``webhook_quiet`` seconds old.",
+                                            check=checks.positive)
+    webhook_quiet: float = _setting(300.0, "Seconds without a webhook delivery after which the watcher polls at "
+                                           "poll_interval again",
+                                    check=checks.positive)
     batch_size: int = _setting(500, "Events read per poll", doc="Event-log entries read per poll.",
                                check=checks.at_least_one)
     gap_timeout: float = _setting(60.0, "Seconds to wait for a missing (late) event id before giving up on it",

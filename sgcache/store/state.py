@@ -215,6 +215,21 @@ def history_starts(conn: sa.Connection, st: StateTables) -> dict[tuple[str, str]
     return {(t, f): at for t, f, at in rows}
 
 
+#: ``_sgcache_meta`` keys of webhook deliveries (sgcache.webhooks): the highest event id a
+#: delivery named, and when the last delivery came (ISO).
+WEBHOOK_WAKE = "webhook_wake_id"
+WEBHOOK_LAST = "webhook_last_at"
+
+
+def webhook_marks(conn: sa.Connection, st: StateTables) -> tuple[int, dt.datetime | None]:
+    """(the highest event id a webhook delivery named, 0 if none; when the last one came)."""
+    found = dict(conn.execute(sa.select(st.meta.c.key, st.meta.c.value)
+                              .where(st.meta.c.key.in_([WEBHOOK_WAKE, WEBHOOK_LAST]))).all())
+    wake = int(found[WEBHOOK_WAKE]) if found.get(WEBHOOK_WAKE, "").isdigit() else 0
+    last = dt.datetime.fromisoformat(found[WEBHOOK_LAST]) if found.get(WEBHOOK_LAST) else None
+    return wake, last
+
+
 #: ``_sgcache_meta`` key of the cached project set (see read_projects).
 PROJECTS = "projects"
 

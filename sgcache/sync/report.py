@@ -43,6 +43,7 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         slim = _slim_summary(conn, st) if st.slim_types.name in _tables(conn) else None
         past = _history_summary(conn, tables, scans, rows) if st.link_history.name in _tables(conn) else None
         plugins = _triggers_summary(conn, st, cursor) if st.trigger_cursors.name in _tables(conn) else []
+        hook = _webhook_summary(conn, st)
         counts: dict[str, dict[str, int]] = {et.name: {} for et in tables}
         for et in tables if rows else ():
             t = et.table
@@ -64,9 +65,25 @@ def status(engine: sa.Engine, tables: Tables, *, rows: bool = True) -> dict[str,
         "slim": slim,  # slim records of the types the schema leaves out (links to them)
         "history": past,  # what reads of the past can be answered (docs/history.rst)
         "triggers": plugins,  # event plugins' callbacks (docs/triggers.rst)
+        "webhook": hook,  # the site's webhook deliveries, once one came (docs/triggers.rst)
         "types": {name: {**counts[name], **{k: v for k, v in scans.get(name, {}).items() if k != "entity_type"},
                          "backfill_fields": len(marks.get(name, {}))} for name in sorted(counts)},
     }
+
+
+#: Seconds the event log may move without a webhook delivery before the status warns.
+WEBHOOK_SILENCE = 300.0
+
+
+def _webhook_summary(conn: sa.Connection, st) -> dict[str, Any] | None:
+    """When the last delivery came, the highest event id one named, and whether deliveries
+    stopped while the watcher kept applying events (a hook the site marked Failed, say)."""
+    wake, last = state.webhook_marks(conn, st)
+    if last is None:
+        return None
+    newest = conn.execute(sa.select(sa.func.max(st.applied.c.applied_at))).scalar()
+    silent = newest is not None and (newest - last).total_seconds() > WEBHOOK_SILENCE
+    return {"last_delivery_at": last, "named_up_to": wake, "silent": silent}
 
 
 def _triggers_summary(conn: sa.Connection, st, cursor) -> list[dict[str, Any]]:
@@ -162,6 +179,12 @@ def format_status(data: dict[str, Any]) -> str:
             until = past["until"].isoformat(timespec="seconds") if past["until"] else "not yet known"
             lines.append(f"history: reads of the past from {past['start'].isoformat(timespec='seconds')} "
                          f"to {until}{kept}")
+    hook = data.get("webhook")
+    if hook:
+        warn = (" -- WARNING: no delivery while the event log moved; check the hook on the site (Failed after 100 "
+                "failures a day); polling goes on") if hook["silent"] else ""
+        at = hook["last_delivery_at"].isoformat(timespec="seconds")
+        lines.append(f"webhook: last delivery {at}, events named up to {hook['named_up_to']}{warn}")
     for t in data.get("triggers") or []:
         state_text = (f"STOPPED at {t['stopped_at'].isoformat(timespec='seconds')}: {t['last_error']}"
                       if t["stopped_at"] else f"{t['events_behind']} events behind" if t["events_behind"] is not None

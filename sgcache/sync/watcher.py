@@ -61,6 +61,8 @@ class Watcher(DeadLetters):
         self._watched_at: dt.datetime | None = None  # when history_until was last recorded
         #: keep each applied entry's JSON in the ledger, for event plugins (triggers.paths)
         self.keep_events = False
+        #: the site's webhook posts to the proxy (site.webhook_secret): deliveries wake the watcher
+        self.webhooks = False
 
     def use_tables(self, tables: Tables) -> None:
         """Go on with another schema's tables (a followed schema change), between two polls."""
@@ -247,5 +249,40 @@ class Watcher(DeadLetters):
             if read >= self.config.batch_size:
                 continue  # more is waiting: no sleep after a full batch
             pause = self.config.min_poll_interval if read else min(pause * 2, self.config.poll_interval)
+            self._idle(stop, pause)
+
+    #: Seconds between two looks at the webhook mark while idle.
+    WAKE_CHECK = 0.02
+
+    def _idle(self, stop: threading.Event, pause: float) -> None:
+        """Wait ``pause`` seconds, or until a webhook delivery names an event not applied yet.
+        While the site's webhook delivers, an idle watcher polls only every
+        ``webhook_poll_interval`` seconds: deliveries wake it, polling catches what they miss."""
+        if not self.webhooks:
             stop.wait(pause)
+            return
+        st = self.tables.state
+        started = time.monotonic()
+        try:
+            with self.engine.connect() as conn:
+                wake, last = state.webhook_marks(conn, st)
+                applied = cursors.load(conn, st)
+        except DATABASE_TROUBLE:
+            stop.wait(pause)
+            return
+        applied_id = applied.max_applied_id if applied is not None else 0
+        if wake > applied_id:
+            return
+        delivering = last is not None and (dt.datetime.now(dt.UTC) - last).total_seconds() <= self.config.webhook_quiet
+        longest = max(pause, self.config.webhook_poll_interval) if delivering else pause
+        while not stop.wait(self.WAKE_CHECK):
+            if time.monotonic() - started >= longest:
+                return
+            try:
+                with self.engine.connect() as conn:
+                    wake, _ = state.webhook_marks(conn, st)
+            except DATABASE_TROUBLE:
+                continue
+            if wake > applied_id:
+                return
 
