@@ -139,3 +139,41 @@ def test_odd_payloads_name_what_they_can(payload):
 
     assert event_ids(payload) == ([12] if payload and isinstance(payload, dict) and payload.get("data") and
                                   "deliveries" in payload["data"] else [])
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
+def test_the_stand_in_s_webhook_wakes_the_watcher_through_the_proxy(make_proxy, sg, mock_site, batched):
+    from sgcache.mocksite.webhooks import WebhookSender
+
+    proxy = make_proxy(site__webhook_secret=SECRET, watcher__poll_interval="60", watcher__min_poll_interval="30",
+                       watcher__webhook_poll_interval="60")
+    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
+    project = sg.create("Project", {"name": "Alpha"})
+    shots = [sg.create("Shot", {"code": f"SH{n}", "project": project}) for n in range(3)]
+    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
+    watcher.webhooks = True
+    watcher.start()
+    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
+    thread.start()
+    wrong = WebhookSender(mock_site, proxy.url + "/_sgcache/webhook", "not-the-secret").start()
+    sender = WebhookSender(mock_site, proxy.url + "/_sgcache/webhook", SECRET, batched=batched).start()
+    client = proxy.client()
+    try:
+        time.sleep(1.0)  # the watcher idles: its next poll is half a minute away
+        sent = time.monotonic()
+        for shot in shots:
+            sg.update("Shot", shot["id"], {"code": shot["code"] + "-new"})
+        while [s["code"] for s in client.find("Shot", [], ["code"], order=[{"field_name": "id",
+                                                                            "direction": "asc"}])] != \
+                [s["code"] + "-new" for s in shots]:
+            assert time.monotonic() - sent < 5, "the stand-in's deliveries did not wake the watcher"
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(10)
+        sender.stop()
+        wrong.stop()
+    assert sender.delivered >= 1 and sender.failed == 0
+    assert wrong.delivered == 0 and wrong.failed >= 1  # signed with another secret: refused (401)

@@ -36,10 +36,16 @@ from sgcache.errors import SgcacheError
                    "site's do (0: plain URLs).")
 @click.option("--thumbnail-pending", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
               help="Seconds a new thumbnail reads as the site's placeholder before its signed URL.")
+@click.option("--webhook", "webhook_url", metavar="URL",
+              help="Post each new event-log entry here, as a hosted site's webhook does (no retries).")
+@click.option("--webhook-secret", envvar="SGCACHE_MOCK_WEBHOOK_SECRET", metavar="TOKEN",
+              help="Sign deliveries with this token (X-SG-SIGNATURE); also SGCACHE_MOCK_WEBHOOK_SECRET.")
+@click.option("--webhook-batched", is_flag=True, help="Deliver in batches of up to 50 (data.deliveries).")
 @click.pass_obj
 def mock_site(state: State, bind: str, schema_path: Path, data: str, scale: int, seed: int, latency_ms: float,
               late_events: float, state_file: Path | None, users_path: Path | None, timezone: str,
-              no_admin: bool, thumbnail_ttl: int, thumbnail_pending: float) -> None:
+              no_admin: bool, thumbnail_ttl: int, thumbnail_pending: float, webhook_url: str | None,
+              webhook_secret: str | None, webhook_batched: bool) -> None:
     """Run a local stand-in Shotgun site, for tests, the demo and benchmarks.
 
     It speaks the same wire protocol as a hosted site, writes an event log, and serves until
@@ -60,9 +66,16 @@ def mock_site(state: State, bind: str, schema_path: Path, data: str, scale: int,
     site = launch.build_site(schema_path, data=data, scale=scale, seed=seed, users_path=users_path,
                              state_file=state_file, late_events=late_events, timezone=timezone,
                              thumbnail_ttl=thumbnail_ttl or None, thumbnail_pending=thumbnail_pending)
+    if webhook_url is not None and not webhook_url.startswith(("http://", "https://")):
+        raise click.BadParameter("expected an http:// or https:// URL", param_hint="--webhook")
+    webhook = None
+    if webhook_url is not None:
+        from sgcache.mocksite.webhooks import WebhookSender
+
+        webhook = WebhookSender(site, webhook_url, webhook_secret, batched=webhook_batched)
     try:
         launch.serve(site, host, int(port), latency_ms=latency_ms, state_file=state_file, admin=not no_admin,
-                     announce=lambda text: click.echo(text, err=True))
+                     announce=lambda text: click.echo(text, err=True), webhook=webhook)
     except OSError as e:
         raise SgcacheError(f"cannot listen on {bind}: {e.strerror}") from None
 

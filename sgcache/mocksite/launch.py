@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -117,10 +118,15 @@ STOP_REPORT_SECONDS = 8.0
 
 
 def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_file: str | Path | None = None,
-          admin: bool = True, announce=print) -> None:
-    """Serve until SIGINT or SIGTERM; save the state file on the way out."""
+          admin: bool = True, announce=print, webhook: Any = None) -> None:
+    """Serve until SIGINT or SIGTERM; save the state file on the way out. ``webhook``: a
+    :class:`~sgcache.mocksite.webhooks.WebhookSender` to run meanwhile."""
     server = MockServer(site, host, port, latency_ms=latency_ms, admin=admin, state_file=state_file).start()
     announce(credentials_text(site, server.url))
+    if webhook is not None:
+        webhook.start()
+        announce(f"webhook: each new event-log entry is posted to {webhook.url}"
+                 + (" in batches" if webhook.batched else "") + (", signed" if webhook.secret else ", unsigned"))
     stop = threading.Event()
 
     def handle(signum, _frame):
@@ -141,6 +147,8 @@ def serve(site: MockSite, host: str, port: int, *, latency_ms: float = 0, state_
         faulthandler.unregister(signal.SIGUSR1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if webhook is not None:
+            webhook.stop()
         server.stop()
         faulthandler.cancel_dump_traceback_later()
         log.info("event=mock_site_stopped")
