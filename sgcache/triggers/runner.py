@@ -109,11 +109,32 @@ class Runner:
             ran += self._run_callback(callback)
         return ran
 
+    #: Seconds between two looks at the newest applied event while idle.
+    LOOK = 0.02
+
     def run(self, stop: threading.Event) -> None:
+        """Hand out events until ``stop``: a round whenever the watcher has applied a new event
+        (looked at every LOOK seconds, one small query), and every ``poll_interval`` seconds
+        anyway (retries, gaps closing)."""
         self.start()
+        applied = self.tables.state.applied
+        seen, last_round, more = None, 0.0, True
         while not stop.is_set():
-            if self.run_once() == 0:
+            try:
+                with self.engine.connect() as conn:
+                    newest = conn.execute(sa.select(sa.func.max(applied.c.event_id))).scalar()
+                if more or newest != seen or self._clock() - last_round >= self.config.poll_interval:
+                    seen, last_round = newest, self._clock()
+                    more = self.run_once() > 0  # a full batch may have left more: another round at once
+                    if more:
+                        continue
+            except sa.exc.DBAPIError as e:
+                # The database is away: nothing is lost (each cursor moves with its success); wait.
+                log.warning("event=triggers_database_unavailable error=%r", str(getattr(e, "orig", e))[:200])
+                more = True
                 stop.wait(self.config.poll_interval)
+                continue
+            stop.wait(self.LOOK)
 
     def _run_callback(self, callback: Callback) -> int:
         st = self.tables.state
