@@ -350,7 +350,9 @@ def test_watcher_killed_at_random_points_loses_nothing_and_applies_nothing_twice
     assert sum(1 for when, applied in kills if when == "applying" and applied > 0) >= 10, kills
 
     final, log = cache.watch()
-    wait_for(cache.caught_up, 90, interval=0.05, what="the last watcher to catch up")
+    # Generous: on a loaded 2-core runner the last watcher waits out late events (gap_timeout 30 s)
+    # while the other test worker runs; what is checked is that nothing is lost or applied twice.
+    wait_for(cache.caught_up, 240, interval=0.05, what="the last watcher to catch up")
     final.send_signal(signal.SIGTERM)
     assert final.wait(15) == 0, log.read_text()
 
