@@ -93,7 +93,9 @@ def run_demo(tmp_path, *args: str) -> None:
             seen = proxy.find_one("Shot", [["id", "is", shots[0]["id"]]], ["description"])
             if seen["description"] == text:
                 break
-            assert time.monotonic() - changed_at < 2.0, "the change did not show through the proxy within 2 s"
+            # The watcher idles at most watcher.poll_interval (1 s) between polls; 5 s leaves room for a
+            # loaded CI runner (the delay itself is measured by bench/sync_latency.py).
+            assert time.monotonic() - changed_at < 5.0, "the change did not show through the proxy within 5 s"
             time.sleep(0.05)
         status = requests.get(proxy_url + "/_sgcache/status", timeout=10).json()
         assert status["proxy"]["answered_from_cache"] > before + 1  # the polls were cached answers
