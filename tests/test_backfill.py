@@ -16,7 +16,7 @@ import json
 import pytest
 import shotgun_api3
 from conftest import SCRIPT_AUTH
-from test_history import CALLS, after, catch_up, moment, record, sgcache, stamp
+from test_history import CALLS, after, catch_up, make_world, moment, record, sgcache, stamp
 
 from sgcache.store import backfill as store
 from sgcache.sync.backfill import Entry, Undo
@@ -37,14 +37,8 @@ def refused(client, call) -> str:
 def test_a_cache_made_later_answers_for_the_weeks_before_it_where_the_log_proves_it(make_proxy, sg, mock_server,
                                                                                       monkeypatch, tmp_path):
     quiet = shotgun_api3.Shotgun(mock_server.url, **QUIET)
-    p1 = sg.create("Project", {"name": "Alpha"})
-    p2 = sg.create("Project", {"name": "Beta"})
-    seq = sg.create("Sequence", {"code": "SQ01", "project": p1})
-    assets = [sg.create("Asset", {"code": code, "project": p1}) for code in ("chair", "Table", "lamp")]
-    shots = [sg.create("Shot", {"code": f"SH{i:03d}", "project": p1 if i % 2 else p2, "sg_sequence": seq,
-                                "sg_status_list": ["wtg", "ip", "fin"][i % 3], "description": f"shot {i}",
-                                "assets": assets[: i % 3]})
-             for i in range(1, 9)]
+    world = make_world(sg)
+    p1, seq, assets, shots = world["projects"][0], world["sequence"], world["assets"], world["shots"]
     versions = [sg.create("Version", {"code": f"v{i}", "project": p1}) for i in range(3)]
     playlist = sg.create("Playlist", {"code": "dailies", "project": p1, "versions": versions[:2]})
     t0 = moment()  # the back-fill reaches back to here

@@ -27,8 +27,8 @@ from sgcache.sync.scanner import Scanner
 from sgcache.sync.watcher import Watcher
 
 
-@pytest.fixture
-def world(sg):
+def make_world(sg) -> dict:
+    """Two projects, a sequence, three assets and eight shots linked to them, made on the site."""
     p1 = sg.create("Project", {"name": "Alpha"})
     p2 = sg.create("Project", {"name": "Beta"})
     seq = sg.create("Sequence", {"code": "SQ01", "project": p1})
@@ -38,6 +38,11 @@ def world(sg):
                                 "assets": assets[: i % 3]})
              for i in range(1, 9)]
     return {"projects": [p1, p2], "sequence": seq, "assets": assets, "shots": shots}
+
+
+@pytest.fixture
+def world(sg):
+    return make_world(sg)
 
 
 @pytest.fixture

@@ -96,6 +96,31 @@ def test_plugin_paths_name_files_and_folders_and_refuse_what_is_missing_or_twice
         plugin_files([tmp_path / "a", tmp_path / "b"])
 
 
+def watched_cache(make_proxy):
+    """A proxy whose cache holds a full import, with a watcher (keeping entries) to drive by hand."""
+    from sgcache.sync.remote import Remote
+    from sgcache.sync.scanner import Scanner
+    from sgcache.sync.watcher import Watcher
+
+    proxy = make_proxy()
+    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
+    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
+    watcher.keep_events = True
+    watcher.start()
+    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    return proxy, engine, tables, watcher
+
+
+def settle(watcher, runner) -> None:
+    """Apply what the site logged and hand it to the callbacks until neither has more."""
+    for _ in range(50):
+        while watcher.poll_once():
+            pass
+        if runner.run_once() == 0 and watcher.poll_once() == 0:
+            return
+    raise AssertionError("the callbacks did not settle")
+
+
 # --- on the watcher's events, through the proxy (stand-in, proxy and cache for real) -------------
 
 CUT_PLUGIN = '''
@@ -145,9 +170,6 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     from conftest import SCRIPT_AUTH  # noqa: F401 - the plugin's credentials are the default script's
 
     from sgcache.config import TriggersConfig
-    from sgcache.sync.remote import Remote
-    from sgcache.sync.scanner import Scanner
-    from sgcache.sync.watcher import Watcher
     from sgcache.triggers.runner import Runner
 
     log_path = tmp_path / "calls.jsonl"
@@ -155,12 +177,7 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     write(tmp_path / "plugins", "cuts", f"LOG = {str(log_path)!r}\n" + CUT_PLUGIN)
     project = sg.create("Project", {"name": "Alpha"})
     shot = sg.create("Shot", {"code": "SH010", "project": project})
-    proxy = make_proxy()
-    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
-    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
-    watcher.keep_events = True
-    watcher.start()
-    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    proxy, engine, tables, watcher = watched_cache(make_proxy)
     plugins, failed = load_plugins([tmp_path / "plugins"])
     assert failed == {}
     config = TriggersConfig(paths=[str(tmp_path / "plugins")], max_attempts=2, retry_delay=0.01)
@@ -170,18 +187,10 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
         made.start()
         return made
 
-    def settle(run: Runner) -> None:
-        for _ in range(50):
-            while watcher.poll_once():
-                pass
-            if run.run_once() == 0 and watcher.poll_once() == 0:
-                return
-        raise AssertionError("the callbacks did not settle")
-
     first = runner()
     sg.update("Shot", shot["id"], {"sg_cut_in": 1001})
     sg.update("Shot", shot["id"], {"sg_cut_out": 1100})
-    settle(first)
+    settle(watcher, first)
     calls = lines(log_path)
     # Each matching event once, in order, with the cache already holding its change (the read
     # through the proxy shows the event's new value), and the event's time as the client gives it.
@@ -192,7 +201,7 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 100
     assert proxy.client().find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 100
     # Its own change (sg_cut_duration) matches nothing: no loop. A new runner (a restart) runs nothing again.
-    settle(runner())
+    settle(watcher, runner())
     assert lines(log_path) == calls
 
     # A failing callback: the one without stopOnError gives up on the event (a dead letter) and
@@ -202,7 +211,7 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     sg.update("Shot", shot["id"], {"sg_cut_in": 1051})
     third = runner()
     for _ in range(3):
-        settle(third)
+        settle(watcher, third)
         time.sleep(0.05)  # past the retry delays
     after = lines(log_path)[len(calls):]
     assert sorted(c[0] for c in after) == ["cut", "flaky"]  # callbacks are independent of each other
@@ -248,7 +257,7 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     done = sgcache(config_file, "triggers", "retry")
     assert done.returncode == 0, done.stderr
     assert "1 callbacks started again; dead letters: 1 handled, 0 failed again" in done.stdout
-    settle(runner())
+    settle(watcher, runner())
     replayed = lines(log_path)[len(calls) + len(after):]
     assert sorted(c[0] for c in replayed) == ["flaky", "strict", "strict"]
 
@@ -474,9 +483,6 @@ def on_task(sg, logger, event, args):
 
 def test_the_daemon_s_example_plugins_do_on_sgcache_what_they_do_on_the_daemon(make_proxy, sg, tmp_path):
     from sgcache.config import TriggersConfig
-    from sgcache.sync.remote import Remote
-    from sgcache.sync.scanner import Scanner
-    from sgcache.sync.watcher import Watcher
     from sgcache.triggers.runner import Runner
 
     folder = tmp_path / "plugins"
@@ -489,29 +495,16 @@ def test_the_daemon_s_example_plugins_do_on_sgcache_what_they_do_on_the_daemon(m
     tasks = [sg.create("Task", {"content": c, "entity": shot, "project": project, "sg_status_list": "wtg"})
              for c in ("anim", "light")]
     version = sg.create("Version", {"code": "v001", "project": project, "sg_status_list": "rev"})
-    proxy = make_proxy()
-    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
-    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
-    watcher.keep_events = True
-    watcher.start()
-    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    proxy, engine, tables, watcher = watched_cache(make_proxy)
     plugins, failed = load_plugins([folder])
     assert failed == {} and len(plugins) == 5
     runner = Runner(engine, tables, plugins, TriggersConfig(paths=[str(folder)]), proxy.url)
     runner.start()
 
-    def settle() -> None:
-        for _ in range(50):
-            while watcher.poll_once():
-                pass
-            if runner.run_once() == 0 and watcher.poll_once() == 0:
-                return
-        raise AssertionError("the callbacks did not settle")
-
     sg.update("Task", tasks[0]["id"], {"sg_status_list": "ip"})  # datestamp
     sg.update("Shot", shot["id"], {"sg_cut_in": 1001, "sg_cut_out": 1024})  # cut length
     sg.create("Note", {"subject": "looks good", "project": project, "note_links": [version]})  # note status
-    settle()
+    settle(watcher, runner)
     task = sg.find_one("Task", [["id", "is", tasks[0]["id"]]], ["start_date"])
     assert task["start_date"] == dt.datetime.now(dt.UTC).date().isoformat()
     assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_cut_duration"])["sg_cut_duration"] == 24
@@ -519,12 +512,12 @@ def test_the_daemon_s_example_plugins_do_on_sgcache_what_they_do_on_the_daemon(m
     # Every task final: the shot is final, and field_to_field follows the shot's new status.
     for t in tasks:
         sg.update("Task", t["id"], {"sg_status_list": "fin"})
-    settle()
+    settle(watcher, runner)
     final = sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list", "description"])
     assert final == {"type": "Shot", "id": shot["id"], "sg_status_list": "fin", "description": "final, locked"}
     # A task reopened: the shot back in progress. The cache saw each of these writes.
     sg.update("Task", tasks[1]["id"], {"sg_status_list": "ip"})
-    settle()
+    settle(watcher, runner)
     assert sg.find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list"])["sg_status_list"] == "ip"
     assert proxy.client().find_one("Shot", [["id", "is", shot["id"]]], ["sg_status_list", "description"]) == \
         {"type": "Shot", "id": shot["id"], "sg_status_list": "ip", "description": "final, locked"}

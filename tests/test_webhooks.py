@@ -53,6 +53,22 @@ def marks(proxy) -> tuple[int, object]:
         return state.webhook_marks(conn, cache.tables.state)
 
 
+def slow_watcher(make_proxy, sg) -> tuple:
+    """A proxy taking signed deliveries, its cache imported after ``sg`` made a project and three
+    shots, and a watcher whose idle pauses are at least 30 s: only a delivery can make a change
+    show within seconds. (proxy, engine, tables, watcher, shots)"""
+    proxy = make_proxy(site__webhook_secret=SECRET, watcher__poll_interval="60", watcher__min_poll_interval="30",
+                       watcher__webhook_poll_interval="60")
+    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
+    project = sg.create("Project", {"name": "Alpha"})
+    shots = [sg.create("Shot", {"code": f"SH{n}", "project": project}) for n in range(3)]
+    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
+    watcher.webhooks = True
+    watcher.start()
+    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    return proxy, engine, tables, watcher, shots
+
+
 def test_only_deliveries_signed_with_the_secret_are_taken_and_each_is_counted(make_proxy):
     proxy = make_proxy(site__webhook_secret=SECRET)
     body = delivery(41)
@@ -87,16 +103,8 @@ def test_without_a_secret_the_route_is_off(make_proxy):
 
 
 def test_a_delivery_wakes_an_idle_watcher_whose_polls_are_far_apart(make_proxy, sg):
-    # Every idle pause at least 30 s: only a delivery can make a change show within seconds.
-    proxy = make_proxy(site__webhook_secret=SECRET, watcher__poll_interval="60", watcher__min_poll_interval="30",
-                       watcher__webhook_poll_interval="60")
-    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
-    project = sg.create("Project", {"name": "Alpha"})
-    shot = sg.create("Shot", {"code": "SH010", "project": project})
-    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
-    watcher.webhooks = True
-    watcher.start()
-    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    proxy, engine, tables, watcher, shots = slow_watcher(make_proxy, sg)
+    shot = shots[0]
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
@@ -145,15 +153,7 @@ def test_odd_payloads_name_what_they_can(payload):
 def test_the_stand_in_s_webhook_wakes_the_watcher_through_the_proxy(make_proxy, sg, mock_site, batched):
     from sgcache.mocksite.webhooks import WebhookSender
 
-    proxy = make_proxy(site__webhook_secret=SECRET, watcher__poll_interval="60", watcher__min_poll_interval="30",
-                       watcher__webhook_poll_interval="60")
-    engine, tables = proxy.service.cache.engine, proxy.service.cache.tables
-    project = sg.create("Project", {"name": "Alpha"})
-    shots = [sg.create("Shot", {"code": f"SH{n}", "project": project}) for n in range(3)]
-    watcher = Watcher(engine, tables, Remote(proxy.config.site), proxy.config.watcher)
-    watcher.webhooks = True
-    watcher.start()
-    Scanner(engine, tables, Remote(proxy.config.site), proxy.config.scanner).full()
+    proxy, engine, tables, watcher, shots = slow_watcher(make_proxy, sg)
     stop = threading.Event()
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
