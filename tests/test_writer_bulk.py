@@ -148,3 +148,33 @@ def test_copy_text_escapes_what_would_break_a_line_or_a_column():
     assert bulk._text(float("nan")) == "NaN" and bulk._text(float("-inf")) == "-Infinity"
     assert bulk._text(12) == "12" and bulk._text(2.5) == "2.5"
     assert bulk._text(dt.date(2026, 12, 5)) == "2026-12-05"
+
+
+def test_rows_written_since_an_answer_was_asked_are_kept_in_a_large_batch_as_row_by_row(engine, tables, monkeypatch):
+    """``unless_written_since`` (a passthrough page, a watcher's read) in both ways of writing: the
+    rows another write touched after the moment are left alone, the others are written."""
+    import datetime as dt
+    import time
+
+    results = []
+    for min_rows in (bulk.MIN_ROWS, 10**9):
+        monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)
+        with engine.begin() as conn:
+            for et in tables:
+                for assoc in et.associations.values():
+                    conn.execute(sa.delete(assoc))
+                conn.execute(sa.delete(et.table))
+        writer = Writer(engine, tables)
+        writer.upsert("Shot", [shot(i) for i in range(1, 101)])
+        time.sleep(0.01)
+        asked = dt.datetime.now(dt.UTC)
+        time.sleep(0.01)
+        writer.upsert("Shot", [{"type": "Shot", "id": i, "code": f"newer {i}"} for i in range(1, 31)])
+        monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
+        written_ids: set[int] = set()
+        stale = [{"type": "Shot", "id": i, "code": f"stale {i}"} for i in range(1, 121)]  # 20 of them new
+        assert writer.upsert("Shot", stale, unless_written_since=asked, written_ids=written_ids) == 90
+        assert written_ids == set(range(31, 121))
+        results.append({r["id"]: r["code"] for r in stored(engine, tables)})
+    assert results[0] == results[1]
+    assert [results[0][i] for i in (1, 30, 31, 120)] == ["newer 1", "newer 30", "stale 31", "stale 120"]

@@ -22,6 +22,7 @@ each change (an event's time, an entity's ``updated_at``), which a trigger does 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -150,12 +151,18 @@ def snapshot(conn: sa.Connection, table: sa.Table, key: str, ids: Iterable[int],
     out: list[dict[str, Any]] = []
     if not ids:
         return out
+    stmt = _snapshot_statement(table, key, lock and conn.dialect.name == "postgresql")
     for start in range(0, len(ids), CHUNK):
-        stmt = sa.select(table).where(table.c[key].in_(ids[start:start + CHUNK]))
-        if lock and conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
-        out.extend(dict(r) for r in conn.execute(stmt).mappings())
+        out.extend(dict(r) for r in conn.execute(stmt, {"ids": ids[start:start + CHUNK]}).mappings())
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _snapshot_statement(table: sa.Table, key: str, lock: bool) -> sa.Select:
+    """The statement of :func:`snapshot`, made once per table: the watcher runs it for every
+    event, and building it again (and its cache key) cost more than running it."""
+    stmt = sa.select(table).where(table.c[key].in_(sa.bindparam("ids", expanding=True)))
+    return stmt.with_for_update() if lock else stmt
 
 
 def keep(conn: sa.Connection, history: sa.TableClause, rows: list[Mapping[str, Any]], **same: Any) -> None:

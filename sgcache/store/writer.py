@@ -30,6 +30,10 @@ from sgcache.store.tables import EntityTable, Tables
 
 #: rows per statement for IN lists (SQLite allows 32766 bound parameters per statement)
 CHUNK = 1000
+#: Upsert statements a writer keeps (one per table and column set seen; the set is small in practice).
+UPSERTS_KEPT = 2000
+#: The bound parameter of an upsert's ``unless_written_since`` (no column has this name).
+SINCE = "sgcache_written_since"
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterator[list]:
@@ -87,6 +91,10 @@ class Writer:
         self._follow_fields: dict[str, list[str]] = {}  # type: link fields whose changes are queued
         self._pointing: dict[str, list[tuple[EntityTable, str]]] = {}  # type: link fields that may point at it
         self._by_storage: dict[str, tuple[EntityTable, dict, dict]] = {}  # type: (its table, column, association fields)
+        # (table, columns, guard, since): the upsert statement
+        self._upserts: dict[tuple[sa.Table, tuple[str, ...], bool, bool], Any] = {}
+        self._link_reads: dict[tuple[sa.Table, tuple[str, ...]], sa.Select] = {}  # (table, columns): statement
+        self._list_reads: dict[tuple[sa.Table, tuple[str, ...]], Any] = {}  # (table, list fields): statement
 
     @contextmanager
     def _transaction(self, conn: sa.Connection | None):
@@ -147,10 +155,11 @@ class Writer:
                                         starts=starts, held=held)
             if written_ids is not None:
                 written_ids.update(written)
-            for field_name, rows_by_parent in links.items():
-                kept = {i: v for i, v in rows_by_parent.items() if i in written}
-                if kept:
-                    self._replace_links(c, et, field_name, kept, starts, event_id, held)
+            kept_lists = {name: kept for name, rows_by_parent in links.items()
+                          if (kept := {i: v for i, v in rows_by_parent.items() if i in written})}
+            lists_held = self._read_lists(c, et, list(kept_lists), [i for i in written if i in held])
+            for field_name, kept in kept_lists.items():
+                self._replace_links(c, et, field_name, kept, starts, event_id, held, lists_held[field_name])
             if fields and written:
                 targets = self._other_sides(c, et, fields, written, before, by_id, links,
                                             new_rows=other_sides == OTHER_SIDES_ALL)
@@ -224,23 +233,52 @@ class Writer:
         out: dict[int, dict[str, set[Link]]] = {}
         single = [f for f in fields if isinstance(et.fields[f], EntityField)]
         multi = [f for f in fields if isinstance(et.fields[f], MultiEntityField)]
+        columns = tuple(c for name in single for c in (et.fields[name].type_column, et.fields[name].id_column))
+        rows_stmt = self._link_read(t, "id", ("id", *columns))
         for chunk in chunks(ids):
-            columns = [t.c.id]
-            for name in single:
-                h = et.fields[name]
-                columns += [t.c[h.type_column], t.c[h.id_column]]
-            for row in conn.execute(sa.select(*columns).where(t.c.id.in_(chunk))).mappings():
+            for row in conn.execute(rows_stmt, {"ids": chunk}).mappings():
                 links = out.setdefault(row["id"], {})
                 for name in single:
                     h = et.fields[name]
                     links[name] = {(row[h.type_column], row[h.id_column])} if row[h.id_column] is not None else set()
-            for name in multi:
-                assoc = et.associations[name]
-                for row in conn.execute(sa.select(assoc.c.parent_id, assoc.c.child_type, assoc.c.child_id)
-                                        .where(assoc.c.parent_id.in_(chunk))):
-                    if row.parent_id in out:
-                        out[row.parent_id].setdefault(name, set()).add((row.child_type, row.child_id))
+        for name, lists in self._read_lists(conn, et, multi, [i for i in ids if i in out]).items():
+            for parent, rows in lists.items():
+                out[parent].setdefault(name, set()).update((r["child_type"], r["child_id"]) for r in rows)
         return out
+
+    def _read_lists(self, conn: sa.Connection, et: EntityTable, fields: list[str],
+                    parents: list[int]) -> dict[str, dict[int, list[dict]]]:
+        """The rows the association tables of ``fields`` hold for ``parents``: field -> parent ->
+        rows (every column), with one statement for all the fields (a type has several lists,
+        and the watcher reads them for every event). Not locked: a writer of a list locks its
+        parent's row first (see :meth:`_upsert_rows` and :meth:`forget`)."""
+        out: dict[str, dict[int, list[dict]]] = {name: {} for name in fields}
+        if not fields or not parents:
+            return out
+        key = (et.table, tuple(fields))
+        stmt = self._list_reads.get(key)
+        if stmt is None:
+            columns = [c.name for c in et.associations[fields[0]].columns]
+            if any([c.name for c in et.associations[f].columns] != columns for f in fields):
+                raise ValueError(f"{et.name}: association tables of {fields} differ in columns")
+            ids = sa.bindparam("ids", expanding=True)
+            stmt = self._list_reads[key] = sa.union_all(*[
+                sa.select(sa.literal(i).label("sgcache_list"), *[et.associations[f].c[c] for c in columns])
+                .where(et.associations[f].c.parent_id.in_(ids)) for i, f in enumerate(fields)])
+        for chunk in chunks(sorted(set(parents))):
+            for row in conn.execute(stmt, {"ids": chunk}).mappings():
+                found = dict(row)
+                name = fields[found.pop("sgcache_list")]
+                out[name].setdefault(found["parent_id"], []).append(found)
+        return out
+
+    def _link_read(self, table: sa.Table, key: str, columns: tuple[str, ...]) -> sa.Select:
+        """``SELECT columns FROM table WHERE key IN :ids``, made once per table and column set."""
+        stmt = self._link_reads.get((table, columns))
+        if stmt is None:
+            stmt = self._link_reads[(table, columns)] = (
+                sa.select(*[table.c[c] for c in columns]).where(table.c[key].in_(sa.bindparam("ids", expanding=True))))
+        return stmt
 
     def _retired_referrers(self, conn: sa.Connection, et: EntityTable, ids: list[int]) -> dict[Link, int]:
         """Cached retired rows whose reversible links point at the rows ``ids`` of ``et``: the
@@ -356,12 +394,14 @@ class Writer:
         for row in rows:
             groups.setdefault(tuple(sorted(row)), []).append(row)
 
-        def where(excluded: Any) -> Any:
+        def where(excluded: Any, bound: bool = False) -> Any:
+            """The guards; ``bound``: ``since`` as a parameter each row carries (see SINCE)."""
             checks = []
             if guard:
                 checks.append(sa.or_(t.c._last_event_id.is_(None), t.c._last_event_id <= excluded._last_event_id))
             if since is not None:
-                checks.append(t.c._cache_updated_at <= since)
+                checks.append(t.c._cache_updated_at <= (sa.bindparam(SINCE, type_=t.c._cache_updated_at.type)
+                                                        if bound else since))
             return sa.and_(*checks) if checks else None
 
         written: set[int] = set()
@@ -372,13 +412,25 @@ class Writer:
             if bulk.usable(conn, len(group)):
                 written |= bulk.copy_upsert(conn, t, [*keys, "_cache_created_at"], group, update=update, where=where)
                 continue
-            stmt = self._insert(t)
-            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_={k: stmt.excluded[k] for k in update},
-                                              where=where(stmt.excluded))
-            # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
-            # without it psycopg2 makes one round trip per row. It also tells which rows the
-            # guard let through.
-            written.update(conn.execute(stmt.returning(t.c.id), group).scalars())
+            # Made once per column set and guard: building the statement (its ``excluded``
+            # columns, its cache key) cost the watcher more than running it.
+            shape = (t, keys, guard, since is not None)
+            stmt = self._upserts.get(shape)
+            if stmt is None:
+                stmt = self._insert(t)
+                # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
+                # without it psycopg2 makes one round trip per row. It also tells which rows the
+                # guard let through.
+                stmt = stmt.on_conflict_do_update(index_elements=[t.c.id],
+                                                  set_={k: stmt.excluded[k] for k in update},
+                                                  where=where(stmt.excluded, bound=True)).returning(t.c.id)
+                if len(self._upserts) >= UPSERTS_KEPT:
+                    self._upserts.clear()
+                self._upserts[shape] = stmt
+            if since is not None:
+                for row in group:
+                    row[SINCE] = since
+            written.update(conn.execute(stmt, group).scalars())
         if changed:
             new_from = {row["id"]: row[history.VALID_FROM] for row in rows}
             history.keep(conn, et.history, [history.ended(prev, new_from[i], event_id)
@@ -401,13 +453,11 @@ class Writer:
 
     def _replace_links(self, conn: sa.Connection, et: EntityTable, field_name: str,
                        rows_by_parent: dict[int, list[dict]], starts: Mapping[int, dt.datetime],
-                       event_id: int | None, existing: set[int]) -> None:
+                       event_id: int | None, existing: set[int], held: Mapping[int, list[dict]]) -> None:
         """Set the lists of a multi-entity field; a list that changes keeps its old rows in history.
-        ``existing``: the parents the table held before this write (a new row has no list yet)."""
+        ``existing``: the parents the table held before this write (a new row has no list yet);
+        ``held``: the rows their lists hold (see :meth:`_read_lists`)."""
         assoc = et.associations[field_name]
-        held: dict[int, list[dict]] = {}
-        for row in history.snapshot(conn, assoc, "parent_id", [p for p in rows_by_parent if p in existing]):
-            held.setdefault(row["parent_id"], []).append(row)
         changed: dict[int, list[dict]] = {}
         ended: list[dict] = []
         emptied = self._emptied_at(conn, et, field_name, [p for p, rows in rows_by_parent.items()
