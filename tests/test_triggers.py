@@ -262,6 +262,91 @@ def test_callbacks_run_once_each_on_the_cache_s_events_through_the_proxy(make_pr
     assert sorted(c[0] for c in replayed) == ["flaky", "strict", "strict"]
 
 
+LATE_PLUGIN = '''
+import json
+
+def registerCallbacks(reg):
+    reg.registerCallback("sgcache", "sgcache-demo-key", seen, {"Shotgun_Shot_Change": ["sg_cut_in"]}, {"log": LOG})
+
+def seen(sg, logger, event, args):
+    with open(args["log"], "a") as out:
+        out.write(json.dumps([event["id"], event["meta"]["new_value"]]) + "\\n")
+'''
+
+
+def test_rewind_hands_a_new_callback_the_recent_past_and_a_fixed_one_its_events_again(make_proxy, sg, tmp_path):
+    from test_history import sgcache
+
+    from sgcache.config import TriggersConfig
+    from sgcache.sync.leader import Leadership
+    from sgcache.triggers.runner import Runner
+
+    log_path = tmp_path / "seen.jsonl"
+    (tmp_path / "plugins").mkdir()
+    shot = sg.create("Shot", {"code": "SH010", "project": sg.create("Project", {"name": "Alpha"})})
+    proxy, engine, tables, watcher = watched_cache(make_proxy)
+    for cut in (1001, 1002, 1003):
+        sg.update("Shot", shot["id"], {"sg_cut_in": cut})
+    while watcher.poll_once():
+        pass
+    with engine.connect() as conn:
+        applied = sorted(conn.execute(sa.select(tables.state.applied.c.event_id)).scalars())
+    cut_events = [e["id"] for e in sg.find("EventLogEntry", [["attribute_name", "is", "sg_cut_in"]], ["id"])]
+    assert len(cut_events) == 3 and set(cut_events) <= set(applied)
+
+    # A plugin added now starts after the newest event: the three cuts are the past to it.
+    write(tmp_path / "plugins", "late", f"LOG = {str(log_path)!r}\n" + LATE_PLUGIN)
+    plugins, failed = load_plugins([tmp_path / "plugins"])
+    assert failed == {}
+    config = TriggersConfig(paths=[str(tmp_path / "plugins")], retry_delay=0.01)
+
+    def runner() -> Runner:
+        made = Runner(engine, tables, plugins, config, proxy.url)
+        made.start()
+        return made
+
+    settle(watcher, runner())
+    assert lines(log_path) == []
+
+    config_file = tmp_path / "sgcache.yml"
+    config_file.write_text(f"database:\n  url: {proxy.config.database.url}\n"
+                           f"schema:\n  path: {proxy.config.schema.path}\n"
+                           f"triggers:\n  paths: [{tmp_path / 'plugins'}]\n  proxy_url: {proxy.url}\n")
+    refused = {
+        ("--callback", "late.nope", "--after", "1"): "no callback 'late.nope' (loaded: late.seen)",
+        ("--callback", "late.seen", "--after", str(applied[-1] + 5)): "beyond the newest event the watcher applied",
+        ("--callback", "late.seen", "--after", str(applied[0] - 2)): f"ledger begins at event {applied[0]}",
+        ("--callback", "late.seen", "--after", "-1"): "Invalid value for '--after'",
+    }
+    for args, message in refused.items():
+        done = sgcache(config_file, "triggers", "rewind", *args)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+    running = Leadership(engine, "triggers")
+    assert running.try_acquire()
+    try:
+        done = sgcache(config_file, "triggers", "rewind", "--callback", "late.seen", "--after", str(applied[0]))
+        assert done.returncode == 1 and "sgcache triggers is running on this database" in done.stderr
+    finally:
+        running.release()
+
+    # Back to before the first cut: the new callback gets the three, in order, once.
+    done = sgcache(config_file, "triggers", "rewind", "--callback", "late.seen", "--after", str(cut_events[0] - 1))
+    assert done.returncode == 0, done.stderr
+    assert f"late.seen: {applied[-1] - cut_events[0] + 1} kept events above {cut_events[0] - 1}" in done.stdout
+    settle(watcher, runner())
+    settle(watcher, runner())
+    assert lines(log_path) == [[cut_events[0], 1001], [cut_events[1], 1002], [cut_events[2], 1003]]
+
+    # Fixed after its last two: rewound to just before them, it gets those two again; a cursor
+    # is never moved forward past what it has not handled.
+    done = sgcache(config_file, "triggers", "rewind", "--callback", "late.seen", "--after", str(cut_events[1] - 1))
+    assert done.returncode == 0, done.stderr
+    done = sgcache(config_file, "triggers", "rewind", "--callback", "late.seen", "--after", str(cut_events[2]))
+    assert done.returncode == 1 and "never past events it has not handled" in done.stderr
+    settle(watcher, runner())
+    assert lines(log_path)[3:] == [[cut_events[1], 1002], [cut_events[2], 1003]]
+
+
 def test_auto_runs_the_triggers_too_when_plugins_are_set():
     from sgcache.sync.supervise import sync_children
 

@@ -99,3 +99,73 @@ def triggers_retry(state: State, callback_key: str | None) -> None:
                                .values(stopped_at=None, failures=0)).rowcount
     replayed, still = runner.retry_dead(chosen)
     click.echo(f"{resumed} callbacks started again; dead letters: {replayed} handled, {still} failed again")
+
+
+@triggers.command("rewind")
+@click.option("--callback", "callback_key", metavar="PLUGIN.CALLBACK", required=True,
+              help="The callback to move (loaded from triggers.paths).")
+@click.option("--after", "after_id", type=click.IntRange(min=0), required=True, metavar="EVENT_ID",
+              help="Hand the callback every matching event with a greater id, again or for the first time.")
+@click.pass_obj
+def triggers_rewind(state: State, callback_key: str, after_id: int) -> None:
+    """Move a callback's cursor back: a new plugin catching up on the recent past, or a fixed one
+    handling again what it got wrong. Only events the watcher kept (with ``triggers.paths`` set)
+    can be handed out; ``sgcache triggers`` must not be running meanwhile."""
+    from sgcache.store.migrate import migrate
+    from sgcache.sync.leader import Leadership
+    from sgcache.triggers.runner import Runner
+
+    config = state.config()
+    plugins = _plugins(config)
+    tables = cache_tables(config)
+    engine = connected_engine(config)
+    migrate(engine, tables)
+    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
+    keys = {c.key for c in runner.callbacks}
+    if callback_key not in keys:
+        raise SgcacheError(f"no callback {callback_key!r} (loaded: {', '.join(sorted(keys)) or 'none'})")
+    leader = Leadership(engine, "triggers")
+    if not leader.try_acquire():
+        raise SgcacheError("sgcache triggers is running on this database: stop it (or sgcache auto) first, "
+                           "then rewind")
+    try:
+        moved = _rewind(engine, tables.state, callback_key, after_id)
+    finally:
+        leader.release()
+    click.echo(f"{callback_key}: {moved} kept events above {after_id} will be handed to it "
+               "(those that match) when sgcache triggers runs")
+
+
+def _rewind(engine: sa.Engine, st, key: str, after_id: int) -> int:
+    """Set the cursor of ``key`` to ``after_id``; return how many kept events lie above it."""
+    import datetime as dt
+
+    c, done, dead, applied = st.trigger_cursors, st.trigger_done, st.trigger_dead, st.applied
+    with engine.begin() as conn:
+        newest = conn.execute(sa.select(sa.func.max(applied.c.event_id))).scalar() or 0
+        if after_id > newest:
+            raise SgcacheError(f"event {after_id} is beyond the newest event the watcher applied ({newest})")
+        row = conn.execute(sa.select(c).where(c.c.callback == key)).mappings().first()
+        if row is not None and after_id > row["watermark"]:
+            raise SgcacheError(f"{key} has handled everything up to event {row['watermark']}: rewind moves a "
+                               f"cursor back, never past events it has not handled")
+        above = applied.c.event_id > after_id
+        oldest = conn.execute(sa.select(sa.func.min(applied.c.event_id))).scalar()
+        first_above = conn.execute(sa.select(sa.func.min(applied.c.event_id)).where(above)).scalar()
+        if oldest is not None and oldest > after_id + 1 and first_above is not None:
+            raise SgcacheError(f"the watcher's ledger begins at event {oldest} (it holds nothing older): "
+                               f"rewind --after {oldest - 1} or later")
+        missing = conn.execute(sa.select(sa.func.count()).where(above, applied.c.event.is_(None))).scalar()
+        if missing:
+            raise SgcacheError(f"{missing} events above {after_id} were applied by a watcher that kept no entries "
+                               "(triggers.paths unset in its settings): they cannot be handed out")
+        values = {"watermark": after_id, "failures": 0, "last_error": None, "stopped_at": None}
+        if row is None:
+            conn.execute(sa.insert(c).values(callback=key, started_at=dt.datetime.now(dt.UTC), **values))
+        else:
+            conn.execute(sa.update(c).where(c.c.callback == key).values(**values))
+        conn.execute(sa.delete(done).where(done.c.callback == key, done.c.event_id > after_id))
+        conn.execute(sa.delete(dead).where(dead.c.callback == key, dead.c.event_id > after_id))
+        kept = conn.execute(sa.select(sa.func.count()).where(above)).scalar()
+    log.info("event=trigger_rewound callback=%s after_id=%d kept_events=%d", key, after_id, kept)
+    return kept
