@@ -20,7 +20,6 @@ import argparse
 import cProfile
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -108,7 +107,6 @@ def main() -> None:
                   f"({events} events) while no watcher ran")
 
             watcher = Watcher(engine, tables, remote, config.watcher)
-            stop = threading.Event()
             profiler = cProfile.Profile() if args.profile else None
             began, cpu = time.perf_counter(), time.thread_time()
             if profiler:
@@ -125,7 +123,6 @@ def main() -> None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
             seconds, cpu = time.perf_counter() - began, time.thread_time() - cpu
-            stop.set()
             print(f"caught up on {events} events in {seconds:.2f} s: {events / seconds:.0f} events/s, "
                   f"{cpu / events * 1000:.1f} ms of the watcher's CPU per event")
             engine.dispose()

@@ -111,11 +111,16 @@ def watched_cache(make_proxy):
     return proxy, engine, tables, watcher
 
 
+def drain(watcher) -> None:
+    """Apply everything the site has logged."""
+    while watcher.poll_once():
+        pass
+
+
 def settle(watcher, runner) -> None:
     """Apply what the site logged and hand it to the callbacks until neither has more."""
     for _ in range(50):
-        while watcher.poll_once():
-            pass
+        drain(watcher)
         if runner.run_once() == 0 and watcher.poll_once() == 0:
             return
     raise AssertionError("the callbacks did not settle")
@@ -287,8 +292,7 @@ def test_rewind_hands_a_new_callback_the_recent_past_and_a_fixed_one_its_events_
     proxy, engine, tables, watcher = watched_cache(make_proxy)
     for cut in (1001, 1002, 1003):
         sg.update("Shot", shot["id"], {"sg_cut_in": cut})
-    while watcher.poll_once():
-        pass
+    drain(watcher)
     with engine.connect() as conn:
         applied = sorted(conn.execute(sa.select(tables.state.applied.c.event_id)).scalars())
     cut_events = [e["id"] for e in sg.find("EventLogEntry", [["attribute_name", "is", "sg_cut_in"]], ["id"])]

@@ -49,15 +49,20 @@ def stored(engine, tables, ids=None) -> list[dict]:
                    for r in rows), key=lambda r: r["id"])
 
 
+def empty(engine, tables) -> None:
+    """Delete every row of every entity and association table."""
+    with engine.begin() as conn:
+        for et in tables:
+            for assoc in et.associations.values():
+                conn.execute(sa.delete(assoc))
+            conn.execute(sa.delete(et.table))
+
+
 def write_both_ways(engine, tables, monkeypatch, batch: list[dict], **options) -> tuple[list[dict], list[dict]]:
     """What a batch stores with COPY (where usable) and row by row, each into empty tables."""
     results = []
     for min_rows in (bulk.MIN_ROWS, 10**9):
-        with engine.begin() as conn:
-            for et in tables:
-                for assoc in et.associations.values():
-                    conn.execute(sa.delete(assoc))
-                conn.execute(sa.delete(et.table))
+        empty(engine, tables)
         monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
         assert Writer(engine, tables).upsert("Shot", batch, **options) == len(batch)
         results.append(stored(engine, tables))
@@ -88,11 +93,7 @@ def test_a_large_batch_over_held_rows_updates_them_as_row_by_row_writes_do(engin
     results = []
     for min_rows in (bulk.MIN_ROWS, 10**9):
         monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)
-        with engine.begin() as conn:
-            for et in tables:
-                for assoc in et.associations.values():
-                    conn.execute(sa.delete(assoc))
-                conn.execute(sa.delete(et.table))
+        empty(engine, tables)
         Writer(engine, tables).upsert("Shot", first, event_id=5)
         monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
         assert Writer(engine, tables).upsert("Shot", second, active=False, event_id=6,
@@ -159,11 +160,7 @@ def test_rows_written_since_an_answer_was_asked_are_kept_in_a_large_batch_as_row
     results = []
     for min_rows in (bulk.MIN_ROWS, 10**9):
         monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)
-        with engine.begin() as conn:
-            for et in tables:
-                for assoc in et.associations.values():
-                    conn.execute(sa.delete(assoc))
-                conn.execute(sa.delete(et.table))
+        empty(engine, tables)
         writer = Writer(engine, tables)
         writer.upsert("Shot", [shot(i) for i in range(1, 101)])
         time.sleep(0.01)

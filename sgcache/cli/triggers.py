@@ -36,6 +36,27 @@ def _plugins(config):
     return plugins
 
 
+def _runner(config, *, migrated: bool):
+    """The runner of the plugins in ``triggers.paths`` on the configured cache (its tables
+    brought up to date first with ``migrated``)."""
+    from sgcache.store.migrate import migrate
+    from sgcache.triggers.runner import Runner
+
+    plugins = _plugins(config)
+    tables = cache_tables(config)
+    engine = connected_engine(config)
+    if migrated:
+        migrate(engine, tables)
+    return Runner(engine, tables, plugins, config.triggers, proxy_url(config))
+
+
+def _known(runner, callback_key: str | None) -> None:
+    """Refuse a ``--callback`` that names none of the loaded callbacks."""
+    keys = {c.key for c in runner.callbacks}
+    if callback_key is not None and callback_key not in keys:
+        raise SgcacheError(f"no callback {callback_key!r} (loaded: {', '.join(sorted(keys)) or 'none'})")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("--once", is_flag=True, help="Hand out what is waiting, then exit.")
 @click.pass_context
@@ -47,19 +68,13 @@ def triggers(ctx: click.Context, once: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from sgcache.store.migrate import migrate
     from sgcache.sync.leader import Leadership
-    from sgcache.triggers.runner import Runner
 
     state: State = ctx.obj
-    config = state.config()
-    plugins = _plugins(config)
-    tables = cache_tables(config)
-    engine = connected_engine(config)
-    migrate(engine, tables)
-    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
+    runner = _runner(state.config(), migrated=True)
     names = ", ".join(c.key for c in runner.callbacks) or "none"
-    click.echo(f"sgcache triggers: {len(plugins)} plugins, callbacks: {names}; through {runner.proxy_url}", err=True)
+    click.echo(f"sgcache triggers: {len(runner.plugins)} plugins, callbacks: {names}; through {runner.proxy_url}",
+               err=True)
     if once:
         runner.start()
         while runner.run_once():
@@ -67,7 +82,7 @@ def triggers(ctx: click.Context, once: bool) -> None:
         click.echo(f"ran {runner.handled} callbacks", err=True)
         return
     stop = stop_on_signals()
-    leader = Leadership(engine, "triggers")
+    leader = Leadership(runner.engine, "triggers")
     if not leader.acquire(stop):
         return
     try:
@@ -81,19 +96,11 @@ def triggers(ctx: click.Context, once: bool) -> None:
 @click.pass_obj
 def triggers_retry(state: State, callback_key: str | None) -> None:
     """Start stopped callbacks again (stopOnError) and hand their dead letters to them once more."""
-    from sgcache.triggers.runner import Runner
-
-    config = state.config()
-    plugins = _plugins(config)
-    tables = cache_tables(config)
-    engine = connected_engine(config)
-    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
-    keys = {c.key for c in runner.callbacks}
-    if callback_key is not None and callback_key not in keys:
-        raise SgcacheError(f"no callback {callback_key!r} (loaded: {', '.join(sorted(keys)) or 'none'})")
-    st = tables.state
-    with engine.begin() as conn:
-        chosen = [callback_key] if callback_key else sorted(keys)
+    runner = _runner(state.config(), migrated=False)
+    _known(runner, callback_key)
+    st = runner.tables.state
+    with runner.engine.begin() as conn:
+        chosen = [callback_key] if callback_key else sorted(c.key for c in runner.callbacks)
         resumed = conn.execute(sa.update(st.trigger_cursors).where(st.trigger_cursors.c.callback.in_(chosen),
                                                                    st.trigger_cursors.c.stopped_at.is_not(None))
                                .values(stopped_at=None, failures=0)).rowcount
@@ -111,25 +118,16 @@ def triggers_rewind(state: State, callback_key: str, after_id: int) -> None:
     """Move a callback's cursor back: a new plugin catching up on the recent past, or a fixed one
     handling again what it got wrong. Only events the watcher kept (with ``triggers.paths`` set)
     can be handed out; ``sgcache triggers`` must not be running meanwhile."""
-    from sgcache.store.migrate import migrate
     from sgcache.sync.leader import Leadership
-    from sgcache.triggers.runner import Runner
 
-    config = state.config()
-    plugins = _plugins(config)
-    tables = cache_tables(config)
-    engine = connected_engine(config)
-    migrate(engine, tables)
-    runner = Runner(engine, tables, plugins, config.triggers, proxy_url(config))
-    keys = {c.key for c in runner.callbacks}
-    if callback_key not in keys:
-        raise SgcacheError(f"no callback {callback_key!r} (loaded: {', '.join(sorted(keys)) or 'none'})")
-    leader = Leadership(engine, "triggers")
+    runner = _runner(state.config(), migrated=True)
+    _known(runner, callback_key)
+    leader = Leadership(runner.engine, "triggers")
     if not leader.try_acquire():
         raise SgcacheError("sgcache triggers is running on this database: stop it (or sgcache auto) first, "
                            "then rewind")
     try:
-        moved = _rewind(engine, tables.state, callback_key, after_id)
+        moved = _rewind(runner.engine, runner.tables.state, callback_key, after_id)
     finally:
         leader.release()
     click.echo(f"{callback_key}: {moved} kept events above {after_id} will be handed to it "

@@ -93,7 +93,7 @@ class Writer:
         self._by_storage: dict[str, tuple[EntityTable, dict, dict]] = {}  # type: (its table, column, association fields)
         # (table, columns, guard, since): the upsert statement
         self._upserts: dict[tuple[sa.Table, tuple[str, ...], bool, bool], Any] = {}
-        self._link_reads: dict[tuple[sa.Table, tuple[str, ...]], sa.Select] = {}  # (table, columns): statement
+        self._row_reads: dict[tuple[sa.Table, tuple[str, ...]], sa.Select] = {}  # (table, columns): statement
         self._list_reads: dict[tuple[sa.Table, tuple[str, ...]], Any] = {}  # (table, list fields): statement
 
     @contextmanager
@@ -234,7 +234,7 @@ class Writer:
         single = [f for f in fields if isinstance(et.fields[f], EntityField)]
         multi = [f for f in fields if isinstance(et.fields[f], MultiEntityField)]
         columns = tuple(c for name in single for c in (et.fields[name].type_column, et.fields[name].id_column))
-        rows_stmt = self._link_read(t, "id", ("id", *columns))
+        rows_stmt = self._row_read(t, ("id", *columns))
         for chunk in chunks(ids):
             for row in conn.execute(rows_stmt, {"ids": chunk}).mappings():
                 links = out.setdefault(row["id"], {})
@@ -272,12 +272,12 @@ class Writer:
                 out[name].setdefault(found["parent_id"], []).append(found)
         return out
 
-    def _link_read(self, table: sa.Table, key: str, columns: tuple[str, ...]) -> sa.Select:
-        """``SELECT columns FROM table WHERE key IN :ids``, made once per table and column set."""
-        stmt = self._link_reads.get((table, columns))
+    def _row_read(self, table: sa.Table, columns: tuple[str, ...]) -> sa.Select:
+        """``SELECT columns FROM table WHERE id IN :ids``, made once per table and column set."""
+        stmt = self._row_reads.get((table, columns))
         if stmt is None:
-            stmt = self._link_reads[(table, columns)] = (
-                sa.select(*[table.c[c] for c in columns]).where(table.c[key].in_(sa.bindparam("ids", expanding=True))))
+            stmt = self._row_reads[(table, columns)] = (
+                sa.select(*[table.c[c] for c in columns]).where(table.c.id.in_(sa.bindparam("ids", expanding=True))))
         return stmt
 
     def _retired_referrers(self, conn: sa.Connection, et: EntityTable, ids: list[int]) -> dict[Link, int]:

@@ -50,6 +50,7 @@ class Runner:
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.engine = engine
         self.tables = tables
+        self.plugins = plugins
         self.callbacks: list[Callback] = [c for p in plugins for c in p.callbacks]
         self.config = config
         self.proxy_url = proxy_url
