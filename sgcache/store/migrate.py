@@ -69,6 +69,10 @@ class _Migration:
         self.owned: set[str] = set()
         # CREATE statements not sent yet (see flush)
         self.pending: list[str] = []
+        # What the database holds, read for all tables at once (a few queries instead of several
+        # per table) and read again after any change (see _reflect).
+        self._columns: dict[str, set[str]] | None = None
+        self._indexes: dict[str, dict[str, list[str]]] | None = None
 
     # --- DDL helpers --------------------------------------------------------------------------
 
@@ -83,7 +87,7 @@ class _Migration:
                 self.conn.execute(sa.text(statement))
             else:
                 statement()
-            self.inspector.clear_cache()
+            self._changed()
 
     def exists(self, table_name: str) -> bool:
         return table_name in self.existing_tables or table_name in self.planned
@@ -93,13 +97,27 @@ class _Migration:
         if self.pending:
             self.conn.exec_driver_sql(";\n".join(self.pending))
             self.pending.clear()
-            self.inspector.clear_cache()
+            self._changed()
+
+    def _changed(self) -> None:
+        self.inspector.clear_cache()
+        self._columns = self._indexes = None
+
+    def _reflect(self) -> None:
+        """Read the columns and indexes of every existing table in one go."""
+        self.flush()
+        if self._columns is None:
+            names_ = sorted(self.existing_tables)
+            columns = self.inspector.get_multi_columns(filter_names=names_) if names_ else {}
+            indexes = self.inspector.get_multi_indexes(filter_names=names_) if names_ else {}
+            self._columns = {key[1]: {c["name"] for c in cols} for key, cols in columns.items()}
+            self._indexes = {key[1]: {ix["name"]: ix["column_names"] for ix in ixs} for key, ixs in indexes.items()}
 
     def columns_of(self, table_name: str) -> set[str]:
         real = set()
-        self.flush()
         if table_name in self.existing_tables:
-            real = {c["name"] for c in self.inspector.get_columns(table_name)}
+            self._reflect()
+            real = self._columns.get(table_name, set())
         return (real - {c for t, c in self.dropped_columns if t == table_name}) | \
             {c for t, c in self.added_columns if t == table_name}
 
@@ -110,10 +128,10 @@ class _Migration:
                               "sgcache; drop or rename it, or use another database")
 
     def indexes_of(self, table_name: str) -> dict[str, list[str]]:
-        self.flush()
         if table_name not in self.existing_tables:
             return {}
-        return {ix["name"]: ix["column_names"] for ix in self.inspector.get_indexes(table_name)}
+        self._reflect()
+        return dict(self._indexes.get(table_name, {}))
 
     def create_table(self, table: sa.Table) -> None:
         if self.conn.dialect.name == "postgresql" and not self.dry_run:
