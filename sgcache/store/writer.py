@@ -95,6 +95,9 @@ class Writer:
         self._upserts: dict[tuple[sa.Table, tuple[str, ...], bool, bool], Any] = {}
         self._row_reads: dict[tuple[sa.Table, tuple[str, ...]], sa.Select] = {}  # (table, columns): statement
         self._list_reads: dict[tuple[sa.Table, tuple[str, ...]], Any] = {}  # (table, list fields): statement
+        #: when a dict: (type, id) -> the ``_cache_updated_at`` of each entity row written (the
+        #: watcher's, to know its own writes; see sgcache.sync.answers.Prefetched)
+        self.stamps: dict[tuple[str, int], dt.datetime] | None = None
 
     @contextmanager
     def _transaction(self, conn: sa.Connection | None):
@@ -155,6 +158,8 @@ class Writer:
                                         starts=starts, held=held)
             if written_ids is not None:
                 written_ids.update(written)
+            if self.stamps is not None:
+                self.stamps.update(((type_name, i), now) for i in written)
             kept_lists = {name: kept for name, rows_by_parent in links.items()
                           if (kept := {i: v for i, v in rows_by_parent.items() if i in written})}
             lists_held = self._read_lists(c, et, list(kept_lists), [i for i in written if i in held])
@@ -557,6 +562,8 @@ class Writer:
             flipped = [r for r in rows if r["_active"] != active]
             for chunk in chunks([r["id"] for r in rows]):
                 changed += c.execute(sa.update(t).where(t.c.id.in_(chunk)).values(**values)).rowcount
+            if self.stamps is not None:
+                self.stamps.update(((type_name, r["id"]), now) for r in rows)
             if flipped:
                 # Each flipped row starts a new version (never before the one it ends).
                 starts = [{"b_id": r["id"], "b_from": history.start_after(r[history.VALID_FROM], at)} for r in flipped]

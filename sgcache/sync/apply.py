@@ -8,6 +8,7 @@ when, with its cursor, ledger and retries.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import sqlalchemy as sa
@@ -21,7 +22,7 @@ from sgcache.store import state as store_state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
 from sgcache.sync import links
-from sgcache.sync.answers import SiteAnswers
+from sgcache.sync.answers import Prefetched, SiteAnswers
 from sgcache.sync.events import (
     Parsed,
     auth_subject,
@@ -32,10 +33,14 @@ from sgcache.sync.events import (
     parse,
     stamp,
 )
-from sgcache.sync.remote import Remote
+from sgcache.sync.remote import Remote, SiteRefused
 
 #: The watcher's log: one logger for everything the watcher does, whichever module does it.
 log = logging.getLogger("sgcache.sync.watcher")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 class EventApplier:
@@ -134,8 +139,24 @@ class EventApplier:
                 return
         site.written.add((entity_type, entity_id))
         if referrers and active and was_active is False:
-            for other_type, other_id in sorted(links.referrers_on_site(site, self.tables, (entity_type, entity_id))):
-                self._fetch_into(conn, site, other_type, other_id, None, referrers=False)
+            self._fetch_referrers(conn, site, (entity_type, entity_id), referrers=False)
+
+    def _fetch_referrers(self, conn: sa.Connection, site: SiteAnswers, target: tuple[str, int], *,
+                         referrers: bool) -> None:
+        """Read again the rows that link to ``target`` on the site (asked in one find per type);
+        ``referrers``: as _fetch_into's, for each of them."""
+        found = sorted(links.referrers_on_site(site, self.tables, target))
+        by_type: dict[str, list[int]] = {}
+        for other_type, other_id in found:
+            by_type.setdefault(other_type, []).append(other_id)
+        for other_type, ids in by_type.items():
+            et = self.tables[other_type]
+            t = et.table
+            versions = {i: None for i in ids}
+            versions.update(conn.execute(sa.select(t.c.id, t.c._cache_updated_at).where(t.c.id.in_(ids))).all())
+            site.fetch_many(other_type, versions, et.cached_fields())
+        for other_type, other_id in found:
+            self._fetch_into(conn, site, other_type, other_id, None, referrers=referrers)
 
     def _retired_back_reference(self, conn: sa.Connection, site: SiteAnswers, event: dict) -> str:
         """A back reference on an entity retired at read time: ``entity`` is null and meta names
@@ -165,6 +186,55 @@ class EventApplier:
         for entity_id in sorted(ids):
             self._fetch_into(conn, site, entity_type, entity_id, event["id"])
         return f"fetched {len(ids)} retired"
+
+    # --- a batch's entities, asked at once --------------------------------------------------------------
+
+    def _will_fetch(self, event: dict) -> tuple[str, int] | None:
+        """The entity applying ``event`` will most likely read from the site (a creation, a
+        revival, a change the event cannot carry), or None."""
+        if is_retired_back_reference(event) or is_schema_event(event):
+            return None
+        parsed = parse(event)
+        if parsed is None or parsed.entity_id is None or parsed.entity_type not in self.tables:
+            return None
+        if parsed.action in ("New", "Revival"):
+            return parsed.entity_type, parsed.entity_id
+        if parsed.action != "Change":
+            return None
+        handler = self.tables[parsed.entity_type].fields.get(parsed.field or "")
+        if handler is None or not handler.cached or carries_value(parsed, event.get("meta") or {}, handler):
+            return None
+        return parsed.entity_type, parsed.entity_id
+
+    def prefetch(self, events: list[dict]) -> Prefetched:
+        """Ask the site, one find per type, about the entities ``events`` will read from it.
+
+        Each row's version is read first, then the site asked (see Prefetched). A type the site
+        refuses to answer for (a field it no longer has, say) is left to the events to ask about
+        one by one; the site being down stops the poll as any read would.
+        """
+        prefetched = Prefetched()
+        wanted: dict[str, set[int]] = {}
+        for event in events:
+            found = self._will_fetch(event)
+            if found is not None:
+                wanted.setdefault(found[0], set()).add(found[1])
+        for entity_type, ids in sorted(wanted.items()):
+            et = self.tables[entity_type]
+            t = et.table
+            fields = et.cached_fields()
+            with self.engine.connect() as conn:
+                versions = dict(conn.execute(sa.select(t.c.id, t.c._cache_updated_at)
+                                             .where(t.c.id.in_(sorted(ids)))).all())
+            asked_at = _now()
+            try:
+                answers = self.remote.fetch_many(entity_type, sorted(ids), fields)
+            except SiteRefused as e:
+                log.info("event=prefetch_refused entity_type=%s ids=%d error=%r", entity_type, len(ids), str(e)[:200])
+                continue
+            for entity_id, answer in answers.items():
+                prefetched.add(entity_type, entity_id, fields, answer, asked_at, versions.get(entity_id))
+        return prefetched
 
     # --- one event -----------------------------------------------------------------------------------
 
@@ -235,9 +305,7 @@ class EventApplier:
         self._fetch_into(conn, site, parsed.entity_type, parsed.entity_id, event_id, referrers=False)
         if parsed.action == "Revival":
             # Rows read while it was retired saw their links to it as None: read them again.
-            referrers = links.referrers_on_site(site, self.tables, (parsed.entity_type, parsed.entity_id))
-            for other_type, other_id in sorted(referrers):
-                self._fetch_into(conn, site, other_type, other_id, None)
+            self._fetch_referrers(conn, site, (parsed.entity_type, parsed.entity_id), referrers=True)
         return "fetched"
 
     def _apply_retirement(self, conn: sa.Connection, site: SiteAnswers, parsed: Parsed, event: dict) -> str:

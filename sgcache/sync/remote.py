@@ -246,6 +246,21 @@ class Remote:
                 return found, not retired
         return None, False
 
+    def fetch_many(self, entity_type: str, ids: list[int], fields: list[str], *,
+                   chunk: int = 500) -> dict[int, tuple[dict | None, bool]]:
+        """What :meth:`fetch` answers for each of ``ids``, in one find per ``chunk`` ids (and one
+        more for those not found active, among the retired)."""
+        found: dict[int, tuple[dict | None, bool]] = {}
+        for retired in (False, True):
+            wanted = sorted(set(ids) - set(found))
+            for start in range(0, len(wanted), chunk):
+                part = wanted[start:start + chunk]
+                for entity in self.call(f"read {entity_type} ({len(part)} ids)",
+                                        lambda part=part, retired=retired: self.sg.find(
+                                            entity_type, [["id", "in", part]], fields, retired_only=retired)):
+                    found[entity["id"]] = (entity, not retired)
+        return {i: found.get(i, (None, False)) for i in ids}
+
     # --- events --------------------------------------------------------------------------------
 
     #: what the watcher reads of each entry (the fields the event daemon hands its plugins)

@@ -25,7 +25,7 @@ from sgcache.store import samples, state
 from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
-from sgcache.sync.answers import MAX_SITE_ROUNDS, NeedSite, SiteAnswers, in_rounds
+from sgcache.sync.answers import MAX_SITE_ROUNDS, NeedSite, Prefetched, SiteAnswers, in_rounds
 from sgcache.sync.deadletter import DATABASE_TROUBLE, DeadLetters, dead_letters
 from sgcache.sync.events import AUTH_TYPES, LIFECYCLE, Parsed, aware, entry_json, parse
 from sgcache.sync.refresh import Refresher
@@ -63,6 +63,8 @@ class Watcher(DeadLetters):
         self.keep_events = False
         #: the site's webhook posts to the proxy (site.webhook_secret): deliveries wake the watcher
         self.webhooks = False
+        #: the site's answers about the entities of the batch being applied (see Prefetched)
+        self.prefetched: Prefetched | None = None
 
     def use_tables(self, tables: Tables) -> None:
         """Go on with another schema's tables (a followed schema change), between two polls."""
@@ -76,13 +78,19 @@ class Watcher(DeadLetters):
                 attempts: int = 0) -> str:
         """Apply ``event`` (if any) and save ``cursor``, in one transaction (made again, after
         asking the site with no transaction open, for as long as the event needs the site)."""
-        return in_rounds(self.engine, self.remote,
-                         lambda conn, site: self._commit_in(conn, site, event, cursor, dead, attempts))
+        prefetched = self.prefetched if dead is None else None
+        outcome = in_rounds(self.engine, self.remote,
+                            lambda conn, site: self._commit_in(conn, site, event, cursor, dead, attempts),
+                            prefetched=prefetched)
+        if prefetched is not None:
+            prefetched.note_written(self.writer.stamps)
+        return outcome
 
     def _commit_in(self, conn: sa.Connection, site: SiteAnswers, event: dict | None, cursor: cursors.Cursor,
                    dead: str | None, attempts: int) -> str:
         st = self.tables.state
         outcome = "cursor"
+        self.writer.stamps = {} if self.prefetched is not None else None  # this round's, see Prefetched
         if event is not None:
             if conn.execute(sa.select(st.applied.c.event_id).where(st.applied.c.event_id == event["id"])).first():
                 outcome = "already applied"
@@ -134,7 +142,6 @@ class Watcher(DeadLetters):
             cursor = cursors.load(conn, self.tables.state)
         if cursor is None:
             cursor = self.start()
-        processed = 0
         # Late ids first: they are older than anything new.
         if cursor.gaps:
             for event in self.remote.events_by_id(sorted(cursor.gaps)):
@@ -144,20 +151,24 @@ class Watcher(DeadLetters):
                 del following.gaps[event["id"]]
                 self._handle(event, following)
                 cursor = following
-                processed += 1
         asked = _now()
         events = self.remote.events_after(cursor.max_applied_id, self.config.batch_size)
         now = _now()
-        for event in events:
-            if cursor.is_done(event["id"]):
-                continue
-            following = cursor.copy()
-            for missing in range(cursor.max_applied_id + 1, event["id"]):
-                following.gaps.setdefault(missing, now)
-            following.max_applied_id = max(cursor.max_applied_id, event["id"])
-            self._handle(event, following)
-            cursor = following
-            processed += 1
+        # What the events will read from the site, asked in one find per type.
+        self.prefetched = self.prefetch([e for e in events if not cursor.is_done(e["id"])])
+        try:
+            for event in events:
+                if cursor.is_done(event["id"]):
+                    continue
+                following = cursor.copy()
+                for missing in range(cursor.max_applied_id + 1, event["id"]):
+                    following.gaps.setdefault(missing, now)
+                following.max_applied_id = max(cursor.max_applied_id, event["id"])
+                self._handle(event, following)
+                cursor = following
+        finally:
+            self.prefetched = None
+            self.writer.stamps = None
         self._expire_gaps(cursor)
         if len(events) < self.config.batch_size and not cursor.gaps:
             self._watched_until(asked)
