@@ -30,6 +30,7 @@ from sgcache.api3.cache import CacheDatabase, TablesInUse
 from sgcache.api3.harvest import Harvest
 from sgcache.api3.identity import IdentityBook, SessionBook
 from sgcache.api3.past import parse_moment
+from sgcache.api3.plans import PlanCache
 from sgcache.api3.policy import Policy
 from sgcache.api3.protocol import Fault
 from sgcache.api3.readback import ReadBack
@@ -170,7 +171,8 @@ def build_service(config: Config, engine: Any = None) -> Service:
     identities = IdentityBook(upstream, own_auth, sessions, config.auth.verify_ttl)
     policy = Policy(config.auth, identities, tables_in_use, site.script_name or "")
     site_schema = SiteSchema(engine, tables, lambda: fetch_site_schema(upstream, own_auth))
-    reads = CacheReads(cache, verifier, identities, policy, site_schema, ZoneInfo(site.timezone))
+    reads = CacheReads(cache, verifier, identities, policy, site_schema, ZoneInfo(site.timezone),
+                       plans=PlanCache(config.reads.plan_cache))
     if following:
         # What callers may see was learned for the old fields: learned again for the new ones.
         cache.follow_schema(config, in_use.digest, settle=CacheReads.STATE_TTL + 2.0, on_change=policy.forget_all)

@@ -101,6 +101,64 @@ def test_a_field_with_a_backfill_mark_passes_through(cached_proxy, sg):
     assert cached  # the other fields are still answered
 
 
+# --- kept plans ---------------------------------------------------------------------------------------
+
+
+def test_a_kept_plan_is_not_used_once_a_field_it_reads_gets_a_backfill_mark(cached_proxy, sg):
+    # A plan is kept under the read state it was compiled against: the same request after the
+    # state changed is compiled again, and passes through.
+    service = cached_proxy.service
+    plans = service.reads.plans
+    client = cached_proxy.client()
+    ask = lambda: client.find("Shot", [["code", "starts_with", "SH"]], ["code", "description"])  # noqa: E731
+    assert answered_from_cache(cached_proxy, ask)[1]
+    hits = plans.hits
+    result, cached = answered_from_cache(cached_proxy, ask)
+    assert cached and plans.hits == hits + 1
+    assert result == sg.find("Shot", [["code", "starts_with", "SH"]], ["code", "description"])
+    fields = service.cache.tables.state.fields
+    with service.cache.engine.begin() as conn:
+        conn.execute(sa.update(fields).where(fields.c.entity_type == "Shot", fields.c.field_name == "description")
+                     .values(needs_backfill=True, backfill_reason="test"))
+    time.sleep(service.STATE_TTL)
+    result, cached = answered_from_cache(cached_proxy, ask)
+    assert not cached and service.reasons["field_backfill"] == 1
+    assert result == sg.find("Shot", [["code", "starts_with", "SH"]], ["code", "description"])
+
+
+def test_reads_counting_from_now_are_compiled_each_time(cached_proxy):
+    plans = cached_proxy.service.reads.plans
+    client = cached_proxy.client()
+    client.find("Shot", [["code", "is", "SH001"]], ["code"])
+    kept = len(plans)
+    assert kept >= 1
+    for _ in range(2):
+        _, cached = answered_from_cache(cached_proxy, lambda: client.find(
+            "Shot", [["created_at", "in_last", [1, "DAY"]]], ["code"]))
+        assert cached
+    assert len(plans) == kept
+
+
+def test_plan_cache_zero_compiles_every_read(make_proxy, world):
+    proxy = make_proxy(reads__plan_cache="0")
+    import_all(proxy)
+    client = proxy.client()
+    for _ in range(2):
+        assert answered_from_cache(proxy, lambda: client.find("Shot", [], ["code"]))[1]
+    assert len(proxy.service.reads.plans) == 0 and proxy.service.reads.plans.hits == 0
+
+
+def test_every_read_state_field_is_in_the_plan_key_or_left_out_on_purpose():
+    # A new field the compiler reads must be in the key, or plans kept before it changed would
+    # still be used after.
+    from dataclasses import fields
+
+    from sgcache.store.readstate import PLAN_FIELDS, ReadState
+
+    about_callers_or_the_past = {"auth_epoch", "tripped", "history_from", "history_until", "history_pruned"}
+    assert {f.name for f in fields(ReadState)} == set(PLAN_FIELDS) | about_callers_or_the_past
+
+
 @pytest.mark.parametrize("call,reason", [
     (lambda sg: sg.find("Shot", [], ["code", "sg_cut_in", "no_such_field"]), "uncached_field"),
     (lambda sg: sg.find("Note", [], ["subject"]), "uncached_type"),

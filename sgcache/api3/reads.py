@@ -26,6 +26,7 @@ from sgcache.api3.answers import Answer, PassReason, fault_answer, first_line
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase, connection_lost
 from sgcache.api3.identity import IdentityBook
+from sgcache.api3.plans import PlanCache
 from sgcache.api3.policy import Decision, Policy
 from sgcache.api3.protocol import Fault, RpcRequest
 from sgcache.logs import loggable
@@ -67,6 +68,8 @@ class CacheReads:
     tz: ZoneInfo
     _: KW_ONLY
     clock: Callable[[], float] = time.monotonic
+    #: compiled reads kept for identical requests (reads.plan_cache)
+    plans: PlanCache = field(default_factory=lambda: PlanCache(256))
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     _state: tuple[float, ReadState] | None = field(init=False, default=None)
     _auth_epoch: str | None = field(init=False, default=None)
@@ -193,14 +196,26 @@ class CacheReads:
 
     def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision,
                   as_of: dt.datetime | None = None) -> Any | PassReason | Answer:
+        tables = self.cache.tables
+        # Kept for identical requests: reads by callers who see everything, of the present
+        # (see sgcache.api3.plans).
+        key = self.plans.key(req.method, req.args, state) \
+            if req.method == "read" and as_of is None and decision.mode == "all" else None
+        if key is not None:
+            plan = self.plans.get(key, tables)
+            if plan is not None:
+                return plan
         try:
             visibility = None
             if decision.mode == "visible_projects":
                 visibility = self.policy.visibility(req.auth, decision.identity,
-                                                    sorted(state.ready & set(self.cache.tables.entities)))
-            ctx = Context(self.cache.tables, state, self.cache.read_engine.dialect.name, tz=self.tz,
+                                                    sorted(state.ready & set(tables.entities)))
+            ctx = Context(tables, state, self.cache.read_engine.dialect.name, tz=self.tz,
                           visibility=visibility, as_of=as_of)
-            return COMPILERS[req.method](ctx, req.args)
+            plan = COMPILERS[req.method](ctx, req.args)
+            if key is not None and not ctx.used_now:
+                self.plans.put(key, tables, plan)
+            return plan
         except Uncertain as u:
             return PassReason(u.reason, u.detail)
         except SiteUnavailable as e:

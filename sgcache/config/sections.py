@@ -344,6 +344,13 @@ class ReadsConfig:
                                      "has those fields read again from the site (one call per page) and stored "
                                      "before it goes back (see :doc:`reads`).",
                                  check=checks.not_negative)
+    plan_cache: int = _setting(256, "Compiled reads kept for identical requests (0: compile every request)",
+                               doc="Compiling a ``find`` (checking its names against the schema, building its "
+                                   "SQL) costs more than running it for most reads. Each process keeps the plans of "
+                                   "this many distinct requests, least recently used dropped first, for callers "
+                                   "who see everything and reads of the present without relative dates; results "
+                                   "are never kept, every request still runs its queries (see :doc:`reads`).",
+                               check=checks.not_negative)
 
 
 @dataclass(frozen=True)

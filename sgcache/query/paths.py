@@ -79,10 +79,21 @@ class Context:
         #: a read of the past: every table is read as it was then (sgcache.store.history), and
         #: relative dates count from then
         self.as_of = as_of
-        self.now = (as_of or now or dt.datetime.now(dt.UTC)).astimezone(tz)
+        self._now_given = as_of or now
+        self._now: dt.datetime | None = None
+        #: whether the read counted from now (relative dates): its plan holds this moment
+        self.used_now = False
         self.visibility = visibility
         self._alias_count = 0
         self._past: dict[str, EntityTable] = {}
+
+    @property
+    def now(self) -> dt.datetime:
+        """The site's now (or the as-of moment) in its time zone, the same for the whole read."""
+        self.used_now = True
+        if self._now is None:
+            self._now = (self._now_given or dt.datetime.now(dt.UTC)).astimezone(self.tz)
+        return self._now
 
     # --- checks ------------------------------------------------------------------------------------
 

@@ -335,9 +335,14 @@ class ReadPlan:
     paging: str  # "has_next_page" | "entity_count" | "none"
     page: int
 
+    def __post_init__(self) -> None:
+        # Made once: a plan kept for identical requests (sgcache.api3.plans) runs the same
+        # statement object, whose cache key SQLAlchemy then computes only once.
+        self._page = self.select_ids.offset(self.offset).limit(self.per_page + 1)
+
     def run(self, conn: sa.Connection) -> dict:
         # One query finds the page and reads its rows; links and lists follow in a few more.
-        found = conn.execute(self.select_ids.offset(self.offset).limit(self.per_page + 1)).mappings().all()
+        found = conn.execute(self._page).mappings().all()
         more = len(found) > self.per_page
         rows = {r["id"]: r for r in found[:self.per_page]}
         ids = list(rows)

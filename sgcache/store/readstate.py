@@ -55,6 +55,18 @@ class ReadState:
     #: versions that ended before this moment were pruned (history.keep)
     history_pruned: dt.datetime | None = None
 
+    @functools.cached_property
+    def plan_key(self) -> tuple:
+        """What a read of the present compiles against (PLAN_FIELDS), hashable: two states with
+        the same key give every such read the same plan (see sgcache.api3.plans)."""
+        return tuple(frozenset(v.items()) if isinstance(v, dict) else v
+                     for v in (getattr(self, name) for name in PLAN_FIELDS))
+
+
+#: The fields of ReadState the query compiler reads for the present (the others are about callers,
+#: handled before it, or about the past, whose reads are compiled each time).
+PLAN_FIELDS = ("ready", "backfill", "projects", "rebuilding", "mismatched", "suspect", "slim", "outside")
+
 
 @functools.lru_cache(maxsize=8)
 def _expected_storage(tables: Tables) -> dict[tuple[str, str], tuple[str, str]]:

@@ -1,0 +1,72 @@
+"""Compiled reads kept for the next identical request.
+
+Compiling a ``read`` (checking every name against the schema and building its SQLAlchemy
+statement) costs more than running it for most reads: a third of a cached ``find_one`` and half
+of a deep-link find. Pipelines ask the same questions over and over (a tool's start-up, a farm of
+identical jobs, a polling loop), so the plan of each request is kept, in a bounded LRU, under
+everything its compilation depended on:
+
+- the request itself (method and arguments, as canonical JSON);
+- the tables of the schema in force (a followed schema change compiles afresh);
+- the parts of the read state the compiler checks (imported, rebuilding, suspect or
+  backfilling types and fields, the cached projects, slim records: ``ReadState.plan_key``).
+
+Only reads whose answer does not depend on the caller or the moment are kept: callers who see
+everything (not ``visible_projects``), reads of the present (not ``/as-of/``), and filters without
+relative dates (``in_last``..., which count from now). The plan holds statements, never
+results: every request still runs its queries against the tables as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from sgcache.store.readstate import ReadState
+from sgcache.store.tables import Tables
+
+#: Requests whose canonical JSON is longer than this are compiled each time (a filter listing
+#: thousands of ids would hold memory for a plan unlikely to be asked for again).
+MAX_KEY_CHARS = 4096
+
+
+class PlanCache:
+    """At most ``size`` compiled plans, least recently used dropped first; shared by the threads."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._plans: OrderedDict[tuple, tuple[Tables, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, method: str, args: Any, state: ReadState) -> tuple | None:
+        """The key of a request's plan, or None when it is not to be kept."""
+        if self.size <= 0:
+            return None
+        text = json.dumps(args, sort_keys=True, separators=(",", ":"))
+        if len(text) > MAX_KEY_CHARS:
+            return None
+        return method, text, state.plan_key
+
+    def get(self, key: tuple, tables: Tables) -> Any | None:
+        with self._lock:
+            found = self._plans.get(key)
+            if found is None or found[0] is not tables:
+                self.misses += 1
+                return None
+            self._plans.move_to_end(key)
+            self.hits += 1
+            return found[1]
+
+    def put(self, key: tuple, tables: Tables, plan: Any) -> None:
+        with self._lock:
+            self._plans[key] = (tables, plan)
+            self._plans.move_to_end(key)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._plans)
