@@ -83,6 +83,25 @@ def test_an_index_made_with_other_columns_is_made_again(engine, small_schema):
     assert migrate(engine, Tables(small_schema)).actions == []
 
 
+def test_history_indexes_end_with_when_the_version_ended_and_older_ones_are_made_again(engine, small_schema):
+    # A read of the past wants the versions valid at a moment: with the end in the index, the
+    # index leaves out the versions that ended before it.
+    migrate(engine, Tables(small_schema))
+    history = index_columns(engine, "_history_shot")
+    assert history["ix__history_shot_ix_shot_sg_sequence"] == ["sg_sequence__id", "sg_sequence__type",
+                                                                 "project__id", "_valid_to"]
+    assert history["ix__history_shot_ended"] == ["_valid_to"]  # every row as of a moment: a summary
+    with engine.begin() as conn:  # as an older sgcache made it
+        conn.exec_driver_sql("DROP INDEX ix__history_shot_ix_shot_sg_sequence")
+        conn.exec_driver_sql("CREATE INDEX ix__history_shot_ix_shot_sg_sequence ON _history_shot "
+                             "(sg_sequence__id, sg_sequence__type, project__id)")
+    report = migrate(engine, Tables(small_schema))
+    assert report.actions == ["drop index ix__history_shot_ix_shot_sg_sequence (sg_sequence__id, sg_sequence__type, "
+                              "project__id)", "create index ix__history_shot_ix_shot_sg_sequence"]
+    assert index_columns(engine, "_history_shot") == history
+    assert migrate(engine, Tables(small_schema)).actions == []
+
+
 def test_second_run_changes_nothing(engine, small_schema):
     migrate(engine, Tables(small_schema))
     report = migrate(engine, Tables(small_schema))

@@ -74,9 +74,15 @@ def history_table(metadata: sa.MetaData, table: sa.Table, key: str) -> sa.Table:
     columns += [sa.Column(c.name, c.type, nullable=True) for c in table.columns]
     columns += [sa.Column(VALID_TO, UTCDateTime, nullable=False), sa.Column(TO_EVENT, sa.BigInteger)]
     # The table's own indexes too (links with their project, updated_at): a read of the past
-    # filters and joins the history as a read of the present does the table.
-    mirrored = [sa.Index(names.index(name, ix.name), *[c.name for c in ix.columns]) for ix in table.indexes]
-    history = sa.Table(name, metadata, *columns, sa.Index(names.index(name, "key"), key, VALID_TO), *mirrored)
+    # filters and joins the history as a read of the present does the table. Each ends with when
+    # the version ended, so the index itself leaves out the versions that ended before the moment
+    # asked about (most of them, for any moment but the history's first days).
+    mirrored = [sa.Index(names.index(name, ix.name), *[c.name for c in ix.columns], VALID_TO) for ix in table.indexes]
+    # And one on the end alone: versions are kept as they end, so it follows the table's order,
+    # and a read of every row as of a moment (a summary, a page) reads only the versions that
+    # ended after it.
+    history = sa.Table(name, metadata, *columns, sa.Index(names.index(name, "key"), key, VALID_TO),
+                       sa.Index(names.index(name, "ended"), VALID_TO), *mirrored)
     return history
 
 
@@ -125,22 +131,41 @@ def reading_as_of(at: dt.datetime) -> Iterator[None]:
         _MOMENT.reset(token)
 
 
+#: What a current row's version "ends" at in a view of the past: never (later than any moment asked).
+FOREVER = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
+def _valid(both: sa.Subquery, at: dt.datetime | sa.BindParameter) -> list[sa.ColumnElement]:
+    return [sa.or_(both.c[VALID_FROM].is_(None), both.c[VALID_FROM] <= at), both.c[VALID_TO] > at]
+
+
+# The views below filter the union of the current rows and the history *outside* it: PostgreSQL
+# flattens a UNION ALL whose arms have no WHERE of their own into one append of the two tables,
+# so a join into the view can probe each table's indexes row by row (a nested loop); with the
+# conditions inside the arms, each arm stays a subquery that is read whole (hash joins over every
+# version, several times slower for a deep-link find). The current rows' end is FOREVER, a
+# constant the planner folds away.
+
+
 def links_as_of(assoc: sa.Table, links: sa.Table, entity_type: str, field: str,
                 at: dt.datetime | sa.BindParameter = AS_OF) -> sa.Subquery:
     """An association table as it was at ``at``: a subquery with its name and columns."""
-    now = assoc.select().where(sa.or_(assoc.c[VALID_FROM].is_(None), assoc.c[VALID_FROM] <= at))
-    past = (sa.select(*[links.c[c.name] for c in assoc.columns])
-            .where(links.c.entity_type == entity_type, links.c.field == field,
-                   sa.or_(links.c[VALID_FROM].is_(None), links.c[VALID_FROM] <= at), links.c[VALID_TO] > at))
-    return sa.union_all(now, past).subquery(assoc.name)
+    kind = [sa.literal(entity_type, sa.Text).label("_history_entity_type"),
+            sa.literal(field, sa.Text).label("_history_field")]
+    now = sa.select(*assoc.columns, *kind, sa.literal(FOREVER, UTCDateTime).label(VALID_TO))
+    past = sa.select(*[links.c[c.name] for c in assoc.columns], links.c.entity_type, links.c.field, links.c[VALID_TO])
+    both = sa.union_all(now, past).subquery()
+    return (sa.select(*[both.c[c.name] for c in assoc.columns])
+            .where(both.c._history_entity_type == entity_type, both.c._history_field == field, *_valid(both, at))
+            .subquery(assoc.name))
 
 
 def as_of(table: sa.Table, history: sa.TableClause, at: dt.datetime | sa.BindParameter = AS_OF) -> sa.Subquery:
     """``table`` as it was at ``at``: a subquery with the same name and columns."""
-    now = table.select().where(sa.or_(table.c[VALID_FROM].is_(None), table.c[VALID_FROM] <= at))
-    past = (sa.select(*[history.c[c.name] for c in table.columns])
-            .where(sa.or_(history.c[VALID_FROM].is_(None), history.c[VALID_FROM] <= at), history.c[VALID_TO] > at))
-    return sa.union_all(now, past).subquery(table.name)
+    now = sa.select(*table.columns, sa.literal(FOREVER, UTCDateTime).label(VALID_TO))
+    past = sa.select(*[history.c[c.name] for c in table.columns], history.c[VALID_TO])
+    both = sa.union_all(now, past).subquery()
+    return sa.select(*[both.c[c.name] for c in table.columns]).where(*_valid(both, at)).subquery(table.name)
 
 
 def snapshot(conn: sa.Connection, table: sa.Table, key: str, ids: Iterable[int], *,

@@ -260,7 +260,12 @@ class _Migration:
                     self._add_column(versions, column)
         existing = self.indexes_of(name)
         for ix in versions.indexes:
-            if ix.name not in existing and all(c.name in self.columns_of(name) for c in ix.columns):
+            columns = [c.name for c in ix.columns]
+            if ix.name in existing and existing[ix.name] != columns:
+                # Made by an older sgcache with other columns: made again as this one defines it.
+                self.ddl(f"drop index {ix.name} ({', '.join(existing[ix.name])})", f"DROP INDEX {self.q(ix.name)}")
+                del existing[ix.name]
+            if ix.name not in existing and all(c in self.columns_of(name) for c in columns):
                 self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
         for field_name in sorted(remade & set(et.associations)):
             self._forget_links(et.name, field_name)  # the list's earlier rows hold nothing trustworthy
