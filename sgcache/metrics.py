@@ -81,6 +81,9 @@ class Metrics:
         self.webhooks = Counter("sgcache_webhook_deliveries", "Webhook deliveries from the site, by outcome: "
                                 "accepted, ignored (service events), rejected (signature), malformed or refused",
                                 ["outcome"], registry=self.registry)
+        self.read_plans = Counter("sgcache_read_plans", "Cached reads by where their plan came from: kept (an "
+                                  "identical request's, reads.plan_cache) or compiled", ["result"],
+                                  registry=self.registry)
         self._lock = threading.Lock()
         self._minute = samples.LatencyHistogram()
 
@@ -94,6 +97,9 @@ class Metrics:
 
     def webhook(self, outcome: str) -> None:
         self.webhooks.labels(outcome).inc()
+
+    def read_plan(self, kept: bool) -> None:
+        self.read_plans.labels("kept" if kept else "compiled").inc()
 
     def passthrough(self, reason: str) -> None:
         self.passthroughs.labels(reason).inc()

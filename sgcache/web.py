@@ -172,7 +172,7 @@ def build_service(config: Config, engine: Any = None) -> Service:
     policy = Policy(config.auth, identities, tables_in_use, site.script_name or "")
     site_schema = SiteSchema(engine, tables, lambda: fetch_site_schema(upstream, own_auth))
     reads = CacheReads(cache, verifier, identities, policy, site_schema, ZoneInfo(site.timezone),
-                       plans=PlanCache(config.reads.plan_cache))
+                       plans=PlanCache(config.reads.plan_cache, on_lookup=metrics.read_plan))
     if following:
         # What callers may see was learned for the old fields: learned again for the new ones.
         cache.follow_schema(config, in_use.digest, settle=CacheReads.STATE_TTL + 2.0, on_change=policy.forget_all)
@@ -263,10 +263,11 @@ def create_app(config: Config, *, service: Service | None = None) -> Flask:
         ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
         if g.get("outcome", "-") != "-":
             metrics.request(g.method if g.method != "-" else "bad_request", g.outcome, ms / 1000)
-        log.info("event=request id=%s path=%s method=%s type=%s outcome=%s status=%d ms=%.1f caller=%s%s",
-                 g.get("request_id", "-"), loggable(request.path), g.get("method", "-"), g.get("entity_type", "-"),
-                 g.get("outcome", "-"), response.status_code, ms, g.get("caller", "-"),
-                 f" detail={g.detail!r}" if g.get("detail") else "")
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the call when it is off
+            log.info("event=request id=%s path=%s method=%s type=%s outcome=%s status=%d ms=%.1f caller=%s%s",
+                     g.get("request_id", "-"), loggable(request.path), g.get("method", "-"),
+                     g.get("entity_type", "-"), g.get("outcome", "-"), response.status_code, ms,
+                     g.get("caller", "-"), f" detail={g.detail!r}" if g.get("detail") else "")
         return response
 
     def to_response(answer: Answer) -> Response:

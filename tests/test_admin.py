@@ -246,6 +246,8 @@ def test_metrics_count_requests_reasons_and_read_the_database(make_proxy, world)
     assert m[("sgcache_requests_total", (("method", "read"), ("outcome", "passthrough")))] == 1
     assert m[("sgcache_requests_total", (("method", "create"), ("outcome", "passthrough")))] == 1
     assert m[("sgcache_passthrough_total", (("reason", "uncached_type"),))] == 1
+    assert m[("sgcache_read_plans_total", (("result", "compiled"),))] == 1  # the second find's was kept
+    assert m[("sgcache_read_plans_total", (("result", "kept"),))] == 1
     assert m[("sgcache_request_duration_seconds_count", (("outcome", "cache"),))] == 2
     assert m[("sgcache_database_up", ())] == 1
     assert m[("sgcache_site_breaker_open", ())] == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from sgcache.store.readstate import ReadState
@@ -35,12 +36,13 @@ MAX_KEY_CHARS = 4096
 class PlanCache:
     """At most ``size`` compiled plans, least recently used dropped first; shared by the threads."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, on_lookup: Callable[[bool], None] | None = None):
         self.size = size
         self._plans: OrderedDict[tuple, tuple[Tables, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.on_lookup = on_lookup  # called with whether a plan was found (metrics)
 
     def key(self, method: str, args: Any, state: ReadState) -> tuple | None:
         """The key of a request's plan, or None when it is not to be kept."""
@@ -51,15 +53,20 @@ class PlanCache:
             return None
         return method, text, state.plan_key
 
-    def get(self, key: tuple, tables: Tables) -> Any | None:
+    def get(self, key: tuple | None, tables: Tables) -> Any | None:
+        """The plan kept under ``key`` for ``tables``, or None (always for a key of None: a read
+        not to be kept, counted all the same)."""
         with self._lock:
-            found = self._plans.get(key)
-            if found is None or found[0] is not tables:
+            found = self._plans.get(key) if key is not None else None
+            kept = found is not None and found[0] is tables
+            if kept:
+                self._plans.move_to_end(key)
+                self.hits += 1
+            else:
                 self.misses += 1
-                return None
-            self._plans.move_to_end(key)
-            self.hits += 1
-            return found[1]
+        if self.on_lookup is not None:
+            self.on_lookup(kept)
+        return found[1] if kept else None
 
     def put(self, key: tuple, tables: Tables, plan: Any) -> None:
         with self._lock:

@@ -201,8 +201,8 @@ class CacheReads:
         # (see sgcache.api3.plans).
         key = self.plans.key(req.method, req.args, state) \
             if req.method == "read" and as_of is None and decision.mode == "all" else None
-        if key is not None:
-            plan = self.plans.get(key, tables)
+        if req.method == "read":
+            plan = self.plans.get(key, tables)  # counted as compiled when not to be kept (key None)
             if plan is not None:
                 return plan
         try:
