@@ -124,18 +124,23 @@ def counting(remote) -> list[str]:
     return seen
 
 
+def caught_up(s) -> tuple:
+    """(the client, a Remote, a caught-up watcher asking the site through it)."""
+    remote = s.remote()
+    watcher = s.watcher(remote=remote)
+    s.drain(watcher)
+    return s.sg(), remote, watcher
+
+
 def test_a_batch_of_events_reads_its_entities_in_one_find_per_type(sync):
     # One find_one per event, each after a try rolled back to ask it, made a catch-up cost a
     # round trip per event: the batch's entities are asked about together.
     s = sync
-    sg = s.sg()
-    remote = s.remote()
-    watcher = s.watcher(remote=remote)
-    s.drain(watcher)
+    sg, remote, watcher = caught_up(s)
     assets = [link("Asset", a) for a in s.world["assets"]]
     for shot in sg.find("Shot", [["id", "in", s.world["shots"]]], ["assets"]):
         held = {a["id"] for a in shot["assets"]}
-        changed = [a for a in assets if a["id"] not in held][:1] or []
+        changed = [a for a in assets if a["id"] not in held][:1]
         sg.update("Shot", shot["id"], {"assets": changed})  # multi-entity: read from the site
     revived = s.world["retired_shot"]
     sg.revive("Shot", revived)  # its referrers too
@@ -153,10 +158,7 @@ def test_an_answer_asked_for_a_batch_is_not_written_over_a_newer_read(sync):
     # proxy's read-back) wrote the row from a newer read: the event asks the site again rather
     # than put the older answer back.
     s = sync
-    sg = s.sg()
-    remote = s.remote()
-    watcher = s.watcher(remote=remote)
-    s.drain(watcher)
+    sg, remote, watcher = caught_up(s)
     shot = s.world["shots"][0]
     sg.update("Shot", shot, {"assets": [link("Asset", s.world["assets"][1])]})
     real_prefetch = watcher.prefetch
