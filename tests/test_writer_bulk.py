@@ -175,3 +175,36 @@ def test_rows_written_since_an_answer_was_asked_are_kept_in_a_large_batch_as_row
         results.append({r["id"]: r["code"] for r in stored(engine, tables)})
     assert results[0] == results[1]
     assert [results[0][i] for i in (1, 30, 31, 120)] == ["newer 1", "newer 30", "stale 31", "stale 120"]
+
+
+def test_a_large_batch_keeps_the_versions_it_replaces_as_row_by_row_writes_do(engine, tables, monkeypatch):
+    # The versions a batch replaces go to the history with COPY too: the same rows as the
+    # insert statements write, awkward text, JSON, times and lists included.
+    first = [shot(i) for i in range(1, 121)]
+    second = [dict(shot(i + 3), id=i, type="Shot") for i in range(1, 121)]
+    at = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    history = tables["Shot"].history
+    links = tables.state.link_history
+    kept = []
+    for min_rows in (bulk.MIN_ROWS, 10**9):
+        monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)
+        empty(engine, tables)
+        with engine.begin() as conn:
+            conn.execute(sa.delete(history))
+            conn.execute(sa.delete(links))
+        Writer(engine, tables).upsert("Shot", first, event_id=5, changed_at=at)
+        monkeypatch.setattr(bulk, "MIN_ROWS", min_rows)
+        assert Writer(engine, tables).upsert("Shot", second, event_id=6, changed_at=at + dt.timedelta(days=1),
+                                             other_sides=OTHER_SIDES_NONE) == 120
+        with engine.connect() as conn:
+            versions = [{k: v for k, v in r.items() if k not in ("_version", "_cache_updated_at", "_cache_created_at")}
+                        for r in conn.execute(sa.select(history)).mappings()]
+            lists = [{k: v for k, v in r.items() if k != "_version"}
+                     for r in conn.execute(sa.select(links)).mappings()]
+        kept.append((sorted(versions, key=lambda r: r["id"]),
+                     sorted(lists, key=lambda r: (r["parent_id"], r["position"]))))
+    assert kept[0] == kept[1]
+    versions, lists = kept[0]
+    assert len(versions) == 120 and {v["_to_event"] for v in versions} == {6}
+    assert versions[0]["code"] == "SH0001new\nline" and versions[0]["_valid_to"] == at + dt.timedelta(days=1)
+    assert lists  # the lists a batch replaced are kept as well

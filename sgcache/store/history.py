@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from sgcache.fields import names
 from sgcache.fields.types import UTCDateTime
+from sgcache.store import bulk
 
 VALID_FROM = "_valid_from"
 VALID_TO = "_valid_to"
@@ -196,7 +197,13 @@ def keep(conn: sa.Connection, history: sa.TableClause, rows: list[Mapping[str, A
     if not rows:
         return
     columns = [c.name for c in history.columns if c.name != VERSION and c.name not in same]
-    conn.execute(sa.insert(history), [{**{c: r.get(c) for c in columns}, **same} for r in rows])
+    versions = [{**{c: r.get(c) for c in columns}, **same} for r in rows]
+    if bulk.usable(conn, len(versions)):
+        # A scan's page that changed many rows: COPY, as the rows themselves were written (the
+        # insert statements took most of such a batch's time).
+        bulk.copy_into(conn, history, versions)
+    else:
+        conn.execute(sa.insert(history), versions)
 
 
 def ended(row: Mapping[str, Any], at: dt.datetime, event_id: int | None) -> dict[str, Any]:
