@@ -83,13 +83,26 @@ def _utc_text(value: dt.datetime | None) -> str:
     return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
+def _utc_encoder() -> Callable[[Any], str]:
+    """_utc_text for one column of one batch, remembering the last value: a batch's bookkeeping
+    times (written at, valid from) are one object for every row, formatted once."""
+    last: list[Any] = [None, _NULL]
+
+    def encode(value: dt.datetime | None) -> str:
+        if value is not last[0]:
+            last[0], last[1] = value, _utc_text(value)
+        return last[1]
+
+    return encode
+
+
 def _encoders(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> list[Callable[[Any], str]]:
     """Per column: the value to COPY text, through the column type's bind processor if it has one."""
     out = []
     for name in columns:
         column_type = table.c[name].type
         if isinstance(column_type, UTCDateTime):
-            out.append(_utc_text)  # an aware time is written with its offset: PostgreSQL keeps the instant
+            out.append(_utc_encoder())  # an aware time is written with its offset: PostgreSQL keeps the instant
             continue
         process = column_type._cached_bind_processor(conn.dialect)
         out.append(_text if process is None else (lambda v, p=process: _text(p(v))))
