@@ -541,3 +541,16 @@ def test_a_write_through_the_proxy_follows_the_other_sides_of_other_sides(cached
     assert cached
     assert result["sg_sequence"] is None
     assert linked["id"] in [s["id"] for s in others]
+
+
+def test_a_request_too_deep_to_key_is_compiled_as_any_other():
+    # Parsed a little higher up the stack, a request nested nearly as deep as JSON allows may be
+    # too deep to write out again for its key: it is compiled (and judged there), never a 500.
+    from sgcache.api3.plans import PlanCache
+    from sgcache.store.readstate import ReadState
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert PlanCache(8).key("read", {"type": "Shot", "filters": deep}, ReadState(ready=frozenset())) is None
+    assert PlanCache(8).key("read", {"type": "Shot"}, ReadState(ready=frozenset())) is not None

@@ -48,7 +48,10 @@ class PlanCache:
         """The key of a request's plan, or None when it is not to be kept."""
         if self.size <= 0:
             return None
-        text = json.dumps(args, sort_keys=True, separators=(",", ":"))
+        try:
+            text = json.dumps(args, sort_keys=True, separators=(",", ":"))
+        except (RecursionError, ValueError, TypeError):
+            return None  # too deep to write out again here: compiled, and judged there, as any other
         if len(text) > MAX_KEY_CHARS:
             return None
         return method, text, state.plan_key
