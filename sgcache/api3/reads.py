@@ -197,12 +197,13 @@ class CacheReads:
     def _compiled(self, req: RpcRequest, state: ReadState, decision: Decision,
                   as_of: dt.datetime | None = None) -> Any | PassReason | Answer:
         tables = self.cache.tables
-        # Kept for identical requests: reads by callers who see everything, of the present
-        # (see sgcache.api3.plans).
-        key = self.plans.key(req.method, req.args, state) \
-            if req.method == "read" and as_of is None and decision.mode == "all" else None
+        key = None
         if req.method == "read":
-            plan = self.plans.get(key, tables)  # counted as compiled when not to be kept (key None)
+            # Kept for identical requests: reads by callers who see everything, of the present
+            # (see sgcache.api3.plans); the others are counted as compiled (key None).
+            if as_of is None and decision.mode == "all":
+                key = self.plans.key(req.method, req.args, state)
+            plan = self.plans.get(key, tables)
             if plan is not None:
                 return plan
         try:

@@ -217,14 +217,17 @@ class _Migration:
                 continue  # made in this run, with its indexes
             existing = self.indexes_of(table.name)
             for ix in table.indexes:
-                columns = [c.name for c in ix.columns]
-                if ix.name in existing and existing[ix.name] != columns:
-                    # Made by an older sgcache with other columns: made again as this one defines it.
-                    self.ddl(f"drop index {ix.name} ({', '.join(existing[ix.name])})",
-                             f"DROP INDEX {self.q(ix.name)}")
-                    del existing[ix.name]
-                if ix.name not in existing:
-                    self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
+                self._index_as_defined(ix, existing)
+
+    def _index_as_defined(self, ix: sa.Index, existing: dict[str, list[str]], *, makeable: bool = True) -> None:
+        """Make ``ix`` if ``existing`` (the table's indexes) lacks it (and ``makeable``: its columns
+        are there); one an older sgcache made with other columns is made again as this one defines it."""
+        columns = [c.name for c in ix.columns]
+        if ix.name in existing and existing[ix.name] != columns:
+            self.ddl(f"drop index {ix.name} ({', '.join(existing[ix.name])})", f"DROP INDEX {self.q(ix.name)}")
+            del existing[ix.name]
+        if ix.name not in existing and makeable:
+            self.ddl(f"create index {ix.name}", lambda: ix.create(self.conn))
 
     def ensure_history(self, et: EntityTable, remade: set[str]) -> None:
         """Each of the type's tables has its ``_valid_from`` column, and the type a history table
@@ -260,13 +263,7 @@ class _Migration:
                     self._add_column(versions, column)
         existing = self.indexes_of(name)
         for ix in versions.indexes:
-            columns = [c.name for c in ix.columns]
-            if ix.name in existing and existing[ix.name] != columns:
-                # Made by an older sgcache with other columns: made again as this one defines it.
-                self.ddl(f"drop index {ix.name} ({', '.join(existing[ix.name])})", f"DROP INDEX {self.q(ix.name)}")
-                del existing[ix.name]
-            if ix.name not in existing and all(c in self.columns_of(name) for c in columns):
-                self.ddl(f"create index {ix.name}", lambda ix=ix: ix.create(self.conn))
+            self._index_as_defined(ix, existing, makeable=all(c.name in self.columns_of(name) for c in ix.columns))
         for field_name in sorted(remade & set(et.associations)):
             self._forget_links(et.name, field_name)  # the list's earlier rows hold nothing trustworthy
 

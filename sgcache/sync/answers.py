@@ -57,9 +57,9 @@ class Prefetched:
         """Ask the site about the entities ``versions`` holds the rows' versions of (read before)."""
         asked_at = _now()
         for entity_id, answer in remote.fetch_many(entity_type, sorted(versions), fields).items():
-            self.add(entity_type, entity_id, fields, answer, asked_at, versions[entity_id])
+            self._add(entity_type, entity_id, fields, answer, asked_at, versions[entity_id])
 
-    def add(self, entity_type: str, entity_id: int, fields: list[str], answer: Any, asked_at: dt.datetime,
+    def _add(self, entity_type: str, entity_id: int, fields: list[str], answer: Any, asked_at: dt.datetime,
             version: Any) -> None:
         self._answers[entity_type, entity_id, tuple(fields)] = (answer, asked_at, version)
 

@@ -8,8 +8,8 @@ when, with its cursor, ledger and retries.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,7 +19,7 @@ from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import site_schema
 from sgcache.store import slim
 from sgcache.store import state as store_state
-from sgcache.store.tables import Tables
+from sgcache.store.tables import EntityTable, Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
 from sgcache.sync import links
 from sgcache.sync.answers import Prefetched, SiteAnswers
@@ -37,10 +37,6 @@ from sgcache.sync.remote import Remote, SiteRefused
 
 #: The watcher's log: one logger for everything the watcher does, whichever module does it.
 log = logging.getLogger("sgcache.sync.watcher")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class EventApplier:
@@ -151,10 +147,7 @@ class EventApplier:
             by_type.setdefault(other_type, []).append(other_id)
         for other_type, ids in by_type.items():
             et = self.tables[other_type]
-            t = et.table
-            versions = {i: None for i in ids}
-            versions.update(conn.execute(sa.select(t.c.id, t.c._cache_updated_at).where(t.c.id.in_(ids))).all())
-            site.fetch_many(other_type, versions, et.cached_fields())
+            site.fetch_many(other_type, self._versions(conn, et, ids), et.cached_fields())
         for other_type, other_id in found:
             self._fetch_into(conn, site, other_type, other_id, None, referrers=referrers)
 
@@ -189,6 +182,15 @@ class EventApplier:
 
     # --- a batch's entities, asked at once --------------------------------------------------------------
 
+    @staticmethod
+    def _versions(conn: sa.Connection, et: EntityTable, ids: list[int]) -> dict[int, Any]:
+        """Each id's cached row version (``_cache_updated_at``; None: not held), read before the
+        site is asked about them (see Prefetched)."""
+        t = et.table
+        versions: dict[int, Any] = dict.fromkeys(ids)
+        versions.update(conn.execute(sa.select(t.c.id, t.c._cache_updated_at).where(t.c.id.in_(ids))).all())
+        return versions
+
     def _will_fetch(self, event: dict) -> tuple[str, int] | None:
         """The entity applying ``event`` will most likely read from the site (a creation, a
         revival, a change the event cannot carry), or None."""
@@ -221,19 +223,12 @@ class EventApplier:
                 wanted.setdefault(found[0], set()).add(found[1])
         for entity_type, ids in sorted(wanted.items()):
             et = self.tables[entity_type]
-            t = et.table
-            fields = et.cached_fields()
             with self.engine.connect() as conn:
-                versions = dict(conn.execute(sa.select(t.c.id, t.c._cache_updated_at)
-                                             .where(t.c.id.in_(sorted(ids)))).all())
-            asked_at = _now()
+                versions = self._versions(conn, et, sorted(ids))
             try:
-                answers = self.remote.fetch_many(entity_type, sorted(ids), fields)
+                prefetched.ask(self.remote, entity_type, versions, et.cached_fields())
             except SiteRefused as e:
                 log.info("event=prefetch_refused entity_type=%s ids=%d error=%r", entity_type, len(ids), str(e)[:200])
-                continue
-            for entity_id, answer in answers.items():
-                prefetched.add(entity_type, entity_id, fields, answer, asked_at, versions.get(entity_id))
         return prefetched
 
     # --- one event -----------------------------------------------------------------------------------
