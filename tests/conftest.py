@@ -3,13 +3,24 @@
 PostgreSQL: each test run creates its own database (dropped at the end) on the server named by
 SGCACHE_TEST_DATABASE_URL, else the local server; each test gets a fresh PostgreSQL schema in it.
 Without a server, PostgreSQL tests skip with a warning, except under CI=true, where the run fails.
+
+Migrated copies: a test whose cache will hold one of the usual schemas (the ``tables`` fixture's,
+the proxy tests', test_sync's; see :func:`premigrated`) gets its ``db_url`` as a copy of a cache
+migrated once per schema and test process: a file copy on SQLite, ``CREATE DATABASE ... TEMPLATE``
+on PostgreSQL (its own database then, not a schema). A fresh migration of demo.yml is about a
+second of DDL on PostgreSQL; a copy is a tenth of that. :func:`ensure_migrated` skips the migration
+it would repeat. Tests of migrations themselves take an empty database as before.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import os
+import pickle
+import shutil
+import types
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -114,11 +125,145 @@ def pg_url(pg_database):
         yield url
 
 
+# --- migrated copies ------------------------------------------------------------------------
+
+
+def _fingerprint(tables: Tables) -> str:
+    """What a migration of ``tables`` makes: every table's columns and indexes, every field's record."""
+    known = _FINGERPRINTS.get(tables)
+    if known is None:
+        known = _FINGERPRINTS[tables] = _fingerprint_of(tables)
+    return known
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary[Tables, str] = weakref.WeakKeyDictionary()
+
+
+def _fingerprint_of(tables: Tables) -> str:
+    parts: list = []
+    for t in sorted(tables.metadata.tables.values(), key=lambda t: t.name):
+        parts.append((t.name, [(c.name, repr(c.type), c.nullable, c.primary_key, repr(c.server_default))
+                               for c in t.columns],
+                      sorted((i.name, [str(e) for e in i.expressions], i.unique) for i in t.indexes)))
+    for et in tables:
+        parts.append((et.name, sorted((n, h.field.data_type, h.storage, h.cached) for n, h in et.fields.items())))
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
+#: URL of each migrated copy handed to a test -> the fingerprint of the tables it holds
+_COPIES: dict[str, str] = {}
+
+
+def _normal(url: str | sa.URL) -> str:
+    return make_url(url).render_as_string(hide_password=False)
+
+
+def ensure_migrated(engine: sa.Engine, tables: Tables) -> None:
+    """``migrate(engine, tables)``, unless the database is a copy of that migration already."""
+    if _COPIES.get(_normal(engine.url)) != _fingerprint(tables):
+        migrate(engine, tables)
+
+
+class MigratedCopies:
+    """Caches migrated once per schema (per test process), copied for each test that needs one."""
+
+    def __init__(self, root: Path, pg_database: sa.URL | None):
+        self.root = root
+        self.pg_database = pg_database
+        self._files: dict[str, Path] = {}  # fingerprint -> migrated SQLite file
+        self._templates: dict[str, str] = {}  # fingerprint -> migrated PostgreSQL database
+        self._admin: sa.Engine | None = None
+        self._server: sa.URL | None = None
+
+    def sqlite(self, tables: Tables, dest: Path) -> str:
+        fp = _fingerprint(tables)
+        template = self._files.get(fp)
+        if template is None:
+            template = self.root / f"migrated-{fp}.sqlite"
+            engine = create_engine(f"sqlite:///{template}")
+            migrate(engine, tables)
+            engine.dispose()  # the last connection closed: the write-ahead log is folded into the file
+            self._files[fp] = template
+        shutil.copyfile(template, dest)
+        url = _normal(f"sqlite:///{dest}")
+        _COPIES[url] = fp
+        return url
+
+    def postgresql(self, tables: Tables) -> tuple[str, str] | None:
+        """(URL, database name) of a new database holding the migrated ``tables``, or None when the
+        server does not let this run make databases."""
+        if self._admin is None:
+            if self.pg_database is None or self.pg_database == _server_url():
+                return None  # no CREATEDB right (see pg_database)
+            self._server = _server_url()
+            self._admin = sa.create_engine(self._server, isolation_level="AUTOCOMMIT")
+        fp = _fingerprint(tables)
+        template = self._templates.get(fp)
+        if template is None:
+            template = f"sgcache_tpl_{os.getpid()}_{fp}"
+            with self._admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{template}"'))
+            engine = create_engine(self._server.set(database=template))
+            migrate(engine, tables)
+            engine.dispose()  # a template must have no one connected while it is copied
+            self._templates[fp] = template
+        name = f"sgcache_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        url = _normal(self._server.set(database=name))
+        _COPIES[url] = fp
+        return url, name
+
+    def drop(self, name: str) -> None:
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        if self._admin is not None:
+            for name in self._templates.values():
+                self.drop(name)
+            self._admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_copies(tmp_path_factory, pg_database):
+    copies = MigratedCopies(tmp_path_factory.mktemp("migrated"), pg_database)
+    yield copies
+    copies.close()
+
+
+@pytest.fixture
+def premigrated(request) -> Tables | None:
+    """The tables the test's cache database (``db_url``) is to hold from the start, when one
+    fixture of the test migrates a known schema: ``make_proxy`` (the proxy tests' schema),
+    ``make_sync`` (test_sync's ``cache_tables``), ``tables`` (``small_schema``'s). None when
+    none does or more than one might: the database starts empty, as a migration test wants."""
+    names = set(request.fixturenames)
+    wanted = []
+    if "make_proxy" in names:
+        wanted.append(lambda: request.getfixturevalue("proxy_tables"))
+    if "make_sync" in names and "cache_tables" in names:
+        wanted.append(lambda: request.getfixturevalue("cache_tables"))
+    # a module of its own ``tables`` fixture migrates something else
+    if "tables" in names and not hasattr(request.module, "tables"):
+        wanted.append(lambda: Tables(request.getfixturevalue("small_schema")))
+    return wanted[0]() if len(wanted) == 1 else None
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
-def db_url(request, tmp_path):
-    """A fresh, empty cache database URL: every storage test runs once per backend."""
+def db_url(request, tmp_path, premigrated, migrated_copies):
+    """A fresh cache database URL, empty or holding the ``premigrated`` tables: every storage
+    test runs once per backend."""
     if request.param == "sqlite":
+        if premigrated is not None:
+            return migrated_copies.sqlite(premigrated, tmp_path / "cache.sqlite")
         return f"sqlite:///{tmp_path / 'cache.sqlite'}"
+    if premigrated is not None and request.getfixturevalue("pg_database") is not None:
+        made = migrated_copies.postgresql(premigrated)
+        if made is not None:
+            url, name = made
+            request.addfinalizer(lambda: (migrated_copies.drop(name), _COPIES.pop(url, None)))
+            return url
     return request.getfixturevalue("pg_url")
 
 
@@ -192,7 +337,7 @@ def small_schema():
 @pytest.fixture
 def tables(small_schema, engine):
     t = Tables(small_schema)
-    migrate(engine, t)
+    ensure_migrated(engine, t)
     return t
 
 
@@ -214,12 +359,56 @@ def site_schema():
     return load(ROOT / "schema" / "demo-site.yml")
 
 
+_PICKLED: dict[int, tuple[object, bytes]] = {}
+
+
+def schema_copy(schema):
+    """A deep copy of ``schema`` (a site's own, to edit freely): through pickle, five times faster
+    than ``copy.deepcopy`` for the 77 types of demo-site.yml, and every stand-in site needs one."""
+    kept = _PICKLED.get(id(schema))
+    if kept is None or kept[0] is not schema:
+        kept = _PICKLED[id(schema)] = (schema, pickle.dumps(schema, protocol=pickle.HIGHEST_PROTOCOL))
+    return pickle.loads(kept[1])
+
+
 @pytest.fixture
 def mock_site(site_schema, tmp_path):
     """An empty stand-in site (users only), not yet listening."""
     from sgcache.mocksite import MockSite
 
-    return MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files")
+    return MockSite(schema_copy(site_schema), file_dir=tmp_path / "files")
+
+
+#: (scale, seed, schema, time zone) -> (the state of a fresh site with that studio, its counts,
+#: entity ids of the fresh site before it)
+_STUDIOS: dict[tuple, tuple[bytes, dict[str, int], dict]] = {}
+
+
+def _held_ids(site) -> dict:
+    return {t: list(ids) for t, ids in site.emu._ids.items() if ids}
+
+
+def load_studio(site, scale: int = 1, seed: int = 0) -> dict[str, int]:
+    """``build_studio(site, scale, seed)``, built once per test process and copied into each new
+    site after that (the scale-1 studio takes most of a second to build, its copy a tenth).
+    Only into a site on the real clock holding what a new site holds (its users, whose times
+    are then those of the first site's making): any other gets the studio built as asked."""
+    from sgcache.mocksite import MockSite
+    from sgcache.mocksite.state import unpack_state
+    from sgcache.mocksite.studio import build_studio
+
+    key = (scale, seed, hashlib.sha1(repr(site.schema).encode()).hexdigest(), site.emu.tz.key)
+    made = _STUDIOS.get(key)
+    if made is None:
+        scratch = MockSite(schema_copy(site.schema), timezone=site.emu.tz.key)
+        before = _held_ids(scratch)
+        counts = build_studio(scratch, scale=scale, seed=seed)
+        made = _STUDIOS[key] = (scratch.packed(), counts, before)
+    packed, counts, before = made
+    if _held_ids(site) != before or not isinstance(site.clock, types.FunctionType):
+        return build_studio(site, scale=scale, seed=seed)
+    site.take_state(unpack_state(packed))
+    return dict(counts)
 
 
 @pytest.fixture
@@ -258,6 +447,14 @@ def proxy_schema_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("proxy") / "proxy-schema.yml"
     path.write_text(dumps(Schema(types={n: full.types[n] for n in PROXY_TYPES}, header="proxy tests")))
     return path
+
+
+@pytest.fixture(scope="session")
+def proxy_tables(proxy_schema_path) -> Tables:
+    """The tables of the proxy tests' schema (for migrating: never changed)."""
+    from sgcache.schema import load
+
+    return Tables(load(proxy_schema_path))
 
 
 class ProxyServer:
@@ -309,10 +506,8 @@ def proxy_config(tmp_path: Path, site_url: str, db_url: str, schema_path: Path, 
 
 
 @pytest.fixture
-def make_proxy(mock_server, db_url, proxy_schema_path, tmp_path):
+def make_proxy(mock_server, db_url, proxy_schema_path, proxy_tables, tmp_path):
     """Start proxies in front of the stand-in site, their cache migrated on ``db_url``."""
-    from sgcache.schema import load
-
     started: list[ProxyServer] = []
 
     def make(*, site_url: str | None = None, database_url: str | None = None, migrated: bool = True,
@@ -321,7 +516,7 @@ def make_proxy(mock_server, db_url, proxy_schema_path, tmp_path):
                               **settings)
         if migrated:
             engine = create_engine(config.database.url)
-            migrate(engine, Tables(load(proxy_schema_path)))
+            ensure_migrated(engine, proxy_tables)
             engine.dispose()
         proxy = ProxyServer(config)  # its engine is made as `sgcache web` makes it
         started.append(proxy)

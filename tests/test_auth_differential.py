@@ -14,7 +14,6 @@ answered from the cache per group goes to the run's summary.
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 import zlib
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import shotgun_api3
-from conftest import ROOT, SCRIPT_AUTH, imported_proxy, report
+from conftest import ROOT, SCRIPT_AUTH, imported_proxy, report, schema_copy
 
 from sgcache.api3.audit import random_requests
 from sgcache.mocksite import MockSite
@@ -40,7 +39,7 @@ PEOPLE = {"admin": "admin-password", "manager": "manager-password", "artist": "a
 @pytest.fixture(scope="module")
 def server(site_schema):
     tmp = Path(tempfile.mkdtemp(prefix="sgcache-authdiff-"))
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp / "files")
+    site = MockSite(schema_copy(site_schema), file_dir=tmp / "files")
     build_studio(site, scale=1, seed=11)
     server = MockServer(site).start()
     yield server

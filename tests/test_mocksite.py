@@ -11,7 +11,6 @@ and is marked ``xfail(strict=True, reason="BUG: ...")``.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import re
 import socket
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 import requests
 import shotgun_api3
+from conftest import schema_copy
 from shotgun_api3 import AuthenticationFault, Fault, ProtocolError
 
 from sgcache.mocksite import MockSite
@@ -130,7 +130,7 @@ def clock():
 @pytest.fixture
 def clocked_server(site_schema, tmp_path, clock):
     """An empty site whose clock is ``clock`` (now = NOW until a test advances it)."""
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files", clock=clock)
+    site = MockSite(schema_copy(site_schema), file_dir=tmp_path / "files", clock=clock)
     server = MockServer(site).start()
     yield server
     stop_in_background(server)
@@ -639,7 +639,7 @@ def test_date_time_in_last_and_in_next(csg, timed_playlists):
 
 def test_calendar_relations_use_the_sites_time_zone(site_schema, tmp_path, clock):
     # NOW is 05:00 in Los Angeles (PDT): 06:00 UTC today is 23:00 yesterday there.
-    site = MockSite(copy.deepcopy(site_schema), timezone="America/Los_Angeles", clock=clock)
+    site = MockSite(schema_copy(site_schema), timezone="America/Los_Angeles", clock=clock)
     site.load_entity("Playlist", {"code": "late_yesterday_la", "sg_date_and_time": "2024-03-13T06:00:00Z"})
     site.load_entity("Playlist", {"code": "today_la", "sg_date_and_time": "2024-03-13T08:00:00Z"})
     server = MockServer(site).start()
@@ -1435,7 +1435,7 @@ def test_unknown_failure_mode_is_refused(mock_server):
 def test_state_file_restores_entities_ids_events_sessions_and_files(site_schema, tmp_path):
     files = tmp_path / "files"
     state = tmp_path / "site.pickle"
-    server = MockServer(MockSite(copy.deepcopy(site_schema), file_dir=files), state_file=state).start()
+    server = MockServer(MockSite(schema_copy(site_schema), file_dir=files), state_file=state).start()
     sg = connect(server)
     shot = sg.create("Shot", {"code": "SH1", "sg_cut_in": 12})
     version = sg.create("Version", {"code": "v1"})
@@ -1467,7 +1467,7 @@ def test_state_file_restores_entities_ids_events_sessions_and_files(site_schema,
 
 def test_admin_save_writes_the_state_file_now(site_schema, tmp_path):
     state = tmp_path / "site.pickle"
-    server = MockServer(MockSite(copy.deepcopy(site_schema)), state_file=state, autosave_seconds=60).start()
+    server = MockServer(MockSite(schema_copy(site_schema)), state_file=state, autosave_seconds=60).start()
     try:
         connect(server).create("Shot", {"code": "SH1"})
         assert requests.post(server.url + "/_mock/save", timeout=5).json() == {"ok": True}

@@ -7,13 +7,13 @@ are exact. Late commits (``late_events``) are driven by advancing that clock ins
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import threading
 import uuid
 
 import pytest
 import shotgun_api3
+from conftest import schema_copy
 from shotgun_api3 import Fault
 
 from sgcache.mocksite import MockSite
@@ -77,7 +77,7 @@ def clock():
 
 @pytest.fixture
 def server(site_schema, tmp_path, clock):
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files", clock=clock)
+    site = MockSite(schema_copy(site_schema), file_dir=tmp_path / "files", clock=clock)
     srv = MockServer(site).start()
     yield srv
     stop_in_background(srv)
@@ -455,7 +455,7 @@ def test_display_column_events_of_one_field_name_the_same_column(sg):
 @pytest.fixture
 def late_site(site_schema, clock):
     def build(share: float, seed: int = 0) -> MockServer:
-        site = MockSite(copy.deepcopy(site_schema), late_events=share, seed=seed, clock=clock)
+        site = MockSite(schema_copy(site_schema), late_events=share, seed=seed, clock=clock)
         return MockServer(site).start()
 
     servers = []

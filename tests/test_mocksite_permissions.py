@@ -6,11 +6,9 @@ with one task. Each test asks as one of them and checks exactly what comes back.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import shotgun_api3
-from conftest import SCRIPT_AUTH
+from conftest import SCRIPT_AUTH, schema_copy
 
 from sgcache.errors import SgcacheError
 from sgcache.mocksite.launch import credentials_text, load_users
@@ -136,7 +134,7 @@ def test_a_group_with_the_person_s_id_does_not_assign_a_task_to_it(mock_server, 
 
 
 def test_each_demo_login_sees_its_own_slice_of_the_studio(site_schema, tmp_path):
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path)
+    site = MockSite(schema_copy(site_schema), file_dir=tmp_path)
     build_studio(site, scale=1, seed=0)
     server = MockServer(site).start()
     try:
@@ -158,7 +156,7 @@ def test_each_demo_login_sees_its_own_slice_of_the_studio(site_schema, tmp_path)
 
 
 def test_the_studio_s_generated_people_have_groups(site_schema, tmp_path):
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path)
+    site = MockSite(schema_copy(site_schema), file_dir=tmp_path)
     build_studio(site, scale=1, seed=0)
     codes = {i: r["code"] for i, r in site.emu._db["PermissionRuleSet"].items()}
     demo = {h.id for h in site.humans.values()}
@@ -450,7 +448,7 @@ def test_the_credentials_text_names_each_group(mock_site):
 
 
 def test_a_state_file_keeps_the_groups(site_schema, tmp_path):
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path)
+    site = MockSite(schema_copy(site_schema), file_dir=tmp_path)
     site.add_human(Human("vendor", "vendor-password", "Vic Vendor", group="vendor"))
     site.save(tmp_path / "site.pickle")
     server = MockServer(MockSite.restore(tmp_path / "site.pickle", file_dir=tmp_path)).start()

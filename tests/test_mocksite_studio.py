@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 
 import pytest
+from conftest import schema_copy
 
 from sgcache.mocksite.site import MockSite
 from sgcache.mocksite.studio import ANCHOR, HISTORY_START, build_studio
@@ -17,7 +17,7 @@ EVERYTHING = {"logical_operator": "and", "conditions": []}
 @pytest.fixture(scope="module")
 def studio(site_schema):
     """(site, counts, counts before the build) for scale 1, seed 0; shared: tests only read it."""
-    site = MockSite(copy.deepcopy(site_schema))
+    site = MockSite(schema_copy(site_schema))
     before = {t: len(rows) for t, rows in site.emu._db.items()}
     counts = build_studio(site, scale=1, seed=0)
     return site, counts, before
@@ -59,11 +59,11 @@ def test_scale_one_is_about_five_thousand_entities(studio):
 
 def test_same_seed_same_data_other_seed_other_data(studio, site_schema):
     site, counts, _ = studio
-    again = MockSite(copy.deepcopy(site_schema))
+    again = MockSite(schema_copy(site_schema))
     assert build_studio(again, scale=1, seed=0) == counts
     for entity_type in ("Project", "Shot", "Task", "Version", "Note", "PublishedFile"):
         assert again.emu._db[entity_type] == site.emu._db[entity_type], entity_type
-    other = MockSite(copy.deepcopy(site_schema))
+    other = MockSite(schema_copy(site_schema))
     build_studio(other, scale=1, seed=1)
     assert other.emu._db["Shot"] != site.emu._db["Shot"]
     assert other.emu._db["Version"] != site.emu._db["Version"]
@@ -205,7 +205,7 @@ def test_a_smaller_schema_gets_a_smaller_studio(small_schema):
 
 
 def test_scale_must_be_a_positive_integer(site_schema):
-    site = MockSite(copy.deepcopy(site_schema))
+    site = MockSite(schema_copy(site_schema))
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             build_studio(site, scale=bad)

@@ -19,9 +19,8 @@ import pytest
 import requests
 import shotgun_api3
 import sqlalchemy as sa
-from conftest import SCRIPT_AUTH
+from conftest import SCRIPT_AUTH, load_studio
 
-from sgcache.mocksite.studio import build_studio
 from sgcache.store.reader import read_entities
 from sgcache.store.tables import Tables
 
@@ -38,7 +37,7 @@ SECRETS = ("sgcache-demo-key", "artist-password")
 @pytest.fixture
 def studio(mock_site):
     """The stand-in filled with the scale-1 studio (about 5,000 entities)."""
-    return build_studio(mock_site, scale=1, seed=3)
+    return load_studio(mock_site, scale=1, seed=3)
 
 
 def calls(mock_server, method: str) -> int:

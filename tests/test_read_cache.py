@@ -12,7 +12,7 @@ import pytest
 import requests
 import shotgun_api3
 import sqlalchemy as sa
-from conftest import SCRIPT_AUTH
+from conftest import SCRIPT_AUTH, schema_copy
 
 from sgcache.store.state import set_meta
 from sgcache.sync.remote import Remote
@@ -348,7 +348,6 @@ def test_a_read_survives_the_database_dropping_its_connections(cached_proxy, sg)
 @pytest.mark.parametrize("zone", ["Pacific/Auckland", "America/Los_Angeles"])
 def test_relative_dates_count_days_in_the_site_s_time_zone(site_schema, tmp_path, db_url, proxy_schema_path,
                                                             zone):
-    import copy
     import datetime as dt
 
     from conftest import ProxyServer, proxy_config
@@ -360,7 +359,7 @@ def test_relative_dates_count_days_in_the_site_s_time_zone(site_schema, tmp_path
     from sgcache.store.migrate import migrate
     from sgcache.store.tables import Tables
 
-    site = MockSite(copy.deepcopy(site_schema), timezone=zone, file_dir=tmp_path / "files")
+    site = MockSite(schema_copy(site_schema), timezone=zone, file_dir=tmp_path / "files")
     project = site.load_entity("Project", {"name": "TZ"})
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     # Every half hour for three days either side: some land on each side of local midnights.

@@ -14,7 +14,6 @@ run thousands by hand) and ``SGCACHE_DIFF_SEED`` the seed; both are printed in t
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import os
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import shotgun_api3
-from conftest import ROOT, SCRIPT_AUTH, imported_proxy, report
+from conftest import ROOT, SCRIPT_AUTH, imported_proxy, report, schema_copy
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
@@ -78,7 +77,7 @@ def _add_edge_cases(site: MockSite) -> None:
 @pytest.fixture(scope="module")
 def site_and_server(site_schema):
     tmp = Path(tempfile.mkdtemp(prefix="sgcache-diff-"))
-    site = MockSite(copy.deepcopy(site_schema), file_dir=tmp / "files")
+    site = MockSite(schema_copy(site_schema), file_dir=tmp / "files")
     build_studio(site, scale=1, seed=7)
     _add_edge_cases(site)
     server = MockServer(site).start()

@@ -14,7 +14,6 @@ it passes once the bug is fixed (and then fails until the mark is removed).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import json
@@ -34,6 +33,7 @@ import pytest
 import requests
 import shotgun_api3
 import sqlalchemy as sa
+from conftest import ensure_migrated, schema_copy
 
 from sgcache.config import load_config
 from sgcache.mocksite import MockSite
@@ -43,7 +43,6 @@ from sgcache.query import Uncertain
 from sgcache.query.paths import Context
 from sgcache.schema import load
 from sgcache.store import state
-from sgcache.store.migrate import migrate
 from sgcache.store.reader import read_entities
 from sgcache.store.readstate import load_state
 from sgcache.store.tables import Tables
@@ -247,7 +246,7 @@ def make_sync(engine, site_schema, cache_tables, tmp_path):
 
     def make(*, studio: bool = False, late_events: float = 0.0, world_shots: int = 3, **settings) -> Sync:
         clock = FakeClock()
-        site = MockSite(copy.deepcopy(site_schema), late_events=late_events, seed=1, clock=clock,
+        site = MockSite(schema_copy(site_schema), late_events=late_events, seed=1, clock=clock,
                         file_dir=tmp_path / "files")
         if studio:
             build_studio(site, scale=1)
@@ -258,7 +257,7 @@ def make_sync(engine, site_schema, cache_tables, tmp_path):
             clock.advance(86400)
         server = MockServer(site).start()
         servers.append(server)
-        migrate(engine, cache_tables)
+        ensure_migrated(engine, cache_tables)
         overrides = {"site.base_url": server.url, "site.script_name": "sgcache", "site.api_key": "sgcache-demo-key",
                      "site.timeout": "10", "database.url": engine.url.render_as_string(hide_password=False),
                      "watcher.gap_timeout": "60", "watcher.min_poll_interval": "0.01",

@@ -7,7 +7,6 @@ The real client over real HTTP against the stand-in and the proxy, on SQLite and
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -16,6 +15,7 @@ import pytest
 import requests
 import shotgun_api3
 import sqlalchemy as sa
+from conftest import schema_copy
 from test_read_cache import answered_from_cache, calls, import_all
 from test_slim import poll
 
@@ -32,7 +32,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 def mock_site(site_schema, tmp_path):
     """The stand-in with thumbnails presigned for 20 seconds (a test may change ``thumbnails.ttl``
     and ``.pending``)."""
-    return MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files", thumbnail_ttl=20)
+    return MockSite(schema_copy(site_schema), file_dir=tmp_path / "files", thumbnail_ttl=20)
 
 
 def thumbnail_file(tmp_path):

@@ -9,7 +9,6 @@ exit status.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import threading
@@ -19,7 +18,7 @@ import pytest
 import shotgun_api3
 import sqlalchemy as sa
 import yaml
-from conftest import SCRIPT_AUTH, SMALL_SCHEMA
+from conftest import SCRIPT_AUTH, SMALL_SCHEMA, schema_copy
 from test_sync import link, stop_in_background
 
 from sgcache.cli import main
@@ -129,7 +128,7 @@ def make_studio(engine, site_schema, validate_schema_path, validate_tables, tmp_
     servers: list[MockServer] = []
 
     def make(*, imported: bool = True) -> Studio:
-        site = MockSite(copy.deepcopy(site_schema), file_dir=tmp_path / "files")
+        site = MockSite(schema_copy(site_schema), file_dir=tmp_path / "files")
         ids = build_world(site)
         server = MockServer(site).start()
         servers.append(server)

@@ -315,24 +315,33 @@ class MockSite:
 
     # --- persistence ----------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> None:
-        """Write everything to ``path`` (atomically: a temporary file, then a rename)."""
+    def packed(self) -> bytes:
+        """Everything the site holds, as :meth:`save` writes it and :meth:`take_state` reads it."""
         with self.lock:
-            data = pack_state({
+            return pack_state({
                 **self.emu.dump(), "schema": self.schema, "sessions": self.accounts.sessions,
                 "files": self.file_store.files, "scripts": self.accounts.scripts, "humans": self.accounts.humans,
                 "display_columns": self.schema_editor.display_columns,
             })
-        write_atomically(path, data)
+
+    def save(self, path: str | Path) -> None:
+        """Write everything to ``path`` (atomically: a temporary file, then a rename)."""
+        write_atomically(path, self.packed())
 
     @classmethod
     def restore(cls, path: str | Path, **kwargs) -> MockSite:
         state = read_state(path)
         site = cls(state["schema"], scripts=[], humans=[], **kwargs)
-        site.emu.load(state)
-        site.accounts.sessions = state["sessions"]
-        site.file_store.files = state["files"]
-        site.accounts.scripts = state["scripts"]
-        site.accounts.humans = state["humans"]
-        site.schema_editor.display_columns = state["display_columns"]
+        site.take_state(state)
         return site
+
+    def take_state(self, state: dict) -> None:
+        """Hold what a saved state holds instead of what the site held (the same schema's)."""
+        with self.lock:
+            self.emu.load(state)
+            self.accounts.sessions = state["sessions"]
+            self.file_store.files = state["files"]
+            self.accounts.scripts = state["scripts"]
+            self.accounts.humans = state["humans"]
+            self.schema_editor.display_columns = state["display_columns"]
+            self.ledger.changed()

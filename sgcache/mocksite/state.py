@@ -25,7 +25,12 @@ def write_atomically(path: str | Path, data: bytes) -> None:
 
 def read_state(path: str | Path) -> dict:
     """The state saved in ``path``; ValueError when another version of the stand-in wrote it."""
-    state = pickle.loads(Path(path).read_bytes())
+    return unpack_state(Path(path).read_bytes(), where=str(path))
+
+
+def unpack_state(data: bytes, where: str = "state") -> dict:
+    """The state :func:`pack_state` made; ValueError when another version of the stand-in made it."""
+    state = pickle.loads(data)
     if state.get("version") != STATE_VERSION:
-        raise ValueError(f"{path}: state file version {state.get('version')} is not {STATE_VERSION}")
+        raise ValueError(f"{where}: state file version {state.get('version')} is not {STATE_VERSION}")
     return state
