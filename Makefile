@@ -21,8 +21,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-# Two test processes (pytest-xdist), a test file each at a time: the suite takes about half as long.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# Four test processes (pytest-xdist) on two cores, a test file each at a time: a test spends much
+# of its time waiting on sockets and polls, so two processes left the cores half idle
+# (docs/development.rst, "Keeping the suite short").
+PYTEST_ARGS ?= -n 4 --dist loadfile
 
 test: venv
 	@bash .ci/ensure-postgres
