@@ -33,9 +33,9 @@ def parse_datetime(value: str) -> dt.datetime | None:
     if not is_datetime_text(value):
         return None
     try:
-        # The shape is fixed, so slicing is exact (and about ten times cheaper than strptime in bulk).
-        return dt.datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]), int(value[11:13]),
-                           int(value[14:16]), int(value[17:19]), tzinfo=dt.UTC)
+        # The shape is checked, so fromisoformat (C code, far cheaper than strptime in bulk) reads
+        # exactly it: the trailing Z gives UTC.
+        return dt.datetime.fromisoformat(value)
     except ValueError:
         return None
 

@@ -103,6 +103,11 @@ class FieldHandler:
 class ColumnField(FieldHandler):
     """A field stored in columns of its entity's table."""
 
+    #: A wire value of exactly this type is stored as it is, in the one column ``column``: the
+    #: writer sets it without calling :meth:`put` (most values of a page are such text and
+    #: numbers). None: every value goes through :meth:`put`.
+    stored_as_is: ClassVar[type | None] = None
+
     def to_db(self, value: Any) -> dict[str, Any]:
         """Wire value -> {column name: database value}."""
         raise NotImplementedError

@@ -50,6 +50,7 @@ class TextField(ScalarField):
     family = "text"
 
     sql_type = sa.Text
+    stored_as_is = str
 
     def to_db_value(self, value: Any) -> str:
         if type(value) is str:
@@ -72,6 +73,7 @@ class IntegerField(ScalarField):
     family = "number"
 
     sql_type = sa.BigInteger
+    stored_as_is = int
 
     def to_db_value(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -86,6 +88,7 @@ class FloatField(ScalarField):
     storage_key = "FloatField"
     family = "number"
     sql_type = sa.Double
+    stored_as_is = float
 
     def to_db_value(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -98,6 +101,7 @@ class CheckboxField(ScalarField):
     storage_key = "CheckboxField"
     family = "checkbox"
     sql_type = sa.Boolean
+    stored_as_is = bool
 
     def to_db_value(self, value: Any) -> bool:
         if not isinstance(value, bool):

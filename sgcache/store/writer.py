@@ -134,7 +134,11 @@ class Writer:
         for entity in entities:
             row, entity_links = self._convert(et, entity)
             # The same id twice in one batch: the later values win, field by field.
-            by_id.setdefault(row["id"], {}).update(row)
+            same = by_id.get(row["id"])
+            if same is None:
+                by_id[row["id"]] = row  # a row of its own (made by _convert): no copy needed
+            else:
+                same.update(row)
             for field_name, assoc_rows in entity_links.items():
                 links.setdefault(field_name, {})[row["id"]] = assoc_rows
         if not by_id:
@@ -153,9 +157,10 @@ class Writer:
                     row["_last_event_id"] = event_id
             starts: dict[int, dt.datetime] = {}
             held: set[int] = set()
+            inserted: set[int] = set()
             written = self._upsert_rows(c, et, list(by_id.values()), now, guard=event_id is not None,
                                         since=unless_written_since, changed_at=changed_at, event_id=event_id,
-                                        starts=starts, held=held)
+                                        starts=starts, held=held, inserted=inserted)
             if written_ids is not None:
                 written_ids.update(written)
             if self.stamps is not None:
@@ -164,7 +169,8 @@ class Writer:
                           if (kept := {i: v for i, v in rows_by_parent.items() if i in written})}
             lists_held = self._read_lists(c, et, list(kept_lists), [i for i in written if i in held])
             for field_name, kept in kept_lists.items():
-                self._replace_links(c, et, field_name, kept, starts, event_id, held, lists_held[field_name])
+                self._replace_links(c, et, field_name, kept, starts, event_id, held, lists_held[field_name],
+                                    inserted)
             if fields and written:
                 targets = self._other_sides(c, et, fields, written, before, by_id, links,
                                             new_rows=other_sides == OTHER_SIDES_ALL)
@@ -348,19 +354,24 @@ class Writer:
         links: dict[str, list[dict]] = {}
         columns, associations = self._handlers(et)
         for key, value in entity.items():
-            handler = columns.get(key)
-            if handler is not None:
-                handler.put(row, value)
+            found = columns.get(key)
+            if found is not None:
+                handler, as_is = found
+                if type(value) is as_is:
+                    row[handler.column] = value  # what handler.put would store, without its calls
+                else:
+                    handler.put(row, value)
             elif key in associations:
                 links[key] = associations[key].to_rows(value)
         return row, links
 
-    def _handlers(self, et: EntityTable) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(column fields, association fields) of a type's cached fields, by name (id excluded)."""
+    def _handlers(self, et: EntityTable) -> tuple[dict[str, tuple[Any, type | None]], dict[str, Any]]:
+        """(column fields, association fields) of a type's cached fields, by name (id excluded);
+        each column field with the type of value it stores as it is (``stored_as_is``)."""
         found = self._by_storage.get(et.name)
         if found is None or found[0] is not et:
             cached = {name: h for name, h in et.fields.items() if h.cached and name not in ("id", "type")}
-            found = (et, {n: h for n, h in cached.items() if not h.association},
+            found = (et, {n: (h, h.stored_as_is) for n, h in cached.items() if not h.association},
                      {n: h for n, h in cached.items() if h.association})
             self._by_storage[et.name] = found
         return found[1], found[2]
@@ -368,14 +379,15 @@ class Writer:
     def _upsert_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime,
                      guard: bool, since: dt.datetime | None = None, changed_at: dt.datetime | None = None,
                      event_id: int | None = None, starts: dict[int, dt.datetime] | None = None,
-                     held: set[int] | None = None) -> set[int]:
+                     held: set[int] | None = None, inserted: set[int] | None = None) -> set[int]:
         """Insert or update rows; return the ids actually written.
 
         With ``guard``, a row already written by a newer event is left alone; with ``since``, a
         row written after that time. The checks are part of the statement, so they hold against
         concurrent writers too. A row whose values change keeps its old version in history;
         ``starts`` collects when each row's change happened (for its lists), ``held`` the ids
-        the table held before.
+        the table held before, ``inserted`` the ids of new rows no other writer held when this
+        one wrote them (copied in: see sgcache.store.bulk).
         """
         t = et.table
         before = {r["id"]: r for r in history.snapshot(conn, t, "id", [row["id"] for row in rows])}
@@ -415,7 +427,8 @@ class Writer:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
             update = [k for k in keys if k != "id"]
             if bulk.usable(conn, len(group)):
-                written |= bulk.copy_upsert(conn, t, [*keys, "_cache_created_at"], group, update=update, where=where)
+                written |= bulk.copy_upsert(conn, t, [*keys, "_cache_created_at"], group, update=update, where=where,
+                                            held=before.keys(), inserted=inserted)
                 continue
             # Made once per column set and guard: building the statement (its ``excluded``
             # columns, its cache key) cost the watcher more than running it.
@@ -458,10 +471,12 @@ class Writer:
 
     def _replace_links(self, conn: sa.Connection, et: EntityTable, field_name: str,
                        rows_by_parent: dict[int, list[dict]], starts: Mapping[int, dt.datetime],
-                       event_id: int | None, existing: set[int], held: Mapping[int, list[dict]]) -> None:
+                       event_id: int | None, existing: set[int], held: Mapping[int, list[dict]],
+                       inserted: set[int] = frozenset()) -> None:
         """Set the lists of a multi-entity field; a list that changes keeps its old rows in history.
         ``existing``: the parents the table held before this write (a new row has no list yet);
-        ``held``: the rows their lists hold (see :meth:`_read_lists`)."""
+        ``held``: the rows their lists hold (see :meth:`_read_lists`); ``inserted``: parents
+        this transaction inserted, whose lists no one can have written (nothing to delete)."""
         assoc = et.associations[field_name]
         changed: dict[int, list[dict]] = {}
         ended: list[dict] = []
@@ -477,18 +492,34 @@ class Writer:
                            default=emptied.get(parent))
             at = history.start_after(previous, starts.get(parent) or _now())
             ended += [history.ended(r, at, event_id) for r in old]
-            changed[parent] = [{**r, history.VALID_FROM: at} for r in link_rows]
+            changed[parent] = [{"parent_id": parent, **r, history.VALID_FROM: at} for r in link_rows]
         if not changed:
             return
         history.keep(conn, self.tables.state.link_history, ended, entity_type=et.name, field=field_name)
-        rows_by_parent = changed
-        parents = list(rows_by_parent)
-        for chunk in chunks(parents):
+        fresh = [p for p in changed if p in inserted]
+        for chunk in chunks([p for p in changed if p not in inserted]):
             conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
-        rows = [{"parent_id": parent, **r} for parent, link_rows in rows_by_parent.items() for r in link_rows]
-        if rows and bulk.usable(conn, len(rows)) and len({tuple(r) for r in rows}) == 1:
+        rows = [r for link_rows in changed.values() for r in link_rows]
+        if not rows:
+            return
+        if not fresh:
+            self._insert_links(conn, assoc, rows)
+            return
+        try:
+            with conn.begin_nested():
+                self._insert_links(conn, assoc, rows)
+        except bulk.KEY_ERRORS:
+            # Rows of a new parent's list were there already (left by something that removed
+            # the parent alone): they go, as for any other parent.
+            for chunk in chunks(fresh):
+                conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
+            self._insert_links(conn, assoc, rows)
+
+    @staticmethod
+    def _insert_links(conn: sa.Connection, assoc: sa.Table, rows: list[dict]) -> None:
+        if bulk.usable(conn, len(rows)) and len({tuple(r) for r in rows}) == 1:
             bulk.copy_into(conn, assoc, rows)
-        elif rows:
+        else:
             conn.execute(sa.insert(assoc), rows)
 
     def _emptied_at(self, conn: sa.Connection, et: EntityTable, field_name: str,
