@@ -231,3 +231,42 @@ def test_a_new_row_whose_list_rows_were_left_behind_gets_its_own_list_only(engin
     rows = {r["id"]: r for r in stored(engine, tables)}
     assert [a["id"] for a in rows[7]["assets"]] == [a["id"] for a in shot(7)["assets"]] == [107, 108, 100]
     assert all([a["id"] for a in rows[i]["assets"]] == [a["id"] for a in shot(i)["assets"]] for i in rows)
+
+
+@pytest.mark.parametrize("size", [3, 100], ids=["statements", "copy"])
+def test_a_row_another_writer_inserts_after_the_look_keeps_its_version(engine, tables, writer, monkeypatch, size):
+    """Another writer inserts one of a batch's new rows (and its list) between this writer's look
+    at the rows it replaces and its write: the values and list that writer stored are kept as
+    versions that ended with this write, as for any row held before, never overwritten unseen."""
+    from sgcache.store import history
+
+    real_snapshot = history.snapshot
+    raced: list[bool] = []
+    before = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+
+    def snapshot(conn, table, key, ids, **kw):
+        found = real_snapshot(conn, table, key, ids, **kw)
+        if not raced and table.name == "shot" and key == "id" and 42 in ids:
+            raced.append(True)  # the other writer's row and list, committed just after the look
+            conn.execute(sa.insert(table), {"id": 42, "code": "other", "_last_event_id": 3, "_active": True,
+                                            "_cache_created_at": before, "_cache_updated_at": before,
+                                            history.VALID_FROM: before})
+            conn.execute(sa.insert(tables["Shot"].associations["assets"]),
+                         [{"parent_id": 42, "position": 0, "child_type": "Asset", "child_id": 901,
+                           history.VALID_FROM: before}])
+        return found
+
+    monkeypatch.setattr(history, "snapshot", snapshot)
+    at = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+    batch = [shot(i) for i in range(40, 40 + size)]
+    assert writer.upsert("Shot", batch, event_id=9, changed_at=at) == size
+    assert raced
+    rows = {r["id"]: r for r in stored(engine, tables)}
+    assert rows[42]["code"] == shot(42)["code"] and rows[42]["_last_event_id"] == 9
+    assert [a["id"] for a in rows[42]["assets"]] == [a["id"] for a in shot(42)["assets"]]
+    with engine.connect() as conn:
+        kept = conn.execute(sa.select(tables["Shot"].history)).mappings().all()
+        lists = conn.execute(sa.select(tables.state.link_history)).mappings().all()
+    assert [(v["id"], v["code"], v["_to_event"], v[history.VALID_FROM], v[history.VALID_TO]) for v in kept] == \
+        [(42, "other", 9, before, at)]
+    assert [(r["parent_id"], r["child_id"], r[history.VALID_TO]) for r in lists] == [(42, 901, at)]

@@ -8,8 +8,8 @@ loads large batches on PostgreSQL this way:
 - association rows go straight into their table (:func:`copy_into`): the writer has deleted
   the rows they replace in the same transaction, so there is nothing to conflict with;
 - entity rows the table does not hold yet (every row of a first import) are copied straight in
-  (:func:`copy_upsert`), inside a savepoint: should another writer insert one of them between
-  the look and the copy, the copy is undone alone and those rows take the next path;
+  (:func:`copy_insert`), inside a savepoint: should another writer insert one of them between
+  the writer's look and the copy, the copy is undone alone and the writer looks again;
 - the others go into a temporary table, then into the entity table with one
   ``INSERT ... SELECT ... ON CONFLICT DO UPDATE ... WHERE`` carrying the same guard as the
   row-by-row statement (a row written by a newer event is left alone), ``RETURNING`` the ids
@@ -26,7 +26,7 @@ import decimal
 import io
 import itertools
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg2
@@ -165,36 +165,25 @@ def copy_into(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     _copy(conn, _quoted(conn, table.name), columns, _buffer(conn, table, columns, rows))
 
 
+def copy_insert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[dict]) -> bool:
+    """Copy ``rows`` (with the ``columns``; rows the table did not hold when the caller looked)
+    straight into ``table``, inside a savepoint. False, with nothing written, when one of them
+    breaks the key: another writer inserted it since the caller's look."""
+    try:
+        with conn.begin_nested():
+            _copy(conn, _quoted(conn, table.name), columns, _buffer(conn, table, columns, rows))
+    except psycopg2.IntegrityError:
+        return False
+    return True
+
+
 def copy_upsert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: list[dict], *,
-                update: Sequence[str], where: Callable[[Any], Any] | None, held: Collection[int] | None = None,
-                inserted: set[int] | None = None) -> set[int]:
+                update: Sequence[str], where: Callable[[Any], Any] | None) -> set[int]:
     """Insert ``rows`` (with the ``columns``, keyed by ``id``, one row an id at most), or set
     the ``update`` columns of the rows they meet where ``where(excluded)`` allows (``excluded``:
-    the incoming row's columns, as in ON CONFLICT). Returns the ids written.
-
-    ``held``: the ids of ``rows`` the table holds, when the caller has just read them (else they
-    are looked up here). ``inserted`` collects the ids of rows copied in as new: no other writer
-    held them when this transaction wrote them."""
-    written: set[int] = set()
-    if held is None:
-        held = set(conn.execute(sa.select(table.c.id).where(table.c.id == sa.any_(
-            sa.bindparam("ids", [r["id"] for r in rows], type_=postgresql.ARRAY(sa.BigInteger))))).scalars())
-    new = [r for r in rows if r["id"] not in held]
-    if new:
-        # Rows the table lacks (all of them, in a first import) go straight in. Should another
-        # writer insert one of them meanwhile, the COPY fails on its key, is undone alone (a
-        # savepoint), and those rows take the upsert below, guard and all.
-        try:
-            with conn.begin_nested():
-                _copy(conn, _quoted(conn, table.name), columns, _buffer(conn, table, columns, new))
-            written.update(r["id"] for r in new)
-            if inserted is not None:
-                inserted.update(r["id"] for r in new)
-            rows = [r for r in rows if r["id"] in held]
-        except psycopg2.IntegrityError:
-            pass
+    the incoming row's columns, as in ON CONFLICT). Returns the ids written."""
     if not rows:
-        return written
+        return set()
     name = f"_sgcache_load_{next(_names)}"
     conn.execute(sa.text(f"CREATE TEMP TABLE {_quoted(conn, name)} (LIKE {_quoted(conn, table.name)} "
                          "INCLUDING DEFAULTS) ON COMMIT DROP"))
@@ -203,6 +192,6 @@ def copy_upsert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], ro
     stmt = postgresql.insert(table).from_select(list(columns), sa.select(*[load.c[c] for c in columns]))
     stmt = stmt.on_conflict_do_update(index_elements=[table.c.id], set_={k: stmt.excluded[k] for k in update},
                                       where=where(stmt.excluded) if where is not None else None)
-    written.update(conn.execute(stmt.returning(table.c.id)).scalars())
+    written = set(conn.execute(stmt.returning(table.c.id)).scalars())
     conn.execute(sa.text(f"DROP TABLE {_quoted(conn, name)}"))  # at once: a long transaction loads many
     return written

@@ -16,7 +16,7 @@ so no path that writes can forget them; ``sgcache.sync.refresh`` reads them agai
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -32,6 +32,9 @@ from sgcache.store.tables import EntityTable, Tables
 CHUNK = 1000
 #: Upsert statements a writer keeps (one per table and column set seen; the set is small in practice).
 UPSERTS_KEPT = 2000
+#: Looks and writes of one batch before it is given up, when other writers keep inserting (and
+#: removing) its new rows between each look and write.
+RACE_ROUNDS = 5
 #: The bound parameter of an upsert's ``unless_written_since`` (no column has this name).
 SINCE = "sgcache_written_since"
 
@@ -92,7 +95,7 @@ class Writer:
         self._pointing: dict[str, list[tuple[EntityTable, str]]] = {}  # type: link fields that may point at it
         self._by_storage: dict[str, tuple[EntityTable, dict, dict]] = {}  # type: (its table, column, association fields)
         # (table, columns, guard, since): the upsert statement
-        self._upserts: dict[tuple[sa.Table, tuple[str, ...], bool, bool], Any] = {}
+        self._upserts: dict[tuple[sa.Table, tuple[str, ...], bool | None, bool], Any] = {}
         self._row_reads: dict[tuple[sa.Table, tuple[str, ...]], sa.Select] = {}  # (table, columns): statement
         self._list_reads: dict[tuple[sa.Table, tuple[str, ...]], Any] = {}  # (table, list fields): statement
         #: when a dict: (type, id) -> the ``_cache_updated_at`` of each entity row written (the
@@ -388,8 +391,32 @@ class Writer:
         ``starts`` collects when each row's change happened (for its lists), ``held`` the ids
         the table held before, ``inserted`` the ids of new rows no other writer held when this
         one wrote them (copied in: see sgcache.store.bulk).
+
+        A new row that another writer inserts between this writer's look and its write is
+        looked at again and written as a held row: the other writer's values become a version
+        like any other, never overwritten unseen.
         """
+        written: set[int] = set()
+        pending = rows
+        for _ in range(RACE_ROUNDS):
+            pending = self._write_rows(conn, et, pending, now, guard, since, changed_at, event_id, starts, held,
+                                       inserted, written)
+            if not pending:
+                return written
+        ids = ", ".join(str(r["id"]) for r in pending[:10])
+        raise RuntimeError(f"{et.name}: other writers inserted and removed rows {ids} {RACE_ROUNDS} times "
+                           "while this write was made; it is given up")
+
+    def _write_rows(self, conn: sa.Connection, et: EntityTable, rows: list[dict], now: dt.datetime, guard: bool,
+                    since: dt.datetime | None, changed_at: dt.datetime | None, event_id: int | None,
+                    starts: dict[int, dt.datetime] | None, held: set[int] | None, inserted: set[int] | None,
+                    written: set[int]) -> list[dict]:
+        """One look and one write of :meth:`_upsert_rows` (``written`` collects the ids written).
+        Returns the new rows another writer inserted since the look: they are not written."""
         t = et.table
+        for row in rows:  # what an earlier round added, not the batch's values
+            row.pop(SINCE, None)
+            row.pop("_cache_created_at", None)
         before = {r["id"]: r for r in history.snapshot(conn, t, "id", [row["id"] for row in rows])}
         if held is not None:
             held.update(before)
@@ -421,39 +448,62 @@ class Writer:
                                                         if bound else since))
             return sa.and_(*checks) if checks else None
 
-        written: set[int] = set()
+        lost: list[dict] = []
         for keys, group in groups.items():
             for row in group:
                 row["_cache_created_at"] = now  # used by inserts only: not in the update set
-            update = [k for k in keys if k != "id"]
-            if bulk.usable(conn, len(group)):
-                written |= bulk.copy_upsert(conn, t, [*keys, "_cache_created_at"], group, update=update, where=where,
-                                            held=before.keys(), inserted=inserted)
+            columns = [*keys, "_cache_created_at"]
+            new = [row for row in group if row["id"] not in before]
+            if new:
+                # Nothing to guard: no version of these rows was there to compare with.
+                if bulk.usable(conn, len(new)) and bulk.copy_insert(conn, t, columns, new):
+                    added = {row["id"] for row in new}
+                    if inserted is not None:
+                        inserted |= added
+                else:
+                    added = set(conn.execute(self._statement(t, keys, None, False, where), new).scalars())
+                written |= added
+                lost += [row for row in new if row["id"] not in added]
+            old = [row for row in group if row["id"] in before] if new else group
+            if not old:
                 continue
-            # Made once per column set and guard: building the statement (its ``excluded``
-            # columns, its cache key) cost the watcher more than running it.
-            shape = (t, keys, guard, since is not None)
-            stmt = self._upserts.get(shape)
-            if stmt is None:
-                stmt = self._insert(t)
-                # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues");
-                # without it psycopg2 makes one round trip per row. It also tells which rows the
-                # guard let through.
-                stmt = stmt.on_conflict_do_update(index_elements=[t.c.id],
-                                                  set_={k: stmt.excluded[k] for k in update},
-                                                  where=where(stmt.excluded, bound=True)).returning(t.c.id)
-                if len(self._upserts) >= UPSERTS_KEPT:
-                    self._upserts.clear()
-                self._upserts[shape] = stmt
+            if bulk.usable(conn, len(old)):
+                written |= bulk.copy_upsert(conn, t, columns, old, update=[k for k in keys if k != "id"],
+                                            where=where)
+                continue
             if since is not None:
-                for row in group:
+                for row in old:
                     row[SINCE] = since
-            written.update(conn.execute(stmt, group).scalars())
+            written.update(conn.execute(self._statement(t, keys, guard, since is not None, where), old).scalars())
         if changed:
             new_from = {row["id"]: row[history.VALID_FROM] for row in rows}
             history.keep(conn, et.history, [history.ended(prev, new_from[i], event_id)
                                             for i, prev in sorted(changed.items()) if i in written])
-        return written
+        return lost
+
+    def _statement(self, t: sa.Table, keys: tuple[str, ...], guard: bool | None, since: bool,
+                   where: Callable[..., Any]) -> Any:
+        """The upsert of rows with the columns ``keys`` (``guard`` None: the insert of new rows,
+        skipping any another writer inserted), ``RETURNING`` the ids written. Made once per
+        column set and guard: building the statement (its ``excluded`` columns, its cache key)
+        cost the watcher more than running it."""
+        shape = (t, keys, guard, since)
+        stmt = self._upserts.get(shape)
+        if stmt is None:
+            stmt = self._insert(t)
+            if guard is None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.id])
+            else:
+                stmt = stmt.on_conflict_do_update(index_elements=[t.c.id],
+                                                  set_={k: stmt.excluded[k] for k in keys if k != "id"},
+                                                  where=where(stmt.excluded, bound=True))
+            # RETURNING lets SQLAlchemy send many rows per statement ("insertmanyvalues"); without
+            # it psycopg2 makes one round trip per row. It also tells which rows were written.
+            stmt = stmt.returning(t.c.id)
+            if len(self._upserts) >= UPSERTS_KEPT:
+                self._upserts.clear()
+            self._upserts[shape] = stmt
+        return stmt
 
     @staticmethod
     def _change_time(row: Mapping[str, Any], prev: Mapping[str, Any] | None, changed_at: dt.datetime | None,
