@@ -114,6 +114,23 @@ def test_a_bad_value_rolls_back_the_whole_batch(writer, engine, tables):
     assert shots(engine, tables, "code") == [{"type": "Shot", "id": 1, "code": "before"}]
 
 
+@pytest.mark.parametrize("field,value", [("sg_cut_in", True), ("sg_rate", False), ("code", 12), ("sg_flag", 1),
+                                         ("sg_cut_in", "12"), ("code", ["a"])])
+def test_a_value_of_a_near_kind_is_refused_not_stored(writer, field, value):
+    """Values of exactly a field's kind are stored without the handler's checks; a value of a
+    subclass or a look-alike (a bool for a number, a number for text) still meets them."""
+    with pytest.raises(ConversionError, match=rf"Shot\.{field}"):
+        writer.upsert("Shot", [{"type": "Shot", "id": 1, field: value}])
+
+
+def test_values_of_each_plain_kind_are_stored_as_given(writer, engine, tables):
+    entity = {"type": "Shot", "id": 1, "code": "SH010", "sg_cut_in": 1001, "sg_rate": 23.976, "sg_flag": False,
+              "sg_percent": 2.0, "sg_timecode": 0}
+    writer.upsert("Shot", [entity])
+    stored = shots(engine, tables, *[k for k in entity if k not in ("type", "id")])
+    assert stored == [{**entity, "sg_percent": 2}] and type(stored[0]["sg_percent"]) is int
+
+
 def test_a_database_error_rolls_back_association_changes_too(writer, engine, tables):
     writer.upsert("Shot", [{"type": "Shot", "id": 1, "assets": [{"type": "Asset", "id": 1}]}])
     with pytest.raises(RuntimeError):
