@@ -8,8 +8,8 @@ bench/read_speed.py sets them up (benchlib.CachedProxy). Then ``--days`` of hist
 straight into the cache through the project's Writer, as the watcher would have written it: every
 row is dated to the start of the period, and each day ``--changes-per-day`` random Versions (and a
 tenth as many Shots) change status and description, with that day's time. The fields' history is
-made to begin before the period, the watcher's "applied up to" mark is set to now, and the tables
-are analyzed.
+made to begin before the period, the watcher's "applied up to" mark is set to now, and the
+database is vacuumed, analyzed and checkpointed (read_speed.settle).
 
 With the real shotgun_api3 client, one client at a time, bench/read_speed.py's calls (find_one,
 deep50, page500, summarize; same ids, filters and pages) are timed through the present URL and
@@ -32,7 +32,7 @@ from typing import Any
 import shotgun_api3
 import sqlalchemy as sa
 from benchlib import API_KEY, ROOT, SCRIPT_NAME, CachedProxy, on_sigterm, run_context, scratch_postgres
-from read_speed import analyze, make_calls, measure, pick
+from read_speed import make_calls, measure, pick, settle
 
 STATUSES = ["rev", "apr", "ip", "wtg", "fin"]
 TARGET = 3.0
@@ -73,10 +73,8 @@ def write_history(url: str, days: int, per_day: int, seed: int) -> tuple[dt.date
         state.set_meta(conn, tables.state, state.HISTORY_UNTIL, now.isoformat())
         kept = sum(conn.execute(sa.select(sa.func.count()).select_from(h)).scalar_one()
                    for h in [et.history for et in tables] + [tables.state.link_history])
-    names = [t.name for et in tables for t in (et.table, *et.associations.values(), et.history)]
-    names.append(tables.state.link_history.name)
     engine.dispose()
-    analyze(url.replace("+psycopg2", ""), names)
+    settle(url.replace("+psycopg2", ""))
     return start, kept, time.perf_counter() - started
 
 

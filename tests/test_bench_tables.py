@@ -28,3 +28,16 @@ def test_a_changed_figure_is_caught(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), str(changed), "--check"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1
+
+
+def test_every_benchmark_script_imports():
+    """The benchmarks run by hand, so nothing else notices when one stops importing (a helper it
+    takes from another script renamed, say): each is imported here, as `python bench/X.py` would."""
+    names = sorted(p.stem for p in (ROOT / "bench").glob("*.py"))
+    code = ("import importlib, sys\n"
+            f"sys.path.insert(0, {str(ROOT / 'bench')!r})\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module(name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "read_speed" in names and "history_speed" in names
