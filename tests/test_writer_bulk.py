@@ -270,3 +270,32 @@ def test_a_row_another_writer_inserts_after_the_look_keeps_its_version(engine, t
     assert [(v["id"], v["code"], v["_to_event"], v[history.VALID_FROM], v[history.VALID_TO]) for v in kept] == \
         [(42, "other", 9, before, at)]
     assert [(r["parent_id"], r["child_id"], r[history.VALID_TO]) for r in lists] == [(42, 901, at)]
+
+
+def test_a_write_whose_new_row_other_writers_keep_taking_and_removing_is_given_up_whole(engine, tables, writer,
+                                                                                        monkeypatch):
+    """Should other writers remove a new row before each look and insert it again before each
+    write, the writer gives up after RACE_ROUNDS rounds with an error naming the row, and writes
+    nothing of the batch (its transaction is undone)."""
+    from sgcache.store import history
+    from sgcache.store import writer as writer_module
+
+    real_snapshot = history.snapshot
+    rounds: list[int] = []
+
+    def snapshot(conn, table, key, ids, **kw):
+        if table.name != "shot" or key != "id" or 42 not in ids:
+            return real_snapshot(conn, table, key, ids, **kw)
+        rounds.append(1)
+        conn.execute(sa.delete(table).where(table.c.id == 42))  # gone before the look...
+        found = real_snapshot(conn, table, key, ids, **kw)
+        now = dt.datetime.now(dt.UTC)  # ...and back after it
+        conn.execute(sa.insert(table), {"id": 42, "code": "other", "_last_event_id": 3, "_active": True,
+                                        "_cache_created_at": now, "_cache_updated_at": now})
+        return found
+
+    monkeypatch.setattr(history, "snapshot", snapshot)
+    with pytest.raises(RuntimeError, match=r"Shot: other writers inserted and removed rows 42 5 times"):
+        writer.upsert("Shot", [shot(i) for i in range(40, 45)], event_id=9)
+    assert len(rounds) == writer_module.RACE_ROUNDS
+    assert stored(engine, tables) == []

@@ -547,8 +547,7 @@ class Writer:
             return
         history.keep(conn, self.tables.state.link_history, ended, entity_type=et.name, field=field_name)
         fresh = [p for p in changed if p in inserted]
-        for chunk in chunks([p for p in changed if p not in inserted]):
-            conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
+        self._delete_lists(conn, [assoc], [p for p in changed if p not in inserted])
         rows = [r for link_rows in changed.values() for r in link_rows]
         if not rows:
             return
@@ -561,9 +560,15 @@ class Writer:
         except bulk.KEY_ERRORS:
             # Rows of a new parent's list were there already (left by something that removed
             # the parent alone): they go, as for any other parent.
-            for chunk in chunks(fresh):
-                conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
+            self._delete_lists(conn, [assoc], fresh)
             self._insert_links(conn, assoc, rows)
+
+    @staticmethod
+    def _delete_lists(conn: sa.Connection, assocs: Iterable[sa.Table], parents: list[int]) -> None:
+        """Delete the rows of these parents' lists in the association tables ``assocs``."""
+        for assoc in assocs:
+            for chunk in chunks(parents):
+                conn.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
 
     @staticmethod
     def _insert_links(conn: sa.Connection, assoc: sa.Table, rows: list[dict]) -> None:
@@ -606,9 +611,8 @@ class Writer:
                 history.keep(c, self.tables.state.link_history,
                              [history.ended(r, now, None) for r in history.snapshot(c, assoc, "parent_id", ids)],
                              entity_type=et.name, field=field_name)
+            self._delete_lists(c, et.associations.values(), ids)
             for chunk in chunks(ids):
-                for assoc in et.associations.values():
-                    c.execute(sa.delete(assoc).where(assoc.c.parent_id.in_(chunk)))
                 removed += c.execute(sa.delete(et.table).where(et.table.c.id.in_(chunk))).rowcount
         return removed
 
