@@ -13,8 +13,13 @@ the ``find_one`` below with one hard-coded SQL query (no credential check, no qu
 With the real shotgun_api3 client (one Shotgun per client thread, connected before the clock
 starts), each call is timed with 1 and 8 concurrent clients against sgcache, the stand-in and
 (``find_one`` and ``page500``) the floor, which answers a page with one query too (the same
-rows, by id, with the link names joined). Each sgcache figure is also printed as a ratio to its
-floor (``x floor``: p50 over the floor's p50 for the same call; ``deep50`` over find_one's).
+rows, by id, with the link names joined). The targets take turns: each call's requests are
+split over ``--rounds`` rounds (default 5), every target runs its share in each round, and each
+round starts with the next target along; percentiles and throughput are then taken over all the
+rounds. A machine whose speed drifts during the run (another process, the CPU's clock, the disk
+cache) so slows every target alike, and the ratios compare like with like. Each sgcache figure
+is also printed as a ratio to its floor (``x floor``: p50 over the floor's p50 for the same
+call; ``deep50`` over find_one's).
 
 - ``find_one``: ``find_one("Version", [["id", "is", ID]], ["code", "entity", "sg_status_list"])``,
   ID cycling over 200 random active Versions;
@@ -263,10 +268,19 @@ STOP = threading.Event()
 CallFn = Callable[[shotgun_api3.Shotgun, int], Any]
 
 
-def measure(phase: str, target: str, call: str, fn: CallFn, sgs: list[shotgun_api3.Shotgun], requests_: int,
-            warmup: int) -> Result:
+@dataclass
+class Sample:
+    """One timed round of one call against one target."""
+
+    latencies: list[float]  # seconds, of the calls that succeeded
+    errors: list[str]  # warm-up failures start with "warm-up"
+    seconds: float
+    cpu: float  # CPU seconds of this process (the clients) during the round
+
+
+def measure(fn: CallFn, sgs: list[shotgun_api3.Shotgun], requests_: int, warmup: int, offset: int = 0) -> Sample:
     """``requests_`` calls shared by ``len(sgs)`` threads, one Shotgun each, started together after
-    ``warmup`` untimed calls per thread."""
+    ``warmup`` untimed calls per thread (``offset``: where this round's ids and pages start)."""
     clients = len(sgs)
     shares = [requests_ // clients + (1 if i < requests_ % clients else 0) for i in range(clients)]
     latencies: list[list[float]] = [[] for _ in sgs]
@@ -288,7 +302,7 @@ def measure(phase: str, target: str, call: str, fn: CallFn, sgs: list[shotgun_ap
         for k in range(shares[i]):
             if STOP.is_set():
                 return
-            n = i + k * clients
+            n = offset + i + k * clients
             started = clock()
             try:
                 fn(sg, n)
@@ -307,12 +321,21 @@ def measure(phase: str, target: str, call: str, fn: CallFn, sgs: list[shotgun_ap
     seconds = time.perf_counter() - started
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    ordered = sorted(x for lat in latencies for x in lat)
-    all_errors = [e for errs in errors for e in errs]
+    return Sample([x for lat in latencies for x in lat], [e for errs in errors for e in errs], seconds, cpu)
+
+
+def combine(phase: str, target: str, call: str, clients: int, samples: list[Sample]) -> Result:
+    """One result from a target's rounds: percentiles over every call of every round, throughput
+    as all the calls over all the rounds' time."""
+    ordered = sorted(x for s in samples for x in s.latencies)
+    all_errors = [e for s in samples for e in s.errors]
     timed_errors = sum(1 for e in all_errors if not e.startswith("warm-up"))
+    seconds = sum(s.seconds for s in samples)
+    requests_ = len(ordered) + timed_errors
     return Result(phase, target, call, clients, requests_, timed_errors, seconds, len(ordered) / seconds,
                   percentile(ordered, 50) * 1000, percentile(ordered, 95) * 1000,
-                  (ordered[-1] if ordered else float("nan")) * 1000, cpu / seconds, first_errors=all_errors[:5])
+                  (ordered[-1] if ordered else float("nan")) * 1000, sum(s.cpu for s in samples) / seconds,
+                  first_errors=all_errors[:5])
 
 
 class Probe:
@@ -645,6 +668,8 @@ def main() -> None:
     parser.add_argument("--find-one-requests", type=int, default=1000, help="find_one calls per run")
     parser.add_argument("--requests", type=int, default=300, help="deep50, page500 and summarize calls per run")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per client thread before each run")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds each call's requests are split over, the targets taking turns in each")
     parser.add_argument("--versions", type=int, default=0, metavar="N",
                         help="then load N more Versions through the writer and measure again")
     parser.add_argument("--proxy-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -779,15 +804,26 @@ def main() -> None:
         print()
 
         def run(phase: str, plan: list[tuple[str, list[str]]]) -> list[Result]:
+            """Each call with each number of clients: the targets take turns, ``--rounds`` times
+            (each round's first target the next one along), so a drift in the machine's speed
+            falls on every target alike rather than on whichever ran last."""
             out = []
             for call, targets in plan:
                 count = args.find_one_requests if call == "find_one" else args.requests
                 for clients in args.clients:
+                    samples: dict[str, list[Sample]] = {target: [] for target in targets}
+                    done = 0
+                    for r in range(args.rounds):
+                        share = count // args.rounds + (1 if r < count % args.rounds else 0)
+                        for k in range(len(targets)):
+                            target = targets[(r + k) % len(targets)]
+                            for child in (site, proxy, floor):
+                                child.check_alive()
+                            samples[target].append(measure(calls[call], pools[target][:clients], share,
+                                                           args.warmup if r == 0 else 0, offset=done))
+                        done += share
                     for target in targets:
-                        for child in (site, proxy, floor):
-                            child.check_alive()
-                        result = measure(phase, target, call, calls[call], pools[target][:clients], count,
-                                         args.warmup)
+                        result = combine(phase, target, call, clients, samples[target])
                         key = call if phase == "base" else f"{call}+versions"
                         result.outcome = outcomes[key] if target == "sgcache" else "-"
                         out.append(result)
@@ -876,8 +912,8 @@ def main() -> None:
             "command": command, "versions": info, "wall_seconds": round(wall, 1), "notes": notes,
             "settings": {"scale": args.scale, "seed": args.seed, "workers": args.workers, "threads": args.threads,
                          "clients": args.clients, "find_one_requests": args.find_one_requests,
-                         "requests": args.requests, "warmup": args.warmup, "extra_versions": args.versions,
-                         "proxy_set": args.proxy_set},
+                         "requests": args.requests, "warmup": args.warmup, "rounds": args.rounds,
+                         "extra_versions": args.versions, "proxy_set": args.proxy_set},
             "choices": asdict(choices), "deep_filters": choices.deep_filters(), "outcomes": outcomes,
             "floor_sql": floor_sql(), "floor_page_sql": floor_page_sql(), "targets": checks,
             "results": [dict(asdict(r), floor_ratio=round(ratio, 3) if (ratio := floor_ratio(results, r)) else None)
