@@ -183,6 +183,36 @@ def connect(url: str, timeout: float) -> shotgun_api3.Shotgun:
     return sg
 
 
+def spread_clients(url: str, timeout: float, count: int, master_pid: int, port: int,
+                   tries: int = 200) -> list[shotgun_api3.Shotgun]:
+    """``count`` connected clients of the gunicorn server ``master_pid`` listening on ``port``,
+    spread evenly over its workers. A keep-alive connection stays with the worker that accepted
+    it, and which worker accepts is chance: eight clients could land seven on one worker, which
+    then serves them on one core while the other idles, and a throughput measured so says more
+    about that draw than about the server. A connection landing on a worker that already has its
+    share is closed and made again (at most ``tries`` times in all; then the spread is left as it
+    fell, and the caller prints it). Where /proc cannot say, the clients are connected as they come."""
+    if connections_per_worker(master_pid, port) is None:
+        return [connect(url, timeout) for _ in range(count)]
+    clients: list[shotgun_api3.Shotgun] = []
+    mine: dict[int, int] = {}
+    spare = tries
+    while len(clients) < count:
+        before = connections_per_worker(master_pid, port) or {}
+        sg = connect(url, timeout)
+        after = connections_per_worker(master_pid, port) or {}
+        share = -(-count // max(1, len(after)))  # ceil(count / workers)
+        grew = [pid for pid, n in after.items() if n > before.get(pid, 0)]
+        if spare > 0 and (len(grew) != 1 or mine.get(grew[0], 0) >= share):
+            sg.close()
+            spare -= 1
+            continue
+        if len(grew) == 1:
+            mine[grew[0]] = mine.get(grew[0], 0) + 1
+        clients.append(sg)
+    return clients
+
+
 def parse_clients(value: str) -> list[int]:
     try:
         out = [int(v) for v in value.split(",") if v.strip()]

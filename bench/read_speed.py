@@ -90,6 +90,7 @@ from benchlib import (
     parse_clients,
     percentile,
     rpc,
+    spread_clients,
     tail,
     wait_for_info,
 )
@@ -786,7 +787,16 @@ def main() -> None:
         time.sleep(3)
         most = max(args.clients)
         urls = {"sgcache": proxy_url, "stand-in": site_url, "floor": floor_url}
-        pools = {name: [connect(url, args.timeout) for _ in range(most)] for name, url in urls.items()}
+
+        def make_pools() -> dict[str, list[shotgun_api3.Shotgun]]:
+            """Client connections to each target; those of the two gunicorn servers spread evenly
+            over their workers (the stand-in is one process)."""
+            servers = {"sgcache": (proxy, proxy_port), "floor": (floor, floor_port)}
+            return {name: (spread_clients(url, args.timeout, most, servers[name][0].proc.pid, servers[name][1])
+                           if name in servers else [connect(url, args.timeout) for _ in range(most)])
+                    for name, url in urls.items()}
+
+        pools = make_pools()
         for name, child, port in (("sgcache web", proxy, proxy_port), ("floor", floor, floor_port)):
             spread = connections_per_worker(child.proc.pid, port)
             if spread is not None:
@@ -855,7 +865,7 @@ def main() -> None:
             # The servers closed the connections left idle during the load (keep-alive 75 s): connect afresh.
             for sg in [probe.sg, *(sg for pool in pools.values() for sg in pool)]:
                 sg.close()
-            pools = {name: [connect(url, args.timeout) for _ in range(most)] for name, url in urls.items()}
+            pools = make_pools()
             probe = Probe(connect(proxy_url, args.timeout))
             for name, child, port in (("sgcache web", proxy, proxy_port), ("floor", floor, floor_port)):
                 spread = connections_per_worker(child.proc.pid, port)
