@@ -107,6 +107,9 @@ class ColumnField(FieldHandler):
     #: writer sets it without calling :meth:`put` (most values of a page are such text and
     #: numbers). None: every value goes through :meth:`put`.
     stored_as_is: ClassVar[type | None] = None
+    #: The one column ``column`` holds the wire value as it is (None for none): readers take it
+    #: without calling :meth:`from_db` (a page of 500 entities reads thousands of such values).
+    read_as_is: bool = False
 
     def to_db(self, value: Any) -> dict[str, Any]:
         """Wire value -> {column name: database value}."""

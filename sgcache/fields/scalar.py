@@ -21,6 +21,10 @@ class ScalarField(ColumnField):
     def __init__(self, type_name, field):
         super().__init__(type_name, field)
         self.column = names.fit(self.name)
+        # Text and numbers come out of their column as the wire has them; a kind that converts
+        # (dates, checkboxes, JSON) overrides one of the two methods, and is read through them.
+        self.read_as_is = (type(self).from_db is ScalarField.from_db
+                           and type(self).from_db_value is ScalarField.from_db_value)
 
     def columns(self) -> list[sa.Column]:
         return [sa.Column(self.column, self.sql_type())]

@@ -218,6 +218,11 @@ class Values:
                 continue
             if fp.hop is None:
                 named.update(handler.field.entity_types)
+            if family_of(handler).name == "entity":  # one link in two columns: read them straight
+                type_col, id_col = handler.type_column, handler.id_column
+                links.update((row[type_col], row[id_col]) for row in held.rows.values()
+                             if row[id_col] is not None and (fp.hop is None or row[type_col] == fp.target.name))
+                continue
             for i in held.rows:
                 links.update(link for link in held.links(handler, i) if fp.hop is None or link[0] == fp.target.name)
         return self.names(links, named) if links else {}
@@ -225,6 +230,20 @@ class Values:
     def _fill_field(self, out: dict, fp: FieldPlan, held: _Held, names: dict) -> None:
         handler = fp.handler
         family = family_of(handler)
+        name = fp.name
+        if getattr(handler, "read_as_is", False):
+            column = handler.column
+            for i, row in held.rows.items():
+                out[i][name] = row[column]
+            return
+        if family.name == "entity":  # a link, or None when it is empty or its target is not live
+            type_col, id_col = handler.type_column, handler.id_column
+            for i, row in held.rows.items():
+                link_id = row[id_col]
+                found = None if link_id is None else names.get((row[type_col], link_id))
+                out[i][name] = ({"type": row[type_col], "id": link_id, "name": found[1]}
+                                if found is not None and found[0] else None)
+            return
         for i, row in held.rows.items():
             if family.link:
                 out[i][fp.name] = family.shape([{"type": t, "id": c, "name": names[(t, c)][1]}
