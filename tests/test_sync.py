@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -49,6 +50,7 @@ from sgcache.store.tables import Tables
 from sgcache.store.writer import Writer
 from sgcache.sync import cursor as cursors
 from sgcache.sync import report
+from sgcache.sync import watcher as watcher_module
 from sgcache.sync.compare import diff
 from sgcache.sync.leader import Leadership
 from sgcache.sync.remote import Remote
@@ -1033,9 +1035,17 @@ def test_late_event_is_applied_when_it_appears(sync):
     assert late_id in s.applied_ids()
 
 
-def late_change_and_gap(s: Sync) -> tuple[int, int, Watcher]:
+def late_change_and_gap(s: Sync, monkeypatch) -> tuple[int, int, Watcher, Callable[[], None]]:
     """A change whose event commits late, one after it on time, and a watcher that gives up on a
-    gap after 0.3 s: (the late shot, the late event id, the watcher)."""
+    gap after 0.3 s of its clock, which stands still until the returned ``expire`` moves it past
+    that (on a busy machine, real time let a drain outlast the wait before its gap was looked at):
+    (the late shot, the late event id, the watcher, expire)."""
+    moment = [watcher_module._now()]
+    monkeypatch.setattr(watcher_module, "_now", lambda: moment[0])
+
+    def expire() -> None:
+        moment[0] += dt.timedelta(seconds=1)
+
     sg = s.sg()
     late_shot, shot = s.world["shots"][0], s.world["shots"][1]
     s.site.late_events = 1.0
@@ -1043,21 +1053,20 @@ def late_change_and_gap(s: Sync) -> tuple[int, int, Watcher]:
     late_id = s.newest_event_id()
     s.site.late_events = 0.0
     sg.update("Shot", shot, {"description": "on time"})
-    return late_shot, late_id, s.watcher(gap_timeout=0.3)
+    return late_shot, late_id, s.watcher(gap_timeout=0.3), expire
 
 
-def test_gap_older_than_gap_timeout_is_given_up(sync, caplog):
+def test_gap_older_than_gap_timeout_is_given_up(sync, caplog, monkeypatch):
     s = sync
-    late_shot, late_id, watcher = late_change_and_gap(s)
+    late_shot, late_id, watcher, expire = late_change_and_gap(s, monkeypatch)
     caplog.set_level(logging.WARNING, logger=WATCHER_LOG)
     s.drain(watcher)
     assert list(s.cursor().gaps) == [late_id]
-
-    def given_up():
-        s.drain(watcher)
-        return not s.cursor().gaps
-
-    wait_for(given_up, 5, what="the gap to be given up")
+    s.drain(watcher)
+    assert list(s.cursor().gaps) == [late_id]  # not before its time
+    expire()
+    s.drain(watcher)
+    assert not s.cursor().gaps
     assert s.cursor() == cursors.Cursor(late_id + 1, {})
     [message] = [r.getMessage() for r in caplog.records if "gave_up" in r.getMessage()]
     assert message.startswith(f"event=gave_up_on_event_ids ids=[{late_id}] waited_s=0.3 scan_watermarks_back_to=")
@@ -1093,24 +1102,21 @@ def test_failing_event_is_retried_then_dead_lettered_and_the_watcher_moves_on(sy
     assert s.applied_ids()[-2:] == [bad_id, bad_id + 1]
 
 
-def test_a_gap_given_up_moves_the_scan_watermarks_back_before_it(sync):
+def test_a_gap_given_up_moves_the_scan_watermarks_back_before_it(sync, monkeypatch):
     # A transaction whose event commits long after its updated_at: by the time the watcher gives
     # up on the id, a scan may have moved its watermark past the change. The give-up must take
     # the watermarks back, so the next scan reads what the lost event changed.
     s = sync
-    late_shot, late_id, watcher = late_change_and_gap(s)
+    late_shot, late_id, watcher, expire = late_change_and_gap(s, monkeypatch)
     s.drain(watcher)
     assert list(s.cursor().gaps) == [late_id]
     # A scan ran meanwhile and its watermarks went far past the change.
     types = s.tables.state.types
     with s.engine.begin() as conn:
         conn.execute(sa.update(types).values(watermark=s.clock() + dt.timedelta(hours=1)))
-
-    def given_up():
-        s.drain(watcher)
-        return not s.cursor().gaps
-
-    wait_for(given_up, 5, what="the gap to be given up")
+    expire()
+    s.drain(watcher)
+    assert not s.cursor().gaps
     s.clock.advance(10)  # it commits after all: too late for the watcher
     s.drain(watcher)
     assert s.row("Shot", late_shot, "description")["description"] == "shot 00"
