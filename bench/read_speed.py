@@ -567,14 +567,16 @@ def versions() -> dict[str, str]:
     return out
 
 
-#: Each call's floor: the floor's own answer to the same call, or (deep50) to find_one.
+#: Each call's floor: the floor's own answer to the same call, or (deep50) to find_one. The floor
+#: is timed in the call's own rounds and recorded under the call (deep50's "floor" row is the
+#: floor's find_one, timed alongside deep50), so a ratio never divides figures from different
+#: moments of the run.
 FLOOR_OF = {"find_one": "find_one", "page500": "page500", "deep50": "find_one"}
 
 
 def floor_ratio(results: list[Result], r: Result) -> float | None:
     """p50 of ``r`` over the p50 of its floor (same phase and clients), if it has one."""
-    floor_call = FLOOR_OF.get(r.call)
-    floor = find(results, r.phase, "floor", floor_call, r.clients) if floor_call else None
+    floor = find(results, r.phase, "floor", r.call, r.clients) if r.call in FLOOR_OF else None
     return r.p50_ms / floor.p50_ms if floor and r.target != "floor" and floor.p50_ms else None
 
 
@@ -614,7 +616,7 @@ def targets_report(results: list[Result], phase: str, clients: list[int]) -> lis
     for n in clients:
         for call, limit in RATIO_TARGETS:
             proxy = find(results, phase, "sgcache", call, n)
-            floor = find(results, phase, "floor", FLOOR_OF[call], n)
+            floor = find(results, phase, "floor", call, n)
             if n > 1:
                 continue  # latency targets are for one client; many clients have the throughput target
             if proxy and floor:
@@ -829,7 +831,8 @@ def main() -> None:
                             target = targets[(r + k) % len(targets)]
                             for child in (site, proxy, floor):
                                 child.check_alive()
-                            samples[target].append(measure(calls[call], pools[target][:clients], share,
+                            fn = calls[FLOOR_OF[call]] if target == "floor" else calls[call]
+                            samples[target].append(measure(fn, pools[target][:clients], share,
                                                            args.warmup if r == 0 else 0, offset=done))
                         done += share
                     for target in targets:
@@ -844,9 +847,9 @@ def main() -> None:
                             print(f"    error: {error:.300}")
             return out
 
-        everything = ["sgcache", "stand-in"]
-        base = run("base", [("find_one", ["sgcache", "floor", "stand-in"]), ("deep50", everything),
-                            ("page500", ["sgcache", "floor", "stand-in"]), ("summarize", everything)])
+        floored = ["sgcache", "floor", "stand-in"]  # deep50's floor: the floor's find_one, in deep50's rounds
+        base = run("base", [("find_one", floored), ("deep50", floored), ("page500", floored),
+                            ("summarize", ["sgcache", "stand-in"])])
         results += base
         extra: list[Result] = []
         if args.versions:
@@ -882,7 +885,7 @@ def main() -> None:
             print("X-Sgcache-Outcome per call: " + ", ".join(f"{c} {outcomes[c + '+versions']}"
                                                            for c in ("find_one", "deep50", "page500")))
             print()
-            extra = run("versions", [("find_one", ["sgcache", "floor"]), ("deep50", ["sgcache"]),
+            extra = run("versions", [("find_one", ["sgcache", "floor"]), ("deep50", ["sgcache", "floor"]),
                                      ("page500", ["sgcache", "floor"])])
             results += extra
 

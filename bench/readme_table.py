@@ -64,7 +64,8 @@ def table(data: dict[str, Any]) -> list[str]:
              f"{v.get('git', '?')}, {v.get('cpus', '?')} CPUs shared by the client threads, ``sgcache web`` "
              f"{s['workers']} workers x {s['threads']} threads, PostgreSQL {v.get('psql', '?')}, scale "
              f"{s['scale']}): p50 / p95 in ms, requests a second, and sgcache's p50 over its floor's (the "
-             "deep-link find over find_one's). The command::")
+             "deep-link find over find_one's" + (", timed in the same rounds: its row's floor" if "rounds" in s
+                                                 else "") + "). The command::")
     out = [*textwrap.wrap(intro, 100, break_on_hyphens=False), "", f"    {data['command']}", ""]
     rows = [["call", "clients", "sgcache (x floor)", "stand-in", "floor"]]
     for phase, suffix in (("base", ""), ("versions", f", +{s['extra_versions']:,} Versions")):
