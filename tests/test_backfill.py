@@ -239,3 +239,70 @@ def test_a_write_no_entry_shows_proves_nothing_about_the_type_before_it(shot):
     assert done.unproven == {"*": at(900)}
     assert done.starts({"id": BEGAN, "code": BEGAN}) == {"id": at(900), "code": at(900)}
     assert shot(since=at(950)).unproven == {}  # before the span: nothing to explain
+
+
+# --- many entities at once: one statement per kind of date, not one per row --------------------
+
+
+def _many_shots_backfilled(pg_database, small_schema) -> tuple[int, dict, int]:
+    """80 Shots imported at 900, 40 of them with a logged code change at 500 and 10 with a list
+    change at 700, back-filled to 0; the report's versions, every date the back-fill set, and
+    how many UPDATE statements it ran once per row (executemany)."""
+    import sqlalchemy as sa
+    from conftest import ensure_migrated, pg_schema
+
+    from sgcache.store.db import create_engine
+    from sgcache.store.tables import Tables
+    from sgcache.store.writer import Writer
+    from sgcache.sync.backfill import backfill_type
+
+    with pg_schema(pg_database, "bf") as url:
+        engine = create_engine(url)
+        try:
+            tables = Tables(small_schema)
+            ensure_migrated(engine, tables)
+            Writer(engine, tables).upsert("Shot", [
+                {"type": "Shot", "id": i, "code": f"s{i}", "assets": [link(4), link(5)] if i % 2 else [link(4)],
+                 "updated_at": at(900), "created_at": at(-50)} for i in range(1, 81)], changed_at=at(900))
+            entries = {i: [Entry(i, at(500), Parsed("Change", "Shot", i, "code"),
+                                 {"old_value": f"was{i}", "new_value": f"s{i}"})] for i in range(1, 41)}
+            for i in range(41, 61, 2):  # [4] -> [4, 5]
+                entries[i] = [Entry(100 + i, at(700), Parsed("Change", "Shot", i, "assets"),
+                                    {"added": [link(5)], "removed": []})]
+            per_row = []
+            sa.event.listen(engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, params, context, many:
+                            per_row.append(statement) if many and statement.startswith("UPDATE") else None)
+            report = backfill_type(engine, tables, tables["Shot"], at(0), BEGAN, entries)
+            et = tables["Shot"]
+            links = tables.state.link_history
+            with engine.connect() as conn:
+                def dump(table, *order):
+                    clock = ("_version", "_cache_created_at", "_cache_updated_at")  # differ from run to run
+                    columns = [c for c in table.c if c.name not in clock]
+                    return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(*order))]
+                return report.versions, {
+                    "rows": dump(et.table, et.table.c.id),
+                    "history": dump(et.history, et.history.c.id, et.history.c._valid_from),
+                    "lists": dump(et.associations["assets"], *et.associations["assets"].c),
+                    "links": dump(links, *links.c),
+                }, len(per_row)
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.postgresql
+def test_many_entities_are_dated_in_bulk_as_they_would_be_one_by_one(pg_database, small_schema, monkeypatch):
+    from sgcache.store import bulk
+
+    in_bulk = _many_shots_backfilled(pg_database, small_schema)
+    monkeypatch.setattr(bulk, "MIN_ROWS", 10**9)  # every statement once per row
+    one_by_one = _many_shots_backfilled(pg_database, small_schema)
+    for part in in_bulk[1]:
+        for a, b in zip(in_bulk[1][part], one_by_one[1][part], strict=True):
+            assert a == b, (part, [(x, y) for x, y in zip(a, b, strict=True) if x != y])
+    assert in_bulk[0] == one_by_one[0]
+    assert in_bulk[2] == 0 and one_by_one[2] >= 3  # the rows' and the lists' dates: set in bulk, or row by row
+    versions, dates, _ = in_bulk
+    assert versions == 40 + 10  # the 40 old codes and the 10 old lists
+    assert {r[0] for r in dates["history"] if r[0] <= 40} == set(range(1, 41))

@@ -195,3 +195,15 @@ def copy_upsert(conn: sa.Connection, table: sa.Table, columns: Sequence[str], ro
     written = set(conn.execute(stmt.returning(table.c.id)).scalars())
     conn.execute(sa.text(f"DROP TABLE {_quoted(conn, name)}"))  # at once: a long transaction loads many
     return written
+
+
+def temp_table(conn: sa.Connection, columns: Sequence[sa.Column], rows: list[dict]) -> sa.Table:
+    """A temporary table of ``columns`` (dropped at commit, or by the caller when done) holding
+    ``rows``, copied in: the parameters of a statement that would otherwise run once per row,
+    for one set-based statement to join."""
+    table = sa.Table(f"_sgcache_params_{next(_names)}", sa.MetaData(), *columns, prefixes=["TEMPORARY"],
+                     postgresql_on_commit="DROP")
+    table.create(conn)
+    _copy(conn, _quoted(conn, table.name), [c.name for c in columns], _buffer(conn, table, [c.name for c in columns],
+                                                                             rows))
+    return table
