@@ -32,7 +32,7 @@ from typing import Any
 import shotgun_api3
 import sqlalchemy as sa
 from benchlib import API_KEY, ROOT, SCRIPT_NAME, CachedProxy, on_sigterm, run_context, scratch_postgres
-from read_speed import make_calls, measure, pick, settle
+from read_speed import combine, make_calls, measure, pick, settle
 
 STATUSES = ["rev", "apr", "ip", "wtg", "fin"]
 TARGET = 3.0
@@ -145,7 +145,7 @@ def main() -> None:
         rows = []
         print(f"\n{'call':<10} {'present p50 ms':>15} {'as-of p50 ms':>13} {'ratio':>6} {'as-of p95 ms':>13}  errors")
         for call, fn in calls.items():
-            results = {name: measure("history", name, call, fn, [sg], args.requests, args.warmup)
+            results = {name: combine("history", name, call, 1, [measure(fn, [sg], args.requests, args.warmup)])
                        for name, sg in clients.items()}
             now_r, past_r = results["present"], results["as-of"]
             ratio = past_r.p50_ms / now_r.p50_ms
