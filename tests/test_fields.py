@@ -281,7 +281,7 @@ def test_a_field_read_as_is_gives_its_column_s_value_unchanged(data_type):
     """Readers take a ``read_as_is`` field's column straight (sgcache.query.read): only right
     where from_db gives back whatever the column holds, None included."""
     h = handler(data_type, entity_types=["Asset"] if "entity" in data_type else [])
-    if getattr(h, "read_as_is", False):
+    if h.read_as_is:
         held = object()
         assert h.from_db({h.column: held}) is held
         assert h.from_db({h.column: None}) is None
@@ -289,7 +289,7 @@ def test_a_field_read_as_is_gives_its_column_s_value_unchanged(data_type):
 
 def test_the_kinds_read_as_is():
     read_as_is = {t for t in CACHED_TYPES
-                  if getattr(handler(t, entity_types=["Asset"] if "entity" in t else []), "read_as_is", False)}
+                  if handler(t, entity_types=["Asset"] if "entity" in t else []).read_as_is}
     assert read_as_is == {"text", "color", "entity_type", "footage", "list", "status_list", "url_template", "uuid",
                           "number", "duration", "percent", "timecode", "float", "currency", "serializable", "url",
                           "image", "tag_list"}

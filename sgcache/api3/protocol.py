@@ -154,8 +154,12 @@ def dumps(payload: Any) -> bytes:
     out as null (JSON has no such numbers; the json module writes NaN)."""
     try:
         return orjson.dumps(payload, option=_ORJSON_PLAIN)
-    except (orjson.JSONEncodeError, TypeError):
-        pass
+    except TypeError:  # orjson.JSONEncodeError is one
+        return _json_module_dumps(payload)
+
+
+def _json_module_dumps(payload: Any) -> bytes:
+    """What :func:`dumps` wrote before orjson, and writes for what orjson declines."""
     try:
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError:

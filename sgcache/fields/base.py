@@ -60,6 +60,10 @@ class FieldHandler:
     storage_version: ClassVar[int] = 1
     #: Whether the storage is an association table of its own (else columns of the entity table).
     association: ClassVar[bool] = False
+    #: The one column ``column`` holds the wire value as it is (None for none): readers take it
+    #: without calling :meth:`from_db` (a page of 500 entities reads thousands of such values).
+    #: Set per handler by the kinds it can be true of (sgcache.fields.scalar).
+    read_as_is: bool = False
     #: Which filter relations and sorts the read compiler offers for it (sgcache.query.filters):
     #: text, number, checkbox, date, date_time, entity, multi_entity; "none" passes through.
     family: ClassVar[str] = "none"
@@ -107,10 +111,6 @@ class ColumnField(FieldHandler):
     #: writer sets it without calling :meth:`put` (most values of a page are such text and
     #: numbers). None: every value goes through :meth:`put`.
     stored_as_is: ClassVar[type | None] = None
-    #: The one column ``column`` holds the wire value as it is (None for none): readers take it
-    #: without calling :meth:`from_db` (a page of 500 entities reads thousands of such values).
-    read_as_is: bool = False
-
     def to_db(self, value: Any) -> dict[str, Any]:
         """Wire value -> {column name: database value}."""
         raise NotImplementedError

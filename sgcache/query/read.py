@@ -214,11 +214,12 @@ class Values:
         named: set[str] = set()
         for fp in plans.fields:
             handler = fp.handler or fp.hop
-            if handler is None or not family_of(handler).link:
+            family = family_of(handler) if handler is not None else None
+            if family is None or not family.link:
                 continue
             if fp.hop is None:
                 named.update(handler.field.entity_types)
-            if family_of(handler).name == "entity":  # one link in two columns: read them straight
+            if family.name == "entity":  # one link in two columns: read them straight
                 type_col, id_col = handler.type_column, handler.id_column
                 links.update((row[type_col], row[id_col]) for row in held.rows.values()
                              if row[id_col] is not None and (fp.hop is None or row[type_col] == fp.target.name))
@@ -231,7 +232,7 @@ class Values:
         handler = fp.handler
         family = family_of(handler)
         name = fp.name
-        if getattr(handler, "read_as_is", False):
+        if handler.read_as_is:
             column = handler.column
             for i, row in held.rows.items():
                 out[i][name] = row[column]
