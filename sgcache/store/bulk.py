@@ -204,6 +204,6 @@ def temp_table(conn: sa.Connection, columns: Sequence[sa.Column], rows: list[dic
     table = sa.Table(f"_sgcache_params_{next(_names)}", sa.MetaData(), *columns, prefixes=["TEMPORARY"],
                      postgresql_on_commit="DROP")
     table.create(conn)
-    _copy(conn, _quoted(conn, table.name), [c.name for c in columns], _buffer(conn, table, [c.name for c in columns],
-                                                                             rows))
+    names = [c.name for c in columns]
+    _copy(conn, _quoted(conn, table.name), names, _buffer(conn, table, names, rows))
     return table
