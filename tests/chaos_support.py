@@ -761,12 +761,18 @@ class ChaosRun:
             self.figures.problem(f"hostile '{kind}': HTTP {answer.status_code}: {text}")
         elif answer.status_code == 200 and "internal error" in text:
             self.figures.problem(f"hostile '{kind}': {text}")
-        elif kind == "entity in 20000 bogus key" and '"error_code": 102' not in text.replace('":102', '": 102') \
-                and "cannot check your credentials" not in text and answer.status_code not in (502, 503, 504):
-            # (The site may be down, or answer its own 5xx, a fault in force, which the proxy relays.)
+        elif kind == "entity in 20000 bogus key" and not self.refused_unchecked(answer.status_code, text):
             self.figures.problem(f"hostile '{kind}': expected the site's authentication fault, got {text}")
         elif kind == "body over max_body" and "web.max_body" not in text:
             self.figures.problem(f"hostile '{kind}': expected a fault naming web.max_body, got {text}")
+
+    @staticmethod
+    def refused_unchecked(status: int, text: str) -> bool:
+        """Whether a request with a bogus key got no data: the site's authentication fault, or, with
+        the site down or failing (a fault in force), sgcache's fault that it cannot check the key or
+        cannot reach the site (a request it passes through), or the site's own 5xx relayed."""
+        return ('"error_code": 102' in text.replace('":102', '": 102') or "cannot check your credentials" in text
+                or ("sgcache: the Shotgun site" in text and "is unavailable" in text) or status in (502, 503, 504))
 
     def chaos(self, seed: float) -> None:
         self.rng_c = r = random.Random(seed)
