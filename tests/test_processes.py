@@ -295,8 +295,10 @@ def test_without_the_death_signal_a_child_stops_when_its_parent_is_gone(trees, t
     assert_all_stop(parent, child, 5)
 
 
-def supervise_for(seconds: float, **settings) -> list[str]:
-    """Run a Supervisor of one child that lives 0.3 s, for ``seconds``; return its log lines."""
+def supervise_until_deaths(deaths: int, **settings) -> list[str]:
+    """Run a Supervisor of one child that lives 0.3 s until it has logged ``deaths`` deaths (30 s at
+    most); return those log lines. (A fixed wait was too short on a loaded machine, where each
+    start of the child takes longer than its 0.3 s of life.)"""
     import logging
     import threading
 
@@ -313,21 +315,27 @@ def supervise_for(seconds: float, **settings) -> list[str]:
     supervisor = Supervisor({"brief": [sys.executable, "-c", "import time; time.sleep(0.3)"]}, **settings)
     runner = threading.Thread(target=supervisor.run, args=(stop,))
     runner.start()
+
+    def died() -> list[str]:
+        return [r for r in list(records) if r.startswith("event=child_died")]
+
     try:
-        time.sleep(seconds)
+        deadline = time.monotonic() + 30
+        while len(died()) < deaths and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         runner.join(15)
         logger.removeHandler(handler)
         logger.setLevel(previous)
-    return [r for r in records if r.startswith("event=child_died")]
+    return died()
 
 
 def test_a_child_that_keeps_dying_waits_twice_as_long_each_time():
-    deaths = supervise_for(3.6, healthy_after=60)
+    deaths = supervise_until_deaths(2, healthy_after=60)
     assert [d.rsplit("restart_in_s=", 1)[1] for d in deaths[:2]] == ["2", "4"]
 
 
 def test_a_child_that_ran_well_before_it_died_is_started_again_after_the_shortest_pause():
-    deaths = supervise_for(3.6, healthy_after=0.2)
+    deaths = supervise_until_deaths(2, healthy_after=0.2)
     assert [d.rsplit("restart_in_s=", 1)[1] for d in deaths[:2]] == ["2", "2"]
