@@ -22,9 +22,10 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 # Four test processes (pytest-xdist) on two cores, a test file each at a time: a test spends much
-# of its time waiting on sockets and polls, so two processes left the cores half idle
+# of its time waiting on sockets and polls, so two processes left the cores half idle. Files are
+# handed out in collection order, which tests/conftest.py makes longest first (SLOWEST_FIRST)
 # (docs/development.rst, "Keeping the suite short").
-PYTEST_ARGS ?= -n 4 --dist loadfile
+PYTEST_ARGS ?= -n 4 --dist loadfile --no-loadscope-reorder
 
 test: venv
 	@bash .ci/ensure-postgres
