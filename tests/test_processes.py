@@ -195,6 +195,63 @@ def test_the_children_of_auto_stop_when_auto_is_killed(trees, mock_site, tmp_pat
         server.stop()
 
 
+def test_auto_asked_to_stop_while_it_migrates_finishes_the_migration_and_exits_cleanly(trees, mock_site, db_url,
+                                                                                        tmp_path):
+    """SIGTERM while ``sgcache auto`` migrates the cache (here: waiting for the migration lock, or
+    for SQLite's write lock, which the test holds): the migration finishes, no child is started,
+    and auto exits with 0, as a process manager expects; before, the signal killed it (-15)."""
+    import sqlalchemy as sa
+
+    from sgcache.store.db import create_engine
+    from sgcache.store.migrate import MIGRATION_LOCK
+
+    postgres = db_url.startswith("postgresql")
+    server = MockServer(mock_site).start()
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as held:
+            if postgres:
+                held.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            else:
+                held.exec_driver_sql("BEGIN EXCLUSIVE")
+            env = clean_env()
+            env["SGCACHE_SITE_API_KEY"] = KEY
+            auto = Tree([sys.executable, "-m", "sgcache", "--config", str(ROOT / "sgcache.yml"), "--database", db_url,
+                         "--set", f"site.base_url={server.url}", "--set", "site.script_name=sgcache", "--set",
+                         "log.level=info", "auto", "--scan-interval", "1"], tmp_path / "auto.log", env, tmp_path)
+            trees.append(auto)
+            if postgres:
+                def waiting() -> bool:
+                    with engine.connect() as conn:
+                        return conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                                    "AND NOT granted")).scalar() > 0
+            else:
+                cache = str(Path(db_url.removeprefix("sqlite:///")).resolve())
+
+                def waiting() -> bool:  # the cache file is open: past start-up, into the migration
+                    try:
+                        return any(os.path.realpath(fd) == cache for fd in
+                                   (str(p) for p in Path(f"/proc/{auto.root.pid}/fd").iterdir()))
+                    except OSError:
+                        return False
+            wait_for(waiting, 60, "auto waiting to migrate", auto.output)
+            auto.root.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert auto.root.poll() is None, auto.output()  # not killed: it finishes the migration first
+            held.rollback()
+            if postgres:
+                held.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+        assert auto.root.wait(30) == 0, auto.output()
+        assert "event=child_started" not in auto.output()
+        assert not auto.below()
+        with engine.connect() as conn:
+            assert "_sgcache_fields" in sa.inspect(conn).get_table_names()
+            assert conn.execute(sa.text("SELECT count(*) FROM _sgcache_fields")).scalar() > 0
+    finally:
+        engine.dispose()
+        server.stop()
+
+
 def first_scan_done(database: Path) -> bool:
     """Every type scanned once: the scanner waits for its next round (scanner.interval, 300 s)."""
     with closing(sqlite3.connect(database)) as conn:

@@ -209,11 +209,20 @@ def auto(state: State, scan_interval: float | None) -> None:
     A type never fully imported is imported first. For small sites and the demo; larger sites
     run `sgcache watch` and `sgcache scan --interval` as separate services.
     """
+    from sgcache.sync.remote import Stopped
     from sgcache.sync.supervise import Supervisor, sync_children
 
+    # Before the migration: SIGTERM or Ctrl-C during it lets it finish, then ends auto cleanly.
+    stop = stop_on_signals()
     config, engine, _ = sync_parts(state)
-    _with_schema(config, engine, "auto", None, lambda tables, stop: None)  # migrated to the schema in use
+    try:
+        _with_schema(config, engine, "auto", stop, lambda tables, _stop: None)  # migrated to the schema in use
+    except Stopped:  # while it waited for a followed schema change (schema.follow: follow)
+        pass
     engine.dispose()
+    if stop.is_set():
+        log.info("event=stopped process=auto reason='asked to stop before its children started'")
+        return
     interval = scan_interval if scan_interval is not None else config.scanner.interval
     if not interval:
         log.warning(
@@ -222,7 +231,7 @@ def auto(state: State, scan_interval: float | None) -> None:
     # The settings given here reach the children in their environment, never their arguments.
     commands, env = sync_children(state.config_path, state.overrides, interval,
                                   triggers=bool(config.triggers.paths))
-    Supervisor(commands, env=env).run(stop_on_signals())
+    Supervisor(commands, env=env).run(stop)
 
 
 # --- the schema the sync commands write with -----------------------------------------------------
