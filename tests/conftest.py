@@ -187,32 +187,36 @@ def ensure_migrated(engine: sa.Engine, tables: Tables) -> None:
 
 #: What a test can leave in a PostgreSQL database besides rows: schemas, relations (with their
 #: grants), columns, indexes, constraints, triggers and functions. A copy is reused only when this
-#: reads as it did on its template.
+#: reads as it did on its template. (The schemas of temporary tables, ``pg_temp_N``, stay in the
+#: catalog once a session has used one, empty when it ends: they are left out. ``%%``: psycopg2
+#: reads a lone ``%`` as a parameter.)
 _CATALOG_SQL = """
+WITH kept AS (
+  SELECT oid, nspname FROM pg_namespace
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%%'
+)
 SELECT md5(string_agg(item, ';' ORDER BY item)) FROM (
-  SELECT 'n:' || nspname AS item FROM pg_namespace
+  SELECT 'n:' || nspname AS item FROM kept
   UNION ALL
   SELECT 'r:' || n.nspname || '.' || c.relname || ':' || c.relkind::text || c.relpersistence::text || ':'
          || coalesce(c.relacl::text, '')
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  FROM pg_class c JOIN kept n ON n.oid = c.relnamespace
   UNION ALL
   SELECT 'a:' || c.oid::regclass::text || '.' || a.attname || ':' || format_type(a.atttypid, a.atttypmod) || ':'
          || a.attnotnull::text || ':' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN kept n ON n.oid = c.relnamespace
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND a.attnum > 0 AND NOT a.attisdropped
+  WHERE a.attnum > 0 AND NOT a.attisdropped
   UNION ALL
-  SELECT 'i:' || indexdef FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+  SELECT 'i:' || indexdef FROM pg_indexes WHERE schemaname IN (SELECT nspname FROM kept)
   UNION ALL
   SELECT 'c:' || pg_get_constraintdef(c.oid) || ':' || c.conname || ':' || c.conrelid::regclass::text
-  FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  FROM pg_constraint c JOIN kept n ON n.oid = c.connamespace
   UNION ALL
   SELECT 't:' || tgname || ':' || tgrelid::regclass::text FROM pg_trigger WHERE NOT tgisinternal
   UNION ALL
-  SELECT 'p:' || p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  SELECT 'p:' || p.oid::regprocedure::text FROM pg_proc p JOIN kept n ON n.oid = p.pronamespace
   UNION ALL
   SELECT 'd:' || array_to_string(setconfig, ',') FROM pg_db_role_setting
   WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -340,8 +344,8 @@ class MigratedCopies:
                 if allowed and self._reset(parked, template):
                     template.parked.append(parked)
                     return
-            except sa.exc.DBAPIError:
-                pass  # still in use, or the reset failed: dropped below
+            except Exception:  # still in use, or the reset failed (psycopg2's own errors from COPY too)
+                pass  # dropped below
         self.drop(name)
 
     def _reset(self, name: str, template: _Template) -> bool:

@@ -55,6 +55,8 @@ def test_a_copy_is_handed_out_again_holding_only_its_templates_rows(copies, smal
                              "VALUES (1, 'SH001', now(), now()), (2, 'SH002', now(), now())"))
         conn.execute(sa.text("DELETE FROM _sgcache_fields WHERE entity_type = 'Shot'"))
         conn.execute(sa.text("INSERT INTO _history_shot (id, code, _valid_to) VALUES (1, 'old', now())"))
+        # The bulk writer's temporary tables leave their schema (pg_temp_N) in the catalog: no change.
+        conn.execute(sa.text("CREATE TEMPORARY TABLE scratch (n INTEGER)"))
     engine.dispose()
     copies.release(name, small_tables)
 
