@@ -221,10 +221,12 @@ def test_auto_asked_to_stop_while_it_migrates_finishes_the_migration_and_exits_c
                          "log.level=info", "auto", "--scan-interval", "1"], tmp_path / "auto.log", env, tmp_path)
             trees.append(auto)
             if postgres:
-                def waiting() -> bool:
+                def waiting() -> bool:  # on this database's migration lock (another test's may be waited for)
                     with engine.connect() as conn:
-                        return conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                                    "AND NOT granted")).scalar() > 0
+                        return conn.execute(sa.text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                            "AND ((classid::bigint << 32) | objid::bigint) = :k"), {"k": MIGRATION_LOCK}).scalar() > 0
             else:
                 cache = str(Path(db_url.removeprefix("sqlite:///")).resolve())
 
