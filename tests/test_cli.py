@@ -433,7 +433,7 @@ SMALL_TABLES = {"_sgcache_fields", "_sgcache_meta", "_sgcache_types", "_sgcache_
                 "_sgcache_slim", "_sgcache_slim_types", "_sgcache_trigger_cursors", "_sgcache_trigger_done",
                 "_sgcache_trigger_dead", "asset",
                 "project", "sequence", "shot", "shot_assets", "_history_asset", "_history_project",
-                "_history_sequence", "_history_shot", "_history_links"}
+                "_history_sequence", "_history_shot", "_history_links", "_history_unsure"}
 
 
 @pytest.fixture

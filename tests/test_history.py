@@ -570,14 +570,45 @@ def test_pruning_removes_versions_ended_before_the_horizon_in_batches(engine, ta
         writer.upsert("Shot", [{"type": "Shot", "id": 1, "code": f"v{minute}",
                                 "assets": [{"type": "Asset", "id": minute + 1}]}], changed_at=at(minute))
     assert len(versions(engine, tables, "Shot")) == 5
+    with engine.begin() as conn:  # unsure spans (history.mark_unsure) go with the versions
+        history.mark_unsure(conn, tables, "Shot", 1, at(0), at(2), 7)
+        history.mark_unsure(conn, tables, "Shot", 1, at(2), at(4), 8)
     removed = history.prune(engine, tables, at(3), batch=2)  # v0..v2 ended at minutes 1..3
-    assert removed == 2 + 2  # two Shot versions and two lists ended before minute 3
+    assert removed == 2 + 2 + 1  # two Shot versions, two lists and a span ended before minute 3
     assert [v["code"] for v in versions(engine, tables, "Shot")] == ["v2", "v3", "v4"]
     with engine.connect() as conn:
         assert history.pruned_until(conn, tables) == at(3)
+        assert history.unsure_at(conn, tables, at(3)) == {"Shot": at(4)}
+        assert history.unsure_at(conn, tables, at(4)) == {}
     history.prune(engine, tables, at(1))  # an older horizon never moves it back
     with engine.connect() as conn:
         assert history.pruned_until(conn, tables) == at(3)
+
+
+def test_moments_a_lagging_watcher_read_past_are_refused_not_guessed(watched_proxy, sg, world):
+    """The watcher reads a new Shot from the site only after it was renamed (it was behind): what
+    the Shot was between its creation and the rename is not known. A read of those moments is
+    refused (before, it answered as if the Shot did not exist yet); a read after the rename, or of
+    another type, is answered."""
+    catch_up(watched_proxy)
+    shot = sg.create("Shot", {"code": "SH-NEW", "project": world["projects"][0]})
+    between = moment()
+    after(between)
+    sg.update("Shot", shot["id"], {"code": "SH-RENAMED"})
+    later = moment()
+    after(later)
+    catch_up(watched_proxy)  # both events now: the creation reads the Shot as renamed
+    with pytest.raises(shotgun_api3.Fault, match=rf"cannot answer this read as of {stamp(between)} exactly: "
+                       r"history_not_exact \(Shot: the cache read some of its entities after they had changed "
+                       r"again.*ask for 20\d\d-.* or later"):
+        watched_proxy.client(f"/as-of/{stamp(between)}/").find("Shot", [["id", "is", shot["id"]]], ["code"])
+    # Reads that name Shots (through links) touch them too.
+    with pytest.raises(shotgun_api3.Fault, match="history_not_exact"):
+        watched_proxy.client(f"/as-of/{stamp(between)}/").find("Sequence", [], ["shots"])
+    assert watched_proxy.client(f"/as-of/{stamp(between)}/").find("Asset", [], ["code"]) == \
+        sg.find("Asset", [], ["code"])
+    assert watched_proxy.client(f"/as-of/{stamp(later)}/").find("Shot", [["id", "is", shot["id"]]], ["code"]) == \
+        [{"type": "Shot", "id": shot["id"], "code": "SH-RENAMED"}]
 
 
 def test_a_read_before_the_pruning_horizon_is_refused(watched_proxy):

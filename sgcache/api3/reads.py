@@ -211,8 +211,12 @@ class CacheReads:
             if decision.mode == "visible_projects":
                 visibility = self.policy.visibility(req.auth, decision.identity,
                                                     sorted(state.ready & set(tables.entities)))
+            unsure = None
+            if as_of is not None:
+                with self.cache.read_engine.connect() as conn:
+                    unsure = history.unsure_at(conn, tables, as_of)
             ctx = Context(tables, state, self.cache.read_engine.dialect.name, tz=self.tz,
-                          visibility=visibility, as_of=as_of)
+                          visibility=visibility, as_of=as_of, unsure=unsure)
             plan = COMPILERS[req.method](ctx, req.args)
             if key is not None and not ctx.used_now:
                 self.plans.put(key, tables, plan)

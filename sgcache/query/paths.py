@@ -14,6 +14,7 @@ fields without backfill marks); anything else raises :class:`~sgcache.query.Unce
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -71,7 +72,7 @@ class Context:
 
     def __init__(self, tables: Tables, state: ReadState, dialect: str, *, tz: ZoneInfo,
                  now: dt.datetime | None = None, visibility: Visibility | None = None,
-                 as_of: dt.datetime | None = None):
+                 as_of: dt.datetime | None = None, unsure: Mapping[str, dt.datetime] | None = None):
         self.tables = tables
         self.state = state
         self.dialect = dialect
@@ -79,6 +80,9 @@ class Context:
         #: a read of the past: every table is read as it was then (sgcache.store.history), and
         #: relative dates count from then
         self.as_of = as_of
+        #: a read of the past: type -> until when the cache does not know some of its entities
+        #: at ``as_of`` (sgcache.store.history.unsure_at)
+        self.unsure = unsure or {}
         self._now_given = as_of or now
         self._now: dt.datetime | None = None
         #: whether the read counted from now (relative dates): its plan holds this moment
@@ -124,6 +128,11 @@ class Context:
         past = self._past.get(et.name)
         if past is None:
             self._history_covers(et.name, "id")
+            until = self.unsure.get(et.name)
+            if until is not None:
+                raise Uncertain("history_not_exact", f"{et.name}: the cache read some of its entities after they "
+                                f"had changed again, so their values at this moment are not known; ask for "
+                                f"{format_datetime(until)} or later")
             # The views read the moment when the statements run (history.reading_as_of).
             past = self._past[et.name] = self.tables.past(et)
         return past

@@ -107,6 +107,51 @@ def links_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+#: the spans in which the cache does not know an entity's values (see :func:`mark_unsure`)
+UNSURE = "_history_unsure"
+#: How far an entity's ``updated_at`` may be from the event of the write that set it (the site
+#: stamps both, not always in the same second).
+SAME_MOMENT = dt.timedelta(seconds=1)
+
+
+def unsure_table(metadata: sa.MetaData) -> sa.Table:
+    """``_history_unsure``: spans of time in which the cache holds no exact version of an entity
+    (:func:`mark_unsure`); a read of the past at a moment inside one, touching its type, is refused."""
+    return sa.Table(
+        UNSURE, metadata,
+        sa.Column(VERSION, sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("entity_type", sa.Text, nullable=False),
+        sa.Column("entity_id", sa.BigInteger, nullable=False),
+        sa.Column(VALID_FROM, UTCDateTime, nullable=False),
+        sa.Column(VALID_TO, UTCDateTime, nullable=False),
+        sa.Column("event_id", sa.BigInteger),  # the event being applied when the span was found
+        sa.Index("ix_history_unsure_type", "entity_type", VALID_TO),
+        sa.Index("ix_history_unsure_ended", VALID_TO),
+    )
+
+
+def mark_unsure(conn: sa.Connection, tables: Any, entity_type: str, entity_id: int, start: dt.datetime,
+                end: dt.datetime, event_id: int | None) -> None:
+    """Record that between ``start`` and ``end`` the cache does not know the entity's values.
+
+    The watcher reads an entity from the site to apply some events (a creation, a list change, a
+    value the event does not carry). When the entity changed again after the event (its
+    ``updated_at`` is later), the read holds the later values: the versions in between are not
+    seen, and the version written starts at that ``updated_at``. Between the event and it, what
+    the site showed is not known, so reads of those moments are refused, never guessed."""
+    t = tables.state.history_unsure
+    conn.execute(sa.insert(t).values(entity_type=entity_type, entity_id=entity_id, **{VALID_FROM: start},
+                                     **{VALID_TO: end}, event_id=event_id))
+
+
+def unsure_at(conn: sa.Connection, tables: Any, when: dt.datetime) -> dict[str, dt.datetime]:
+    """Type -> the latest end of its unsure spans that hold ``when`` (types with none are absent)."""
+    t = tables.state.history_unsure
+    rows = conn.execute(sa.select(t.c.entity_type, sa.func.max(t.c[VALID_TO]))
+                        .where(t.c[VALID_FROM] <= when, t.c[VALID_TO] > when).group_by(t.c.entity_type))
+    return {name: end for name, end in rows}
+
+
 #: The moment the reads of this thread (or task) look at: see :func:`reading_as_of`.
 _MOMENT: ContextVar[dt.datetime | None] = ContextVar("sgcache_as_of", default=None)
 
@@ -236,7 +281,7 @@ def prune(engine: sa.Engine, tables: Any, horizon: dt.datetime, batch: int = PRU
     from sgcache.store import state
 
     removed = 0
-    for versions in [et.history for et in tables] + [tables.state.link_history]:
+    for versions in [et.history for et in tables] + [tables.state.link_history, tables.state.history_unsure]:
         while True:
             doomed = sa.select(versions.c[VERSION]).where(versions.c[VALID_TO] < horizon).limit(batch)
             with engine.begin() as conn:

@@ -44,6 +44,8 @@ class StateTables:
     slim_types: sa.Table
     #: the earlier versions of every multi-entity list (see sgcache.store.history)
     link_history: sa.Table
+    #: spans in which the cache holds no exact version of an entity (history.mark_unsure)
+    history_unsure: sa.Table
     #: event plugins' cursors, out-of-order events handled, dead letters (sgcache.store.triggerstate)
     trigger_cursors: sa.Table
     trigger_done: sa.Table
@@ -51,7 +53,7 @@ class StateTables:
 
     def all(self) -> list[sa.Table]:
         return [self.meta, self.fields, self.types, self.cursor, self.applied, self.dead_letters, self.samples,
-                self.sessions, self.other_sides, self.slim, self.slim_types, self.link_history,
+                self.sessions, self.other_sides, self.slim, self.slim_types, self.link_history, self.history_unsure,
                 self.trigger_cursors, self.trigger_done, self.trigger_dead]
 
 
@@ -163,6 +165,7 @@ def define(metadata: sa.MetaData) -> StateTables:
     return StateTables(meta=meta, fields=fields, types=types, cursor=cursor, applied=applied,
                        dead_letters=dead_letters, samples=samples, sessions=sessions, other_sides=other_sides,
                        slim=slim, slim_types=slim_types, link_history=history.links_table(metadata),
+                       history_unsure=history.unsure_table(metadata),
                        trigger_cursors=trigger_cursors, trigger_done=trigger_done, trigger_dead=trigger_dead)
 
 

@@ -17,7 +17,7 @@ from sgcache.config import WatcherConfig
 from sgcache.errors import ConversionError
 from sgcache.fields.entity import EntityField, MultiEntityField
 from sgcache.query import site_schema
-from sgcache.store import slim
+from sgcache.store import history, slim
 from sgcache.store import state as store_state
 from sgcache.store.tables import EntityTable, Tables
 from sgcache.store.writer import OTHER_SIDES_ALL, OTHER_SIDES_CHANGED, OTHER_SIDES_NONE, Writer
@@ -134,8 +134,21 @@ class EventApplier:
                 site.ask_again(entity_type, entity_id, fields)
                 return
         site.written.add((entity_type, entity_id))
+        self._unsure_since_event(conn, entity_type, entity_id, entity, event_id)
         if referrers and active and was_active is False:
             self._fetch_referrers(conn, site, (entity_type, entity_id), referrers=False)
+
+    def _unsure_since_event(self, conn: sa.Connection, entity_type: str, entity_id: int, entity: dict,
+                            event_id: int | None) -> None:
+        """The entity read for an event changed again after it (a watcher behind the site): the
+        versions between the event and that change were not seen (history.mark_unsure)."""
+        if event_id is None or self._event_at is None:
+            return
+        updated = aware(entity.get("updated_at"))
+        if updated is not None and updated - self._event_at > history.SAME_MOMENT:
+            history.mark_unsure(conn, self.tables, entity_type, entity_id, self._event_at, updated, event_id)
+            log.info("event=history_unsure type=%s id=%d event_id=%d from=%s to=%s", entity_type, entity_id,
+                     event_id, self._event_at.isoformat(), updated.isoformat())
 
     def _fetch_referrers(self, conn: sa.Connection, site: SiteAnswers, target: tuple[str, int], *,
                          referrers: bool) -> None:
