@@ -506,6 +506,26 @@ def test_sgcache_history_prints_an_entity_s_timeline(cli_cache):
                                         "old": "a", "new": "b"}]
 
 
+def test_a_timeline_shows_the_spans_the_cache_does_not_know(cli_cache, engine, tables):
+    with engine.begin() as conn:  # the watcher read Shot 1 for event 40 only after it changed again
+        history.mark_unsure(conn, tables, "Shot", 1, at(1), at(5), 40)
+    out = sgcache(cli_cache, "history", "Shot", "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == ("2026-01-01T00:01:00Z  event 40  unknown until 2026-01-01T00:05:00Z: read "
+                                          "from the site only after it changed again (reads of the past in between "
+                                          "are refused)")
+    assert len(out.stdout.splitlines()) == 4
+    import json
+
+    only = json.loads(sgcache(cli_cache, "history", "Shot", "1", "--field", "code", "--json").stdout)
+    assert only[0] == {"at": "2026-01-01T00:01:00Z", "event_id": 40, "by": None, "field": "unknown", "old": None,
+                       "new": None, "until": "2026-01-01T00:05:00Z"}
+    assert [c["field"] for c in only] == ["unknown", "code"]
+    # What changed since: the change that ended the span, not the span.
+    changed = json.loads(sgcache(cli_cache, "changes", "--since", "2026-01-01T00:00:30Z", "--json").stdout)
+    assert "unknown" not in {f for e in changed["entities"] for f in e["fields"]}
+
+
 def test_sgcache_changes_lists_what_changed_since_a_moment(cli_cache):
     out = sgcache(cli_cache, "changes", "--since", "2026-01-01T00:01:00Z")
     assert out.returncode == 0, out.stderr
@@ -609,6 +629,12 @@ def test_moments_a_lagging_watcher_read_past_are_refused_not_guessed(watched_pro
         sg.find("Asset", [], ["code"])
     assert watched_proxy.client(f"/as-of/{stamp(later)}/").find("Shot", [["id", "is", shot["id"]]], ["code"]) == \
         [{"type": "Shot", "id": shot["id"], "code": "SH-RENAMED"}]
+    import requests
+
+    timeline = requests.get(f"{watched_proxy.url}/_sgcache/history/Shot/{shot['id']}",
+                            auth=("sgcache", "sgcache-demo-key"), timeout=10).json()["changes"]
+    unknown = [c for c in timeline if c["field"] == "unknown"]
+    assert len(unknown) == 1 and unknown[0]["at"] < stamp(between) < unknown[0]["until"], timeline
 
 
 def test_a_read_before_the_pruning_horizon_is_refused(watched_proxy):

@@ -86,8 +86,14 @@ def history_show(state: State, entity_type: str, entity_id: int, field: str | No
     if not changes:
         click.echo(f"{entity_type} {entity_id}: no change kept")
         return
+    from sgcache.store.timeline import UNKNOWN
+
     for c in changes:
         event = f"event {c.event_id}" if c.event_id is not None else "no event"
+        if c.field == UNKNOWN:
+            click.echo(f"{_time(c.at)}  {event}  unknown until {_time(c.until)}: read from the site only after it "
+                       "changed again (reads of the past in between are refused)")
+            continue
         who = f"  by {_shown(c.by)}" if c.by else ""
         click.echo(f"{_time(c.at)}  {event}{who}  {c.field}: {_shown(c.old)} -> {_shown(c.new)}")
 

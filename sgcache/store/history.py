@@ -131,8 +131,9 @@ def unsure_table(metadata: sa.MetaData) -> sa.Table:
 
 
 def mark_unsure(conn: sa.Connection, tables: Any, entity_type: str, entity_id: int, start: dt.datetime,
-                end: dt.datetime, event_id: int | None) -> None:
-    """Record that between ``start`` and ``end`` the cache does not know the entity's values.
+                end: dt.datetime, event_id: int | None) -> bool:
+    """Record that between ``start`` and ``end`` the cache does not know the entity's values
+    (False: a span recorded before covers it).
 
     The watcher reads an entity from the site to apply some events (a creation, a list change, a
     value the event does not carry). When the entity changed again after the event (its
@@ -140,8 +141,14 @@ def mark_unsure(conn: sa.Connection, tables: Any, entity_type: str, entity_id: i
     seen, and the version written starts at that ``updated_at``. Between the event and it, what
     the site showed is not known, so reads of those moments are refused, never guessed."""
     t = tables.state.history_unsure
+    covered = conn.execute(sa.select(sa.literal(1)).where(
+        t.c.entity_type == entity_type, t.c.entity_id == entity_id, t.c[VALID_FROM] <= start, t.c[VALID_TO] >= end
+    ).limit(1)).first()
+    if covered is not None:  # (the other events of one write, read at the same moment, find the same span)
+        return False
     conn.execute(sa.insert(t).values(entity_type=entity_type, entity_id=entity_id, **{VALID_FROM: start},
                                      **{VALID_TO: end}, event_id=event_id))
+    return True
 
 
 def unsure_at(conn: sa.Connection, tables: Any, when: dt.datetime) -> dict[str, dt.datetime]:

@@ -37,10 +37,20 @@ class Change:
     event_id: int | None = None
     #: the entity's ``updated_by`` after the change, when the cache holds it
     by: dict | None = None
+    #: field UNKNOWN: until when the entity's values are not known (history.mark_unsure)
+    until: dt.datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "event_id": self.event_id, "by": self.by, "field": self.field, "old": self.old,
-                "new": self.new}
+        out = {"at": self.at, "event_id": self.event_id, "by": self.by, "field": self.field, "old": self.old,
+               "new": self.new}
+        if self.field == UNKNOWN:
+            out["until"] = self.until
+        return out
+
+
+#: The pseudo-field of a span in which the cache does not know the entity's values: the watcher
+#: read it for event ``event_id`` only after it had changed again (see sgcache.store.history).
+UNKNOWN = "unknown"
 
 
 def _row_versions(conn: sa.Connection, et: EntityTable, entity_id: int) -> list[dict]:
@@ -125,6 +135,11 @@ def entity_history(conn: sa.Connection, tables: Tables, type_name: str, entity_i
         for before, after in zip(listed, listed[1:], strict=False):
             if before[3] != after[3]:
                 changes.append(Change(after[0], name, before[3], after[3], before[2]))
+    unsure = tables.state.history_unsure
+    for start, end, event_id in conn.execute(
+            sa.select(unsure.c[history.VALID_FROM], unsure.c[history.VALID_TO], unsure.c.event_id)
+            .where(unsure.c.entity_type == type_name, unsure.c.entity_id == entity_id)):
+        changes.append(Change(start, UNKNOWN, None, None, event_id, until=end))
     changes.sort(key=lambda c: (c.at, c.field))
     return changes
 
@@ -141,7 +156,9 @@ def changed_since(conn: sa.Connection, tables: Tables, since: dt.datetime, types
         if projects is not None and ids:
             ids = _in_projects(conn, et, ids, projects)
         for entity_id in sorted(ids):
-            changes = [c for c in entity_history(conn, tables, et.name, entity_id) if c.at is not None and c.at > since]
+            # (An unknown span ends at a change of its own, listed as such.)
+            changes = [c for c in entity_history(conn, tables, et.name, entity_id)
+                       if c.at is not None and c.at > since and c.field != UNKNOWN]
             created = _created_after(conn, et, entity_id, since)
             if not changes and not created:
                 continue

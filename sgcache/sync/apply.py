@@ -145,8 +145,8 @@ class EventApplier:
         if event_id is None or self._event_at is None:
             return
         updated = aware(entity.get("updated_at"))
-        if updated is not None and updated - self._event_at > history.SAME_MOMENT:
-            history.mark_unsure(conn, self.tables, entity_type, entity_id, self._event_at, updated, event_id)
+        if updated is not None and updated - self._event_at > history.SAME_MOMENT and \
+                history.mark_unsure(conn, self.tables, entity_type, entity_id, self._event_at, updated, event_id):
             log.info("event=history_unsure type=%s id=%d event_id=%d from=%s to=%s", entity_type, entity_id,
                      event_id, self._event_at.isoformat(), updated.isoformat())
 
