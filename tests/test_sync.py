@@ -803,6 +803,30 @@ def test_links_to_an_entity_retired_during_the_import_come_back_when_it_is_reviv
     assert s.diff() == []
 
 
+def test_the_rows_linking_to_an_entity_are_found_with_two_finds_per_type(make_sync):
+    """What a revival reads again: every cached row linking to the entity, active or retired,
+    whichever of its type's link fields holds the link; asked in two finds per type (active,
+    retired), the type's link fields at once, not two per field."""
+    from sgcache.store import writer
+    from sgcache.sync import links
+
+    s = make_sync()
+    shot, other, third = s.world["shots"][:3]
+    sg = s.sg()
+    sg.update("Shot", other, {"shots": [link("Shot", shot)]})  # Shot links to Shot through two fields
+    sg.update("Shot", third, {"parent_shots": [link("Shot", shot)]})
+    task = s.world["tasks"][0]  # its entity is the shot
+    sg.delete("Task", task)
+    before = s.site.emu.finds
+    found = links.referrers_on_site(s.remote(), s.tables, ("Shot", shot))
+    assert {("Shot", other), ("Shot", third), ("Task", task)} <= found
+    assert ("Shot", s.world["shots"][4]) not in found
+    types = [et.name for et in s.tables if any(
+        not et.fields[n].field.entity_types or "Shot" in et.fields[n].field.entity_types
+        for n in writer.link_fields(et))]
+    assert s.site.emu.finds - before == 2 * len(types)
+
+
 # --- the watcher, event by event ----------------------------------------------------------------------
 
 

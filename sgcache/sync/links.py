@@ -15,16 +15,19 @@ Link = tuple[str, int]
 
 
 def referrers_on_site(remote: Remote, tables: Tables, target: Link) -> set[Link]:
-    """Cached-type entities (active or retired) whose link fields point at ``target`` on the site."""
+    """Cached-type entities (active or retired) whose link fields point at ``target`` on the site:
+    two finds per type (active, retired), its link fields that may point there asked at once."""
     target_type, target_id = target
     out: set[Link] = set()
     link = {"type": target_type, "id": target_id}
     for et in tables:
-        for name in writer.link_fields(et):
-            targets = et.fields[name].field.entity_types
-            if targets and target_type not in targets:
-                continue
-            for retired in (False, True):
-                for page in remote.pages(et.name, ["id"], [[name, "is", link]], retired=retired):
-                    out.update((et.name, e["id"]) for e in page)
+        conditions = [[name, "is", link] for name in writer.link_fields(et)
+                      if not et.fields[name].field.entity_types or target_type in et.fields[name].field.entity_types]
+        if not conditions:
+            continue
+        # One field: its condition; more: any of them (a nested group, as shotgun_api3 sends it).
+        filters = conditions if len(conditions) == 1 else [{"filter_operator": "any", "filters": conditions}]
+        for retired in (False, True):
+            for page in remote.pages(et.name, ["id"], filters, retired=retired):
+                out.update((et.name, e["id"]) for e in page)
     return out
