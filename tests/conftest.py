@@ -287,18 +287,22 @@ class MigratedCopies:
             name = f"sgcache_tpl_{os.getpid()}_{fp}_{uuid.uuid4().hex[:6]}"
             with self._admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            engine = create_engine(self._server.set(database=name))
-            migrate(engine, tables)
-            engine.dispose()  # a template must have no one connected while it is copied
-            engine = self._engine(name)
-            with engine.connect() as conn:
-                catalog = conn.exec_driver_sql(_CATALOG_SQL).scalar()
-                seeded = {}
-                for table in _nonempty_tables(conn):
-                    rows = io.BytesIO()
-                    conn.connection.dbapi_connection.cursor().copy_expert(f'COPY "{table}" TO STDOUT', rows)
-                    seeded[table] = (_table_digest(conn, table), rows.getvalue())
-            engine.dispose()
+            try:
+                engine = create_engine(self._server.set(database=name))
+                migrate(engine, tables)
+                engine.dispose()  # a template must have no one connected while it is copied
+                engine = self._engine(name)
+                with engine.connect() as conn:
+                    catalog = conn.exec_driver_sql(_CATALOG_SQL).scalar()
+                    seeded = {}
+                    for table in _nonempty_tables(conn):
+                        rows = io.BytesIO()
+                        conn.connection.dbapi_connection.cursor().copy_expert(f'COPY "{table}" TO STDOUT', rows)
+                        seeded[table] = (_table_digest(conn, table), rows.getvalue())
+                engine.dispose()
+            except BaseException:
+                self.drop(name)  # not left behind by a run that failed here
+                raise
             template = self._templates[fp] = _Template(name, catalog, seeded)
         return template
 
