@@ -14,6 +14,7 @@ it would repeat. Tests of migrations themselves take an empty database as before
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -334,23 +335,32 @@ class MigratedCopies:
         self._out.discard(name)
         template = self._templates[_fingerprint(tables)]
         if len(template.parked) < self.PARKED:
-            parked = f"sgcache_p_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-            try:
-                with self._admin.connect() as conn:
-                    # Only a database that still takes connections; none of the test's are left.
-                    allowed = conn.execute(sa.text("SELECT datallowconn FROM pg_database WHERE datname = :n"),
-                                           {"n": name}).scalar()
-                    if allowed:
-                        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                             "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
-                        conn.execute(sa.text(f'ALTER DATABASE "{name}" RENAME TO "{parked}"'))
-                        name = parked
-                if allowed and self._reset(parked, template):
-                    template.parked.append(parked)
-                    return
-            except Exception:  # still in use, or the reset failed (psycopg2's own errors from COPY too)
-                pass  # dropped below
+            name, reset = self._park(name, template)
+            if reset:
+                return
         self.drop(name)
+
+    def _park(self, name: str, template: _Template) -> tuple[str, bool]:
+        """Rename the copy out of the test's reach and reset it: (its name now, whether it is
+        parked for the next test). Not when it refuses connections, is still in use (the rename
+        fails) or its reset fails in any way (psycopg2's own errors from COPY too)."""
+        parked = f"sgcache_p_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+        try:
+            with self._admin.connect() as conn:
+                if not conn.execute(sa.text("SELECT datallowconn FROM pg_database WHERE datname = :n"),
+                                    {"n": name}).scalar():
+                    return name, False
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = :n AND pid <> pg_backend_pid()"), {"n": name})
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" RENAME TO "{parked}"'))
+        except sa.exc.DBAPIError:
+            return name, False
+        reset = False
+        with contextlib.suppress(Exception):
+            reset = self._reset(parked, template)
+        if reset:
+            template.parked.append(parked)
+        return parked, reset
 
     def _reset(self, name: str, template: _Template) -> bool:
         """Empty the copy ``name`` back to its template's rows; False when its catalog changed."""

@@ -65,7 +65,7 @@ def history() -> None:
 @click.pass_obj
 def history_show(state: State, entity_type: str, entity_id: int, field: str | None, as_json: bool) -> None:
     """The timeline of one entity: time, event, who, field, old -> new, oldest first."""
-    from sgcache.store.timeline import entity_history
+    from sgcache.store.timeline import UNKNOWN, entity_history
 
     config = state.config()
     tables = cache_tables(config)
@@ -86,8 +86,6 @@ def history_show(state: State, entity_type: str, entity_id: int, field: str | No
     if not changes:
         click.echo(f"{entity_type} {entity_id}: no change kept")
         return
-    from sgcache.store.timeline import UNKNOWN
-
     for c in changes:
         event = f"event {c.event_id}" if c.event_id is not None else "no event"
         if c.field == UNKNOWN:

@@ -8,6 +8,7 @@ schema, in the same process (see :mod:`sgcache.schema.follow`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -215,10 +216,9 @@ def auto(state: State, scan_interval: float | None) -> None:
     # Before the migration: SIGTERM or Ctrl-C during it lets it finish, then ends auto cleanly.
     stop = stop_on_signals()
     config, engine, _ = sync_parts(state)
-    try:
+    # (Stopped: asked to stop while it waited for a followed schema change, schema.follow: follow.)
+    with contextlib.suppress(Stopped):
         _with_schema(config, engine, "auto", stop, lambda tables, _stop: None)  # migrated to the schema in use
-    except Stopped:  # while it waited for a followed schema change (schema.follow: follow)
-        pass
     engine.dispose()
     if stop.is_set():
         log.info("event=stopped process=auto reason='asked to stop before its children started'")

@@ -61,7 +61,7 @@ INEXACT_TYPES = frozenset({"image", "date_time"})
 #: never proven.
 UNPROVEN_TYPES = frozenset({"image"})
 #: How far an entity's updated_at may be from the entry of the write that set it.
-SAME_MOMENT = dt.timedelta(seconds=1)
+SAME_MOMENT = history.SAME_MOMENT
 #: Entries read per request.
 PAGE = 500
 #: The pseudo-field of a type's existence (its entities made, retired and revived).

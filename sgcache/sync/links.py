@@ -21,8 +21,11 @@ def referrers_on_site(remote: Remote, tables: Tables, target: Link) -> set[Link]
     out: set[Link] = set()
     link = {"type": target_type, "id": target_id}
     for et in tables:
-        conditions = [[name, "is", link] for name in writer.link_fields(et)
-                      if not et.fields[name].field.entity_types or target_type in et.fields[name].field.entity_types]
+        conditions = []
+        for name in writer.link_fields(et):
+            targets = et.fields[name].field.entity_types
+            if not targets or target_type in targets:
+                conditions.append([name, "is", link])
         if not conditions:
             continue
         # One field: its condition; more: any of them (a nested group, as shotgun_api3 sends it).
