@@ -161,7 +161,8 @@ def build_service(config: Config, engine: Any = None) -> Service:
     following = record.follows(config)
     in_use = record.schema_at_start(config, read_engine or engine)
     tables = Tables(in_use.schema)
-    cache = CacheDatabase(engine, tables, read_engine=read_engine)
+    cache = CacheDatabase(engine, tables, read_engine=read_engine,
+                          prepared_statements=config.database.prepared_statements)
     # Following the site's schema, the parts built once here find the tables in use at each call.
     tables_in_use = TablesInUse(cache) if following else tables
     site = config.site

@@ -25,6 +25,7 @@ from sgcache.config import Config
 from sgcache.errors import SgcacheError
 from sgcache.store import state
 from sgcache.store.db import safe_url
+from sgcache.store.prepared import Prepared
 from sgcache.store.tables import Tables
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,13 @@ class CacheDatabase:
     """The engine and tables, plus a health flag the request path consults."""
 
     def __init__(self, engine: sa.Engine, tables: Tables, clock=time.monotonic, *,
-                 read_engine: sa.Engine | None = None):
+                 read_engine: sa.Engine | None = None, prepared_statements: int = 0):
         self.engine = engine
         #: where cached reads are answered from (database.read_url, a replica), else ``engine``
         self.read_engine = read_engine if read_engine is not None else engine
+        #: repeated reads sent as prepared statements (PostgreSQL; None: not used)
+        self.prepared = (Prepared(self.read_engine, prepared_statements)
+                         if prepared_statements > 0 and self.read_engine.dialect.name == "postgresql" else None)
         self._tables = tables
         self.clock = clock
         self._lock = threading.Lock()

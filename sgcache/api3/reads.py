@@ -205,6 +205,8 @@ class CacheReads:
                 key = self.plans.key(req.method, req.args, state)
             plan = self.plans.get(key, tables)
             if plan is not None:
+                if self.cache.prepared is not None:
+                    plan.prepare()  # asked again: worth keeping parsed and planned (sgcache.store.prepared)
                 return plan
         try:
             visibility = None
@@ -262,14 +264,16 @@ class CacheReads:
             return PassReason("query_error", type(e).__name__)
 
     def _on_cache(self, work):
-        """``work(conn)``; once more on a fresh connection if the pooled one had died (the
-        database restarted since it was opened)."""
+        """``work(conn)``; once more if the pooled connection had died (the database restarted
+        since it was opened: a fresh one is used) or did not hold the prepared statements recorded
+        for it (see sgcache.store.prepared)."""
         for attempt in (1, 2):
             try:
                 with self.cache.read_engine.connect() as conn:
                     return work(conn)
             except sa.exc.DBAPIError as e:
-                if attempt == 2 or not e.connection_invalidated:
+                prepared = self.cache.prepared
+                if attempt == 2 or not (e.connection_invalidated or (prepared is not None and prepared.retry(e))):
                     raise
         raise AssertionError("unreachable")
 

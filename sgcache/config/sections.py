@@ -144,6 +144,17 @@ class DatabaseConfig:
                                             "site (reason ``query_error``) and the cache stays on for everyone "
                                             "else. 0: no limit.",
                                         check=checks.not_negative)
+    prepared_statements: int = _setting(
+        64, "Repeated reads PostgreSQL keeps parsed and planned, per connection of the proxy (0: none; set 0 "
+        "behind a pooler in transaction mode)",
+        doc="A read asked again with the same arguments (its plan kept, ``reads.plan_cache``) runs as a "
+            "PostgreSQL prepared statement, values included: the server parses and plans it once per "
+            "connection instead of every time. Each connection of ``sgcache web`` keeps at most this many, "
+            "least recently used dropped first. Behind a connection pooler in transaction mode (pgbouncer "
+            "``pool_mode = transaction``) a connection's prepared statements are not the proxy's own: set 0 "
+            "(the proxy also switches them off by itself at the first sign of it, logging "
+            "``event=prepared_statements_off``). SQLite ignores it. See :doc:`reads`.",
+        check=checks.not_negative)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from sgcache.query import Uncertain
 from sgcache.query.families import family_of
 from sgcache.query.filters import group, within_projects
 from sgcache.query.paths import Context, MultiHop, Scope
+from sgcache.store import prepared
 from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable
 
@@ -108,11 +109,13 @@ def _names_statement(ctx: Context, et: EntityTable, named: bool, ids: list[int])
 
 
 class Values:
-    """Fetches return-field values for many entities at once, and link names, in few queries."""
+    """Fetches return-field values for many entities at once, and link names, in few queries
+    (each run with ``options``: a repeated read's ask to be prepared, see ReadPlan.prepare)."""
 
-    def __init__(self, ctx: Context, conn: sa.Connection):
+    def __init__(self, ctx: Context, conn: sa.Connection, options: dict | None = None):
         self.ctx = ctx
         self.conn = conn
+        self.options = options or {}
 
     def names(self, links: set[tuple[str, int]], named: set[str]) -> dict[tuple[str, int], tuple[bool, Any]]:
         """(live, name) of each link target (names only for ``named`` types); a missing target is
@@ -123,6 +126,7 @@ class Values:
         out: dict[tuple[str, int], tuple[bool, Any]] = {}
         visibility = self.ctx.visibility
         for type_name, ids in by_type.items():
+            ids.sort()  # the same links, the same SQL text (a prepared statement is found by its text)
             if type_name not in self.ctx.tables:
                 out.update(self._slim_names(self.ctx.link_target(type_name), ids))
                 continue
@@ -140,7 +144,7 @@ class Values:
                 # A link to a row the caller cannot see reads as no link, as on the site.
                 cols.append(seen if seen is not None else sa.true())
                 stmt, params = sa.select(*cols).where(et.table.c.id.in_(ids)), {}
-            for row in self.conn.execute(stmt, params):
+            for row in self.conn.execute(stmt, params, execution_options=self.options):
                 out[(type_name, row[0])] = (bool(row[1]) and bool(row[3]), row[2])
             outside = self.ctx.scoped_out(et)
             unheld = [i for i in ids if (type_name, i) not in out]
@@ -152,7 +156,8 @@ class Values:
         """(live, name) of links to a type held as slim records."""
         t = self.ctx.tables.state.slim
         rows = self.conn.execute(sa.select(t.c.id, t.c.active, t.c.name)
-                                 .where(t.c.entity_type == slim.name, t.c.id.in_(ids)))
+                                 .where(t.c.entity_type == slim.name, t.c.id.in_(ids)),
+                                 execution_options=self.options)
         return {(slim.name, r[0]): (bool(r[1]), r[2] if slim.identifier else None) for r in rows}
 
     @staticmethod
@@ -174,7 +179,8 @@ class Values:
             return out
         if rows is None:
             rows = {r["id"]: r for r in self.conn.execute(
-                sa.select(*[et.table.c[c] for c in self.columns(plans)]).where(et.table.c.id.in_(ids))).mappings()}
+                sa.select(*[et.table.c[c] for c in self.columns(plans)]).where(et.table.c.id.in_(ids)),
+                execution_options=self.options).mappings()}
             if len(rows) < len(ids):
                 # A live linked entity the table lacks lies outside the cached projects (its slim
                 # record said it was live): its fields are not held.
@@ -202,7 +208,8 @@ class Values:
             per_parent: dict[int, list[tuple[str, int]]] = {i: [] for i in ids}
             for r in self.conn.execute(sa.select(assoc.c.parent_id, assoc.c.child_type, assoc.c.child_id)
                                        .where(assoc.c.parent_id.in_(ids))
-                                       .order_by(assoc.c.parent_id, assoc.c.position)):
+                                       .order_by(assoc.c.parent_id, assoc.c.position),
+                                       execution_options=self.options):
                 per_parent[r[0]].append((r[1], r[2]))
             lists[handler.name] = per_parent
         return lists
@@ -359,21 +366,28 @@ class ReadPlan:
         # Made once: a plan kept for identical requests (sgcache.api3.plans) runs the same
         # statement object, whose cache key SQLAlchemy then computes only once.
         self._page = self.select_ids.offset(self.offset).limit(self.per_page + 1)
+        self._options: dict = {}
+
+    def prepare(self) -> None:
+        """Have the queries sent as prepared statements (sgcache.store.prepared): for a plan kept
+        for identical requests and asked again, whose SQL texts, values included, repeat while
+        the rows they read stay the same."""
+        self._options = {prepared.OPTION: True}
 
     def run(self, conn: sa.Connection) -> dict:
         # One query finds the page and reads its rows; links and lists follow in a few more.
-        found = conn.execute(self._page).mappings().all()
+        found = conn.execute(self._page, execution_options=self._options).mappings().all()
         more = len(found) > self.per_page
         rows = {r["id"]: r for r in found[:self.per_page]}
         ids = list(rows)
-        values = Values(self.ctx, conn).fetch(self.fields, ids, rows)
+        values = Values(self.ctx, conn, self._options).fetch(self.fields, ids, rows)
         name = self.et.name
         entities = [{"type": name, "id": i, **values[i]} for i in ids]
         result: dict[str, Any] = {"entities": entities}
         if self.paging == "has_next_page":
             result["paging_info"] = {"has_next_page": more}
         elif self.paging == "entity_count":
-            total = conn.execute(self.count).scalar_one()
+            total = conn.execute(self.count, execution_options=self._options).scalar_one()
             result["paging_info"] = {"entity_count": total, "current_page": self.page,
                                      "page_count": (total + self.per_page - 1) // self.per_page}
         return result
