@@ -555,6 +555,22 @@ def test_a_request_too_deep_to_key_is_compiled_as_any_other():
     assert PlanCache(8).key("read", {"type": "Shot"}, ReadState(ready=frozenset())) is not None
 
 
+
+def test_equal_read_states_key_a_plan_with_one_object_and_a_changed_state_with_its_own():
+    from sgcache.api3.plans import PlanCache
+    from sgcache.store.readstate import ReadState
+    from sgcache.store.slim import SlimType
+
+    slim = {"Note": SlimType("Note", "subject", True)}
+    cache, args = PlanCache(8), {"type": "Shot"}
+    first = cache.key("read", args, ReadState(ready=frozenset({"Shot"}), slim=slim))
+    again = cache.key("read", args, ReadState(ready=frozenset({"Shot"}), slim=dict(slim)))
+    assert again == first and again[2] is first[2]  # found by identity, not by comparing the states
+    changed = cache.key("read", args, ReadState(ready=frozenset({"Shot", "Asset"}), slim=slim))
+    assert changed != first
+    assert cache.key("read", args, ReadState(ready=frozenset({"Shot"}), slim=slim)) == first
+
+
 RETIRED_TARGET_READS = [
     lambda ids: ("Shot", [["sg_sequence", "is", {"type": "Sequence", "id": ids["sequence"]}]], ["code"]),
     lambda ids: ("Shot", [["sg_sequence", "is_not", {"type": "Sequence", "id": ids["sequence"]}]], ["code"]),
@@ -580,3 +596,28 @@ def test_a_filter_naming_one_retired_entity_matches_what_the_site_matches(cached
     result, cached = answered_from_cache(cached_proxy, lambda: client.find(*read))
     assert cached
     assert result == sg.find(*read)
+
+
+def test_threads_finding_the_read_state_due_read_the_tables_once(proxy, monkeypatch):
+    import threading
+
+    from sgcache.api3 import reads
+
+    loads = []
+
+    def slow_load(conn, tables):
+        loads.append(threading.get_ident())
+        time.sleep(0.2)  # long enough for every thread to find the state due meanwhile
+        return real_load(conn, tables)
+
+    real_load = reads.load_state
+    monkeypatch.setattr(reads, "load_state", slow_load)
+    service = proxy.service.reads
+    states = []
+    threads = [threading.Thread(target=lambda: states.append(service.read_state())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1
+    assert len(states) == 8 and all(s is states[0] for s in states)

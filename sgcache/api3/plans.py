@@ -43,6 +43,8 @@ class PlanCache:
         self.hits = 0
         self.misses = 0
         self.on_lookup = on_lookup  # called with whether a plan was found (metrics)
+        #: (the plan key of the read state last seen, the equal key the kept plans were stored under)
+        self._state_key: tuple[tuple, tuple] | None = None
 
     def key(self, method: str, args: Any, state: ReadState) -> tuple | None:
         """The key of a request's plan, or None when it is not to be kept."""
@@ -54,7 +56,19 @@ class PlanCache:
             return None  # too deep to write out again here: compiled, and judged there, as any other
         if len(text) > MAX_KEY_CHARS:
             return None
-        return method, text, state.plan_key
+        return method, text, self._same_key(state.plan_key)
+
+    def _same_key(self, plan_key: tuple) -> tuple:
+        """``plan_key``, or the equal key already in use: each request's key then holds the very
+        object the kept plans' keys hold, and looking a plan up compares it by identity instead
+        of comparing every slim type of two equal states (the state is read again every half
+        second, equal to the last most of the time)."""
+        last = self._state_key
+        if last is not None and last[0] is plan_key:
+            return last[1]
+        same = last[1] if last is not None and last[1] == plan_key else plan_key
+        self._state_key = (plan_key, same)  # one assignment: threads see one pair or the other
+        return same
 
     def get(self, key: tuple | None, tables: Tables) -> Any | None:
         """The plan kept under ``key`` for ``tables``, or None (always for a key of None: a read
