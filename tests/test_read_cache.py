@@ -234,6 +234,50 @@ def test_a_caller_is_checked_once_then_remembered(make_proxy, mock_server, world
     assert calls(mock_server, "read") - before == 2
 
 
+def test_a_caller_s_concurrent_first_requests_cost_the_site_what_one_does(make_proxy, mock_site, mock_server,
+                                                                         world):
+    # A farm job's threads start together: before, each asked the site whether its credentials
+    # were good and who it was, and with site.max_concurrent 2 some got "busy" faults instead
+    # of answers.
+    import threading
+
+    from sgcache.mocksite.server import MockServer
+
+    import_all(make_proxy())
+    slow = MockServer(mock_site, latency_ms=200).start()  # every thread arrives while the first asks
+    try:
+        def artists(proxy, n):
+            return [shotgun_api3.Shotgun(proxy.url, login="artist", password="artist-password") for _ in range(n)]
+
+        settings = {"site_url": slow.url, "auth__groups": "artist=all", "site__max_concurrent": "2"}
+        (alone,) = artists(make_proxy(**settings), 1)
+        before = calls(mock_server, "read")
+        expected = alone.find("Shot", [], ["code"])
+        one_costs = calls(mock_server, "read") - before
+        assert one_costs >= 2  # at least a credential check and a look-up of the person
+
+        clients = artists(make_proxy(**settings), 8)
+        before = calls(mock_server, "read")
+        start, answers = threading.Barrier(len(clients)), []
+
+        def read(client):
+            start.wait()
+            try:
+                answers.append(client.find("Shot", [], ["code"]))
+            except shotgun_api3.Fault as e:
+                answers.append(e)
+
+        threads = [threading.Thread(target=read, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert answers == [expected] * len(clients)
+        assert calls(mock_server, "read") - before == one_costs
+    finally:
+        slow.stop()
+
+
 def test_a_recently_verified_caller_keeps_getting_cached_reads_while_the_site_is_down(make_proxy, mock_server,
                                                                                      world):
     proxy = make_proxy(site__connect_timeout=1)

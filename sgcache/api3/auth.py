@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from sgcache.api3.memory import Flights
 from sgcache.api3.protocol import AUTH_FAULT, Fault
 from sgcache.config import AuthConfig
 from sgcache.upstream import SiteUnavailable, Upstream
@@ -44,6 +45,7 @@ class Verifier:
         self._salt = secrets.token_bytes(32)
         self._lock = threading.Lock()
         self._verdicts: OrderedDict[str, Verdict] = OrderedDict()
+        self._flights: Flights[str, bool] = Flights()
         self.checks = 0  # calls made to the site to check credentials
 
     def key(self, auth: dict) -> str:
@@ -95,6 +97,10 @@ class Verifier:
             raise self.remembered_fault(auth)
         if self.upstream is None:
             return False
+        return self._flights.run(self.key(auth), lambda: self._ask(auth, entity_type))
+
+    def _ask(self, auth: dict, entity_type: str) -> bool:
+        """verify's question to the site (one at a time per set of credentials)."""
         # The smallest request that needs the same rights as reading this type.
         self.checks += 1
         reply = self.upstream.call("read", [auth, {

@@ -30,7 +30,7 @@ from dataclasses import KW_ONLY, dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sgcache.api3.memory import Expiring
+from sgcache.api3.memory import Expiring, Flights
 from sgcache.store.state import StateTables
 from sgcache.upstream import Upstream
 
@@ -134,6 +134,7 @@ class IdentityBook:
     def __post_init__(self) -> None:
         self._known: Expiring[Claim, Identity | None] = Expiring(MAX_IDENTITIES, self.ttl, clock=self.clock)
         self._tokens: Expiring[Claim, Claim | None] = Expiring(MAX_IDENTITIES, self.ttl, clock=self.clock)
+        self._flights: Flights[Claim, Identity | None] = Flights()
 
     def forget_all(self) -> None:
         self._known.clear()
@@ -177,6 +178,9 @@ class IdentityBook:
         held, identity = self._known.get(who)
         if held:
             return identity
+        return self._flights.run(who, lambda: self._learn(who, now))
+
+    def _learn(self, who: Claim, now: float) -> Identity | None:
         identity = self._ask_site(who)
         self._known.put(who, identity, since=now)
         return identity

@@ -49,3 +49,44 @@ class Expiring(Generic[K, V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value = None
+        self.error: BaseException | None = None
+
+
+class Flights(Generic[K, V]):
+    """Calls that share a key run one at a time: a caller arriving while one runs waits for it
+    and takes its result, or its exception, instead of asking the site again. When what was
+    learned of a caller expires, the requests it has in flight (a farm job's eight threads, say)
+    then cost the site one call, not one each, and do not fill ``site.max_concurrent`` between
+    them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[K, _Flight] = {}
+
+    def run(self, key: K, call: Callable[[], V]) -> V:
+        with self._lock:
+            flight = self._running.get(key)
+            leads = flight is None
+            if leads:
+                flight = self._running[key] = _Flight()
+        if not leads:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            flight.value = call()
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            with self._lock:
+                del self._running[key]
+            flight.done.set()
+        return flight.value

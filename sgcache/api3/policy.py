@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from sgcache.api3.identity import Claim, Identity, IdentityBook
-from sgcache.api3.memory import Expiring
+from sgcache.api3.memory import Expiring, Flights
 from sgcache.config import AuthConfig
 from sgcache.query import Uncertain
 from sgcache.query.paths import Visibility
@@ -67,6 +67,7 @@ class Policy:
         self.clock = self.identities.clock
         self._visibility: Expiring[str, _Learned] = Expiring(MAX_VISIBILITIES, self.config.visibility_ttl,
                                                              clock=self.clock)
+        self._flights: Flights[tuple[str, frozenset[str]], Visibility] = Flights()
         #: requests made to the site to learn visibility
         self.probes = 0
 
@@ -121,6 +122,9 @@ class Policy:
         held, learned = self._visibility.get(key)
         if held and learned.checked.issuperset(types):
             return learned.visibility
+        return self._flights.run((key, frozenset(types)), lambda: self._learn_now(auth, key, types, now))
+
+    def _learn_now(self, auth: dict, key: str, types: list[str], now: float) -> Visibility:
         learned = self._learn(auth, types)
         self._visibility.put(key, learned, since=now)
         return learned.visibility
