@@ -665,3 +665,28 @@ def test_threads_finding_the_read_state_due_read_the_tables_once(proxy, monkeypa
         t.join()
     assert len(loads) == 1
     assert len(states) == 8 and all(s is states[0] for s in states)
+
+
+def test_a_returned_link_that_a_filter_joined_is_named_from_that_join(cached_proxy, sg, world):
+    engine = cached_proxy.service.cache.read_engine
+    names_queries = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("SELECT sequence.id"):
+            names_queries.append(statement)
+
+    joined = ("Shot", [["sg_sequence.Sequence.code", "is", "SQ01"]], ["code", "sg_sequence", "project"])
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        client = cached_proxy.client()
+        result, cached = answered_from_cache(cached_proxy, lambda: client.find(*joined))
+        assert cached and result == sg.find(*joined) and len(result) == 8
+        assert names_queries == []  # the Sequence's name came with the page
+        # Retired: the filter's join finds no live Sequence, and the link reads as none.
+        client.delete("Sequence", world["sequence"]["id"])
+        unjoined = ("Shot", [["sg_sequence.Sequence.code", "is_not", "SQ02"]], ["code", "sg_sequence"])
+        result, cached = answered_from_cache(cached_proxy, lambda: client.find(*unjoined))
+        assert cached and result == sg.find(*unjoined)
+        assert [shot["sg_sequence"] for shot in result] == [None] * 8
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)

@@ -392,6 +392,12 @@ class Scope:
             self._joins[key] = (alias, onclause)
         return self._joins[key][0]
 
+    def joined(self, field_name: str, target_name: str) -> sa.FromClause | None:
+        """The live ``target_name`` this scope's own link ``field_name`` points to, when a filter
+        or sort joined it (None: not joined)."""
+        found = self._joins.get((field_name, target_name))
+        return found[0] if found is not None else None
+
     def walk(self, path: str) -> Final | MultiHop:
         """Follow ``path`` from this scope's table, joining through entity hops."""
         et, source = self.et, self.base

@@ -170,9 +170,10 @@ class Values:
                 columns.update(handler.column_names)
         return ["id", *sorted(columns - {"id"})]
 
-    def fetch(self, plans: FieldPlans, ids: list[int], rows: dict[int, Any] | None = None) -> dict[int, dict[str, Any]]:
+    def fetch(self, plans: FieldPlans, ids: list[int], rows: dict[int, Any] | None = None,
+              known: dict[tuple[str, int], tuple[bool, Any]] | None = None) -> dict[int, dict[str, Any]]:
         """{id: {return field: wire value}} for ``ids`` of ``plans.et`` (``rows``: their columns,
-        when the caller has them already)."""
+        when the caller has them already; ``known``: (live, name) of links already read)."""
         et = plans.et
         out: dict[int, dict[str, Any]] = {i: {} for i in ids}
         if not ids or not plans.fields:
@@ -186,7 +187,7 @@ class Values:
                 # record said it was live): its fields are not held.
                 raise Uncertain("project_subset", f"a link to {et.name} outside the cached projects")
         held = _Held(self._lists(plans, ids), rows)
-        names = self._link_names(plans, held)
+        names = self._link_names(plans, held, known or {})
         for fp in plans.fields:
             if fp.hop is not None:
                 self._fill_hop(out, fp, held, names)
@@ -214,9 +215,11 @@ class Values:
             lists[handler.name] = per_parent
         return lists
 
-    def _link_names(self, plans: FieldPlans, held: _Held) -> dict[tuple[str, int], tuple[bool, Any]]:
+    def _link_names(self, plans: FieldPlans, held: _Held,
+                    known: dict[tuple[str, int], tuple[bool, Any]]) -> dict[tuple[str, int], tuple[bool, Any]]:
         """(live, name) of every link the return fields hold: names for link fields returned as
-        they are, liveness only for the links a hop follows (into its target type)."""
+        they are, liveness only for the links a hop follows (into its target type); the links
+        in ``known`` are not asked again."""
         links: set[tuple[str, int]] = set()
         named: set[str] = set()
         for fp in plans.fields:
@@ -233,7 +236,8 @@ class Values:
                 continue
             for i in held.rows:
                 links.update(link for link in held.links(handler, i) if fp.hop is None or link[0] == fp.target.name)
-        return self.names(links, named) if links else {}
+        links.difference_update(known)
+        return {**self.names(links, named), **known} if links else known
 
     def _fill_field(self, out: dict, fp: FieldPlan, held: _Held, names: dict) -> None:
         handler = fp.handler
@@ -342,6 +346,30 @@ def archived_filter(ctx: Context, et: EntityTable) -> sa.ColumnElement | None:
                            t.c[handler.id_column].in_(archived_ids)))
 
 
+def joined_names(ctx: Context, scope: Scope, fields: FieldPlans) -> tuple[list[tuple[str, str, str]], list]:
+    """The returned links whose live target a filter or sort joined already (``entity`` when the
+    filters follow ``entity.Shot...``): the page query reads that target's id and name from the
+    join, and the names query asks only for the other links. What the join finds is what the
+    names query would: the same table, a live row, its identifier. Only for callers who see
+    everything, in the present (the names query is otherwise the one that knows the rules)."""
+    if ctx.visibility is not None or ctx.as_of is not None:
+        return [], []
+    joined, extra = [], []
+    for fp in fields.fields:
+        if fp.hop is not None or not isinstance(fp.handler, EntityField):
+            continue
+        for target_name in fp.handler.field.entity_types:
+            alias = scope.joined(fp.name, target_name)
+            if alias is None:
+                continue
+            n = len(joined)
+            ident = ctx.identifier(ctx.entity_table(target_name))
+            name = alias.c[ident.name] if ident is not None else sa.null()
+            extra += [alias.c.id.label(f"_joined_{n}_id"), name.label(f"_joined_{n}_name")]
+            joined.append((target_name, f"_joined_{n}_id", f"_joined_{n}_name"))
+    return joined, extra
+
+
 def visible_rows(ctx: Context, et: EntityTable) -> list[sa.ColumnElement]:
     """The conditions that keep only the rows the caller may see (none when it sees everything)."""
     if ctx.visibility is None:
@@ -361,6 +389,9 @@ class ReadPlan:
     per_page: int
     paging: str  # "has_next_page" | "entity_count" | "none"
     page: int
+    #: (type, id label, name label) of the page query's extra columns: the live target of a
+    #: returned link that a filter or sort joined already, named there (see joined_names)
+    joined: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Made once: a plan kept for identical requests (sgcache.api3.plans) runs the same
@@ -380,7 +411,9 @@ class ReadPlan:
         more = len(found) > self.per_page
         rows = {r["id"]: r for r in found[:self.per_page]}
         ids = list(rows)
-        values = Values(self.ctx, conn, self._options).fetch(self.fields, ids, rows)
+        known = {(type_name, r[id_label]): (True, r[name_label]) for type_name, id_label, name_label in self.joined
+                 for r in rows.values() if r[id_label] is not None}
+        values = Values(self.ctx, conn, self._options).fetch(self.fields, ids, rows, known)
         name = self.et.name
         entities = [{"type": name, "id": i, **values[i]} for i in ids]
         result: dict[str, Any] = {"entities": entities}
@@ -434,7 +467,8 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     order = [col for spec in sorts for col in _sort_columns(ctx, scope, spec)]
     order.append(et.table.c.id.asc())
     columns = [et.table.c[c] for c in Values.columns(fields)]
-    select_ids = sa.select(*columns).select_from(scope.from_clause()).where(*where).order_by(*order)
+    joined, extra = joined_names(ctx, scope, fields)
+    select_ids = sa.select(*columns, *extra).select_from(scope.from_clause()).where(*where).order_by(*order)
     mode = "none"
     count = None
     if args.get("return_paging_info_without_counts"):
@@ -442,4 +476,4 @@ def compile_read(ctx: Context, args: Any) -> ReadPlan:
     elif args.get("return_paging_info"):
         mode = "entity_count"
         count = sa.select(sa.func.count()).select_from(scope.from_clause()).where(*where)
-    return ReadPlan(ctx, et, select_ids, count, fields, (page - 1) * per_page, per_page, mode, page)
+    return ReadPlan(ctx, et, select_ids, count, fields, (page - 1) * per_page, per_page, mode, page, joined)
