@@ -667,6 +667,39 @@ def test_threads_finding_the_read_state_due_read_the_tables_once(proxy, monkeypa
     assert len(states) == 8 and all(s is states[0] for s in states)
 
 
+def test_threads_waiting_for_a_read_state_that_fails_take_the_failure_not_a_turn_each(proxy, monkeypatch):
+    # A database that takes its connect timeout to fail would otherwise be waited out by each
+    # thread in turn; the requests pass through at once instead.
+    import threading
+
+    from sgcache.api3 import reads
+
+    loads = []
+
+    def failing_load(conn, tables):
+        loads.append(1)
+        time.sleep(0.2)
+        raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(reads, "load_state", failing_load)
+    service, got = proxy.service.reads, []
+
+    def ask():
+        try:
+            service.read_state()
+        except sa.exc.OperationalError as e:
+            got.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and len(got) == 8
+    assert time.monotonic() - started < 1.0
+
+
 def test_a_returned_link_that_a_filter_joined_is_named_from_that_join(cached_proxy, sg, world):
     engine = cached_proxy.service.cache.read_engine
     names_queries = []
