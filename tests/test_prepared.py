@@ -9,6 +9,8 @@ a column whose type changed), the read is still answered from the cache.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -133,24 +135,29 @@ def cached_pg_proxy(make_proxy, world):  # noqa: F811
     return proxy
 
 
-def pooled_statements(proxy) -> list[str]:
-    """What every idle connection of the proxy's pool holds prepared."""
+@contextmanager
+def idle_connections(proxy) -> Iterator[list[sa.Connection]]:
+    """Every idle connection of the proxy's read pool, checked out for the block."""
     engine = proxy.service.cache.read_engine
     conns = [engine.connect() for _ in range(engine.pool.checkedin())]
     try:
-        return [s for conn in conns for s in held(conn)]
+        yield conns
     finally:
         for conn in conns:
             conn.close()
 
 
+def pooled_statements(proxy) -> list[str]:
+    """What every idle connection of the proxy's pool holds prepared."""
+    with idle_connections(proxy) as conns:
+        return [s for conn in conns for s in held(conn)]
+
+
 def on_every_pooled_connection(proxy, sql: str) -> None:
-    engine = proxy.service.cache.read_engine
-    conns = [engine.connect() for _ in range(engine.pool.checkedin())]
-    for conn in conns:
-        conn.exec_driver_sql(sql)
-        conn.commit()
-        conn.close()
+    with idle_connections(proxy) as conns:
+        for conn in conns:
+            conn.exec_driver_sql(sql)
+            conn.commit()
 
 
 READ = ("Shot", [["sg_sequence.Sequence.code", "is", "SQ01"]], ["code", "project"])

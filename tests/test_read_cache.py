@@ -13,6 +13,7 @@ import requests
 import shotgun_api3
 import sqlalchemy as sa
 from conftest import SCRIPT_AUTH, schema_copy
+from test_flights import together
 
 from sgcache.store.state import set_meta
 from sgcache.sync.remote import Remote
@@ -657,12 +658,7 @@ def test_threads_finding_the_read_state_due_read_the_tables_once(proxy, monkeypa
     real_load = reads.load_state
     monkeypatch.setattr(reads, "load_state", slow_load)
     service = proxy.service.reads
-    states = []
-    threads = [threading.Thread(target=lambda: states.append(service.read_state())) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    states = together(8, service.read_state)
     assert len(loads) == 1
     assert len(states) == 8 and all(s is states[0] for s in states)
 
@@ -670,7 +666,6 @@ def test_threads_finding_the_read_state_due_read_the_tables_once(proxy, monkeypa
 def test_threads_waiting_for_a_read_state_that_fails_take_the_failure_not_a_turn_each(proxy, monkeypatch):
     # A database that takes its connect timeout to fail would otherwise be waited out by each
     # thread in turn; the requests pass through at once instead.
-    import threading
 
     from sgcache.api3 import reads
 
@@ -682,20 +677,8 @@ def test_threads_waiting_for_a_read_state_that_fails_take_the_failure_not_a_turn
         raise sa.exc.OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(reads, "load_state", failing_load)
-    service, got = proxy.service.reads, []
-
-    def ask():
-        try:
-            service.read_state()
-        except sa.exc.OperationalError as e:
-            got.append(e)
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
     started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = [e for e in together(8, proxy.service.reads.read_state) if isinstance(e, sa.exc.OperationalError)]
     assert len(loads) == 1 and len(got) == 8
     assert time.monotonic() - started < 1.0
 

@@ -27,6 +27,8 @@ from sgcache.store.slim import SlimType
 from sgcache.store.tables import EntityTable
 
 PAGE_SIZE = 500
+#: The execution options of a kept plan's queries once it is asked again (ReadPlan.prepare).
+_PREPARED = {prepared.OPTION: True}
 #: Distinct return fields one read answered from the cache may ask for (more pass through).
 MAX_RETURN_FIELDS = 1_000
 
@@ -403,7 +405,7 @@ class ReadPlan:
         """Have the queries sent as prepared statements (sgcache.store.prepared): for a plan kept
         for identical requests and asked again, whose SQL texts, values included, repeat while
         the rows they read stay the same."""
-        self._options = {prepared.OPTION: True}
+        self._options = _PREPARED
 
     def run(self, conn: sa.Connection) -> dict:
         # One query finds the page and reads its rows; links and lists follow in a few more.

@@ -4,7 +4,8 @@ A read kept in the plan cache (:mod:`sgcache.api3.plans`) sends the same SQL tex
 all, each time it is asked. Its page query is marked with the execution option :data:`OPTION`,
 and on PostgreSQL :class:`Prepared` sends it as ``EXECUTE`` of a statement the connection
 prepared the first time: the server parses, rewrites and plans it once per connection instead of
-on every request (about 0.6 ms of the deep-link find's 1.1 ms query; docs/benchmarks.rst).
+on every request (0.55 to 0.66 ms of the deep-link find's page query, which took 1.37 to 1.66 ms
+a round trip unprepared; docs/benchmarks.rst).
 
 Why this cannot change an answer:
 
@@ -38,8 +39,6 @@ OPTION = "sgcache_prepare"
 #: Where a connection's prepared statements are listed: the pool's per-connection info, which
 #: SQLAlchemy empties when the connection is replaced.
 _HELD = "sgcache_prepared"
-#: What a connection that never prepared a statement holds (a shared, always empty list).
-_NONE_YET: OrderedDict[str, None] = OrderedDict()
 #: SQLSTATEs that say the server connection's prepared statements are not the ones recorded:
 #: invalid_sql_statement_name, duplicate_prepared_statement.
 POOLER_STATES = frozenset({"26000", "42P05"})
@@ -66,14 +65,14 @@ class Prepared:
         text = cursor.mogrify(statement, parameters)
         name = "sgcache_" + hashlib.blake2b(self._salt + text, digest_size=12).hexdigest()
         info = context.root_connection.connection.info
-        held: OrderedDict[str, None] | None = info.get(_HELD, _NONE_YET)
+        # Absent: nothing prepared yet; None: the list was lost with a failed statement.
+        held: OrderedDict[str, None] | None = info.get(_HELD, OrderedDict())
         if held is not None and name in held:
             held.move_to_end(name)
             sql = f"EXECUTE {name}".encode()
         else:
-            # None: the list was lost with a failed statement; start again from nothing.
-            parts = [b"DEALLOCATE ALL"] if held is None else []
-            held = OrderedDict() if held is None or held is _NONE_YET else held
+            parts = [b"DEALLOCATE ALL"] if held is None else []  # start again from nothing
+            held = OrderedDict() if held is None else held
             while len(held) >= self.limit:
                 parts.append(f"DEALLOCATE {held.popitem(last=False)[0]}".encode())
             parts += [f"PREPARE {name} AS ".encode() + text, f"EXECUTE {name}".encode()]
