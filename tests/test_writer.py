@@ -114,13 +114,46 @@ def test_a_bad_value_rolls_back_the_whole_batch(writer, engine, tables):
     assert shots(engine, tables, "code") == [{"type": "Shot", "id": 1, "code": "before"}]
 
 
-@pytest.mark.parametrize("field,value", [("sg_cut_in", True), ("sg_rate", False), ("code", 12), ("sg_flag", 1),
-                                         ("sg_cut_in", "12"), ("code", ["a"])])
+@pytest.mark.parametrize("field,value", [
+    ("sg_cut_in", True), ("sg_rate", False), ("code", 12), ("sg_flag", 1), ("sg_cut_in", "12"), ("code", ["a"]),
+    # links and wire dates have shortcuts of their own (Writer._convert)
+    ("sg_sequence", {"type": "Sequence", "id": True}), ("sg_sequence", {"type": "Sequence", "id": "3"}),
+    ("sg_sequence", {"id": 3}), ("sg_sequence", {"type": 7, "id": 3}), ("sg_sequence", [{"type": "Sequence", "id": 3}]),
+    ("sg_start", "2026-02-30"), ("sg_start", "2026-02-03T12:00:00Z"), ("sg_start", "20260203"),
+    ("created_at", "2026-02-03"), ("created_at", "2026-02-03 12:00:00Z"), ("created_at", "2024-W10-1T12:00:00Z"),
+    ("created_at", "2026-02-03T25:00:00Z"), ("created_at", "2026-02-03T12:00:00+01:00"),
+])
 def test_a_value_of_a_near_kind_is_refused_not_stored(writer, field, value):
     """Values of exactly a field's kind are stored without the handler's checks; a value of a
-    subclass or a look-alike (a bool for a number, a number for text) still meets them."""
+    subclass or a look-alike (a bool for a number, a number for text, a date for a time, a
+    link without a type) still meets them."""
     with pytest.raises(ConversionError, match=rf"Shot\.{field}"):
         writer.upsert("Shot", [{"type": "Shot", "id": 1, field: value}])
+
+
+class _Link(dict):
+    pass
+
+
+class _Id(int):
+    pass
+
+
+@pytest.mark.parametrize("field,value", [
+    ("code", "SH010"), ("sg_cut_in", 1001), ("sg_rate", 23.976), ("sg_flag", False), ("sg_flag", None),
+    ("sg_sequence", {"type": "Sequence", "id": 3}), ("sg_sequence", {"type": "Sequence", "id": 3, "name": "SQ"}),
+    ("sg_sequence", _Link(type="Sequence", id=3)), ("sg_sequence", {"type": "Sequence", "id": _Id(3)}),
+    ("sg_sequence", None), ("sg_start", "2026-02-03"), ("sg_start", None),
+    ("created_at", "2026-02-03T12:00:00Z"), ("created_at", "1999-12-31T23:59:59Z"), ("created_at", None),
+])
+def test_the_writers_shortcuts_store_what_the_field_stores(writer, tables, field, value):
+    """Writer._convert stores plain values without the field's put(): what it stores is put()'s."""
+    handler = tables["Shot"].fields[field]
+    row, _ = writer._convert(tables["Shot"], {"type": "Shot", "id": 1, field: value})
+    expected = {"id": 1}
+    handler.put(expected, value)
+    assert row == expected
+    assert [type(v) for v in row.values()] == [type(v) for v in expected.values()]
 
 
 def test_values_of_each_plain_kind_are_stored_as_given(writer, engine, tables):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -111,6 +112,16 @@ class ColumnField(FieldHandler):
     #: writer sets it without calling :meth:`put` (most values of a page are such text and
     #: numbers). None: every value goes through :meth:`put`.
     stored_as_is: ClassVar[type | None] = None
+
+    #: A text value's stored form (in ``column``), or None when the text is not one: the writer
+    #: calls this one function for a ``str`` value instead of :meth:`put`, and calls :meth:`put`
+    #: (which gives the error) when it returns None. None: text goes through :meth:`put` too.
+    parse_text: ClassVar[Callable[[str], Any] | None] = None
+
+    #: (type column, id column) of a link field: the writer stores a plain ``{"type": str, "id":
+    #: int}`` mapping in them without calling :meth:`put`. None for every other field.
+    link_columns: tuple[str, str] | None = None
+
     def to_db(self, value: Any) -> dict[str, Any]:
         """Wire value -> {column name: database value}."""
         raise NotImplementedError

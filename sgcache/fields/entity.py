@@ -32,6 +32,7 @@ class EntityField(ColumnField):
         super().__init__(type_name, field)
         self.type_column = names.fit(f"{self.name}__type")
         self.id_column = names.fit(f"{self.name}__id")
+        self.link_columns = (self.type_column, self.id_column)
 
     def columns(self) -> list[sa.Column]:
         return [sa.Column(self.type_column, sa.Text), sa.Column(self.id_column, sa.Integer)]

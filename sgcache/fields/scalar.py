@@ -124,6 +124,7 @@ class DateField(ScalarField):
     family = "date"
 
     sql_type = sa.Date
+    parse_text = staticmethod(wire.parse_date)
 
     def to_db_value(self, value: Any) -> dt.date:
         if isinstance(value, dt.datetime):
@@ -152,6 +153,7 @@ class DateTimeField(ScalarField):
     family = "date_time"
 
     sql_type = UTCDateTime
+    parse_text = staticmethod(wire.parse_datetime)
 
     def to_db_value(self, value: Any) -> dt.datetime:
         if isinstance(value, dt.datetime):

@@ -356,25 +356,41 @@ class Writer:
         row: dict[str, Any] = {"id": entity_id}
         links: dict[str, list[dict]] = {}
         columns, associations = self._handlers(et)
+        # Most values of a page are text, numbers, plain links and wire dates: they are stored
+        # here with what put() would store, without its calls; anything else goes through put(),
+        # which converts it or gives the error.
         for key, value in entity.items():
             found = columns.get(key)
             if found is not None:
-                handler, as_is = found
-                if type(value) is as_is:
-                    row[handler.column] = value  # what handler.put would store, without its calls
-                else:
-                    handler.put(row, value)
+                handler, as_is, parse, link = found
+                kind = type(value)
+                if kind is as_is:
+                    row[handler.column] = value
+                    continue
+                if kind is str and parse is not None:
+                    parsed = parse(value)
+                    if parsed is not None:
+                        row[handler.column] = parsed
+                        continue
+                elif kind is dict and link is not None:
+                    link_type, link_id = value.get("type"), value.get("id")
+                    if type(link_type) is str and type(link_id) is int:
+                        row[link[0]], row[link[1]] = link_type, link_id
+                        continue
+                handler.put(row, value)
             elif key in associations:
                 links[key] = associations[key].to_rows(value)
         return row, links
 
-    def _handlers(self, et: EntityTable) -> tuple[dict[str, tuple[Any, type | None]], dict[str, Any]]:
+    def _handlers(self, et: EntityTable) -> tuple[dict[str, tuple[Any, type | None, Any, Any]], dict[str, Any]]:
         """(column fields, association fields) of a type's cached fields, by name (id excluded);
-        each column field with the type of value it stores as it is (``stored_as_is``)."""
+        each column field with its shortcuts for :meth:`_convert` (``stored_as_is``,
+        ``parse_text``, ``link_columns``)."""
         found = self._by_storage.get(et.name)
         if found is None or found[0] is not et:
             cached = {name: h for name, h in et.fields.items() if h.cached and name not in ("id", "type")}
-            found = (et, {n: (h, h.stored_as_is) for n, h in cached.items() if not h.association},
+            found = (et, {n: (h, h.stored_as_is, h.parse_text, h.link_columns)
+                        for n, h in cached.items() if not h.association},
                      {n: h for n, h in cached.items() if h.association})
             self._by_storage[et.name] = found
         return found[1], found[2]
