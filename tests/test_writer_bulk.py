@@ -160,6 +160,15 @@ def test_a_column_converted_whole_gives_what_value_by_value_conversion_gives():
         assert bulk._column(list(values), bulk._text) == [bulk._text(v) for v in values], values
 
 
+def test_rows_are_turned_into_columns_with_none_where_a_row_lacks_one():
+    rows = [{"a": 1, "b": "x"}, {"b": "y", "a": 2}]
+    assert [list(c) for c in bulk._columns(rows, ["a", "b"])] == [[1, 2], ["x", "y"]]
+    assert [list(c) for c in bulk._columns(rows, ["b", "a"])] == [["x", "y"], [1, 2]]
+    assert [list(c) for c in bulk._columns([*rows, {"a": 3}], ["a", "b"])] == [[1, 2, 3], ["x", "y", None]]
+    assert [list(c) for c in bulk._columns(rows, ["b"])] == [["x", "y"]]
+    assert [list(c) for c in bulk._columns([], ["a", "b"])] == [[], []]
+
+
 def test_rows_written_since_an_answer_was_asked_are_kept_in_a_large_batch_as_row_by_row(engine, tables, monkeypatch):
     """``unless_written_since`` (a passthrough page, a watcher's read) in both ways of writing: the
     rows another write touched after the moment are left alone, the others are written."""

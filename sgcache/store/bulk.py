@@ -27,6 +27,7 @@ import io
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import psycopg2
@@ -113,7 +114,7 @@ def _encoders(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> l
     return out
 
 
-def _column(values: list, encode: Callable[[Any], str]) -> list[str]:
+def _column(values: Sequence, encode: Callable[[Any], str]) -> list[str]:
     """One column's values in COPY's text format. The usual columns of a page, all whole numbers
     or all text with nothing to escape, are converted by C loops instead of a call per value."""
     if encode is _text:
@@ -129,11 +130,22 @@ def _column(values: list, encode: Callable[[Any], str]) -> list[str]:
     return list(map(encode, values))
 
 
+def _columns(rows: Sequence[dict], columns: Sequence[str]) -> list[Sequence]:
+    """The rows' values, column by column (None where a row lacks the column). Rows that all
+    have every column (those of a writer's batch do) are turned by C loops."""
+    if len(columns) > 1 and rows:
+        try:
+            return list(zip(*map(itemgetter(*columns), rows), strict=True))
+        except KeyError:
+            pass
+    return [[row.get(name) for row in rows] for name in columns]
+
+
 def _buffer(conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[dict]) -> io.StringIO:
     # Column by column: one encoder mapped over a column's values costs less than a call per
     # value chosen row by row.
-    encoded = [_column([row.get(name) for row in rows], encode)
-               for name, encode in zip(columns, _encoders(conn, table, columns), strict=True)]
+    encoded = [_column(values, encode)
+               for values, encode in zip(_columns(rows, columns), _encoders(conn, table, columns), strict=True)]
     lines = list(map("\t".join, zip(*encoded, strict=True)))
     lines.append("")
     return io.StringIO("\n".join(lines))
