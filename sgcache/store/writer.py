@@ -549,10 +549,16 @@ class Writer:
         emptied = self._emptied_at(conn, et, field_name, [p for p, rows in rows_by_parent.items()
                                                            if p in existing and rows and not held.get(p)])
         for parent, link_rows in rows_by_parent.items():
-            old = sorted(held.get(parent, []), key=lambda r: r["position"])
-            if [(r["position"], r["child_type"], r["child_id"]) for r in old] == \
-                    [(r["position"], r["child_type"], r["child_id"]) for r in link_rows]:
-                continue  # the same list: nothing to write, no version
+            old = held.get(parent)
+            if old:
+                old = sorted(old, key=lambda r: r["position"])
+                if [(r["position"], r["child_type"], r["child_id"]) for r in old] == \
+                        [(r["position"], r["child_type"], r["child_id"]) for r in link_rows]:
+                    continue  # the same list: nothing to write, no version
+            elif not link_rows:
+                continue  # empty, as it was
+            else:
+                old = []  # a list held empty (every new row's): nothing to compare or end
             # When the list held now began: its rows say, or, for an empty list, when it was emptied.
             previous = max((r[history.VALID_FROM] for r in old if r[history.VALID_FROM] is not None),
                            default=emptied.get(parent))
