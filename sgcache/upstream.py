@@ -216,7 +216,9 @@ class Upstream:
             raise ValueError("site.base_url is not set")
         self.site = site
         limit = max_concurrent if max_concurrent is not None else site.max_concurrent
-        #: a bulkhead: requests waiting on the site at once (None: no limit) ...
+        #: how many requests of this process may wait on the site at once (None: no limit) ...
+        self.turns: int | None = limit or None
+        #: ... the bulkhead that holds them to it ...
         self._turns = threading.BoundedSemaphore(limit) if limit else None
         #: ... and requests waiting for a turn (each holds a thread too)
         self.max_queued = max_queued

@@ -215,6 +215,25 @@ def test_visible_projects_asks_the_site_once_per_person(make_proxy, sg, alpha_ar
     assert proxy.service.policy.probes == probes
 
 
+def test_a_visible_projects_caller_s_first_read_fits_a_one_request_site_limit(make_proxy, mock_site, mock_server,
+                                                                            alpha_artist):
+    # Learning what the caller may see probes each cached type: four at once, past a limit of one,
+    # three of them waited for the one turn, and the one that waited past site.busy_wait failed
+    # the read with a "busy" fault, though no one else used the site.
+    from sgcache.mocksite.server import MockServer
+
+    import_all(make_proxy())
+    slow = MockServer(mock_site, latency_ms=200).start()  # a probe holds the turn 200 ms
+    try:
+        proxy = make_proxy(site_url=slow.url, auth__groups="artist=visible_projects", site__max_concurrent="1")
+        result, how = outcome(proxy, lambda: proxy.client(**ARTIST).find("Shot", [], ["code"]))
+        assert how == "cache"
+        assert proxy.service.policy.probes > 5
+        assert result == site_as(mock_server, **ARTIST).find("Shot", [], ["code"])
+    finally:
+        slow.stop()
+
+
 # --- the watcher drops what was remembered ---------------------------------------------------------------
 
 

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Visibilities remembered at most per process.
 MAX_VISIBILITIES = 2_000
-#: Probes of one caller's types sent to the site at once.
+#: Probes of one caller's types sent to the site at once (fewer when the process may have fewer
+#: requests on the site at once: site.max_concurrent).
 PROBE_CONCURRENCY = 4
 
 
@@ -134,8 +135,10 @@ class Policy:
         if projects is None:
             # Without the caller's projects no row of a project type can be placed: pass through.
             raise Uncertain("restricted_projects_unknown", "the site refused the caller a read of Project")
-        with concurrent.futures.ThreadPoolExecutor(max_workers=PROBE_CONCURRENCY,
-                                                   thread_name_prefix="sgcache-probe") as pool:
+        # More probes at once than the process has turns on the site would only queue for them,
+        # and a probe that waits past site.busy_wait fails the caller's read.
+        width = min(PROBE_CONCURRENCY, self.upstream.turns or PROBE_CONCURRENCY)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=width, thread_name_prefix="sgcache-probe") as pool:
             probed = dict(zip(types, pool.map(lambda t: self._probe(auth, t), types), strict=True))
         visible = {t: hidden for t, (seen, hidden) in probed.items() if seen}
         log.info("event=visibility_learned projects=%d types=%d hidden_types=%d", len(projects), len(visible),
