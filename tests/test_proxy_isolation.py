@@ -248,6 +248,35 @@ def test_past_site_max_concurrent_a_passthrough_gets_503_and_cached_reads_go_on(
         t.join(10)
 
 
+@pytest.mark.parametrize("unknown", ["credentials", "identity", "visibility"])
+def test_a_caller_the_proxy_cannot_check_while_its_turns_are_taken_gets_503_not_a_fault(
+        make_proxy, sg, world, unknown):  # noqa: F811
+    # Checking a caller's credentials, learning who it is, or learning what a visible_projects
+    # caller may see found no turn on the site: the caller got a Fault (an API error, which scripts take as final)
+    # where a passthrough gets the busy site's 503.
+    proxy = make_proxy(site__max_concurrent="2", site__busy_wait="0.3", auth__groups="artist=visible_projects")
+    import_all(proxy)
+    artist = {"login": "artist", "password": "artist-password"}
+    caller = shotgun_api3.Shotgun(proxy.url, connect=False, **artist)
+    caller.config.server_caps = proxy.client().server_caps  # skip its info call
+    if unknown != "credentials":
+        caller.find("Asset", [], ["code"])  # checked, placed in its group, its visibility learned; then
+        proxy.service.policy.forget_all()  # what it may see is dropped ...
+        if unknown == "identity":
+            proxy.service.policy.identities.forget_all()  # ... and who it is
+    upstream = proxy.service.upstream
+    for _ in range(upstream.turns):  # as requests on a stalled site hold them
+        assert upstream._turns.acquire(timeout=5)
+    try:
+        with pytest.raises(shotgun_api3.ProtocolError) as e:
+            caller.find("Shot", [], ["code"])
+        assert e.value.errcode == 503
+    finally:
+        for _ in range(upstream.turns):
+            upstream._turns.release()
+    assert caller.find("Shot", [], ["code"]) == shotgun_api3.Shotgun(sg.base_url, **artist).find("Shot", [], ["code"])
+
+
 # --- an upload is read back before its answer, as a write is ---------------------------------------------
 
 

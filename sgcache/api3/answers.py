@@ -42,6 +42,14 @@ def fault_answer(fault: Fault, detail: str = "") -> Answer:
     return Answer(200, protocol.dumps(fault.envelope()), "fault", list(JSON_HEADERS), detail=detail)
 
 
+def busy_answer(message: str) -> Answer:
+    """What a request gets when this process has its most requests on the site and no turn came
+    in time (``site.max_concurrent``, ``site.busy_wait``; nothing was sent): HTTP 503, as a busy
+    site answers, which shotgun_api3 reports as the site being too busy."""
+    return Answer(503, f"sgcache: {message}; try again shortly\n".encode(), "fault",
+                  [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")], detail="site busy")
+
+
 def json_answer(payload: Any, outcome: str) -> Answer:
     return Answer(200, protocol.dumps(payload), outcome, list(JSON_HEADERS))
 

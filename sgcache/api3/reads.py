@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from sgcache.api3.answers import Answer, PassReason, fault_answer, first_line
+from sgcache.api3.answers import Answer, PassReason, busy_answer, fault_answer, first_line
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase, connection_lost
 from sgcache.api3.identity import IdentityBook
@@ -39,7 +39,7 @@ from sgcache.query.summarize import compile_summarize
 from sgcache.store import history
 from sgcache.store import state as store_state
 from sgcache.store.readstate import ReadState, load_state
-from sgcache.upstream import SiteUnavailable
+from sgcache.upstream import SiteBusy, SiteUnavailable
 from sgcache.wire import format_datetime
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class CacheReads:
                 return None
         except Fault as fault:
             return fault_answer(fault, "credentials rejected")
+        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
+            return busy_answer(f"cannot check your credentials: {e.message}")
         except SiteUnavailable as e:
             return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
         return PassReason("credentials_not_verified")
@@ -141,6 +143,8 @@ class CacheReads:
             return refused
         try:
             decision = self.policy.decide(req.auth, state.tripped)
+        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
+            return busy_answer(f"cannot learn who you are from the site: {e.message}")
         except SiteUnavailable as e:
             return fault_answer(Fault(f"sgcache: cannot learn who you are from the site: {e.message}"),
                                 "site unavailable")
@@ -238,6 +242,8 @@ class CacheReads:
             return plan
         except Uncertain as u:
             return PassReason(u.reason, u.detail)
+        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
+            return busy_answer(f"cannot learn what you may see from the site: {e.message}")
         except SiteUnavailable as e:
             return fault_answer(Fault(f"sgcache: cannot learn what you may see from the site: {e.message}"),
                                 "site unavailable")

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 import sgcache
 from sgcache.api3 import past, protocol, writes
-from sgcache.api3.answers import Answer, PassReason, fault_answer, forwarded, json_answer
+from sgcache.api3.answers import Answer, PassReason, busy_answer, fault_answer, forwarded, json_answer
 from sgcache.api3.auth import Verifier
 from sgcache.api3.cache import CacheDatabase
 from sgcache.api3.harvest import Harvest
@@ -204,10 +204,7 @@ class Service:
         try:
             reply = self.upstream.rpc(req.body, forwarded(headers), method=req.method)
         except SiteBusy as e:
-            # As a busy site answers: shotgun_api3 reports a 503 as the site being too busy.
-            return Answer(503, f"sgcache: {e.message}; try again shortly\n".encode(), "fault",
-                          [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")],
-                          detail="site busy"), None
+            return busy_answer(e.message), None
         except SiteUnavailable as e:
             message = f"sgcache: {e.message}"
             if e.maybe_applied and req.method not in ("read",):
