@@ -39,6 +39,7 @@ from benchlib import (
     API_KEY,
     ROOT,
     Child,
+    at_least,
     child_env,
     connect,
     free_port,
@@ -100,9 +101,9 @@ def run_measured(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--scale", type=int, default=5, help="stand-in studio size (mock-site --scale)")
-    parser.add_argument("--changes", type=int, default=20_000, help="updates made on the site before the cache")
-    parser.add_argument("--moments", type=int, default=60,
+    parser.add_argument("--scale", type=at_least(), default=5, help="stand-in studio size (mock-site --scale)")
+    parser.add_argument("--changes", type=at_least(), default=20_000, help="updates made on the site before the cache")
+    parser.add_argument("--moments", type=at_least(), default=60,
                         help="distinct seconds of the site's clock the changes are spread over")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
                         help="the cache's database: a scratch SQLite file or PostgreSQL database")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -211,6 +212,33 @@ def spread_clients(url: str, timeout: float, count: int, master_pid: int, port: 
             mine[grew[0]] = mine.get(grew[0], 0) + 1
         clients.append(sg)
     return clients
+
+
+def at_least(low: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``low`` (a count of 0 or less would make a
+    run that measures nothing, or fails halfway with a less clear error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def duration(*, zero: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (at least 0 with ``zero``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if zero else 'above'} 0, got {text}")
+        return value
+    return parse
 
 
 def parse_clients(value: str) -> list[int]:

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchlib import at_least, duration
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,13 +35,13 @@ def load_harness():
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of chaos (default 2)")
+    parser.add_argument("--minutes", type=duration(), default=2.0, help="minutes of chaos (default 2)")
     parser.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: random)")
     parser.add_argument("--database", default=os.environ.get("SGCACHE_TEST_DATABASE_URL")
                         or "postgresql://postgres@127.0.0.1:5432/postgres",
                         help="a PostgreSQL URL; the scratch database is made on its server")
     parser.add_argument("--workdir", type=Path, help="logs and records (default: a new temporary folder)")
-    parser.add_argument("--max-sync-kills", type=int, default=None,
+    parser.add_argument("--max-sync-kills", type=at_least(0), default=None,
                         help="SIGKILLs per child of sgcache auto (default: one a minute, at least 2); each doubles "
                              "the child's restart pause")
     args = parser.parse_args()

@@ -19,15 +19,17 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import at_least
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST = "tests/test_sync_crash.py::test_watcher_killed_at_random_points_loses_nothing_and_applies_nothing_twice"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--changes", type=int, default=1000, help="writes to the site per round (default 1000)")
-    parser.add_argument("--kills", type=int, default=22, help="watchers killed per round (default 22)")
-    parser.add_argument("--rounds", type=int, default=1, help="times to run it (default 1)")
+    parser.add_argument("--changes", type=at_least(), default=1000, help="writes to the site per round (default 1000)")
+    parser.add_argument("--kills", type=at_least(0), default=22, help="watchers killed per round (default 22)")
+    parser.add_argument("--rounds", type=at_least(), default=1, help="times to run it (default 1)")
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     if args.changes < 1 or args.kills < 1 or args.rounds < 1:

@@ -17,6 +17,8 @@ import json
 import random
 import time
 
+from benchlib import at_least
+
 
 def body(entities: int) -> bytes:
     rng = random.Random(1)
@@ -29,8 +31,8 @@ def body(entities: int) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--entities", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--entities", type=at_least(), default=500)
+    parser.add_argument("--repeat", type=at_least(), default=200)
     args = parser.parse_args()
     raw = body(args.entities)
     print(f"answer of {args.entities} entities: {len(raw):,} bytes")

@@ -31,7 +31,7 @@ from typing import Any
 
 import shotgun_api3
 import sqlalchemy as sa
-from benchlib import API_KEY, ROOT, SCRIPT_NAME, CachedProxy, on_sigterm, run_context, scratch_postgres
+from benchlib import API_KEY, ROOT, SCRIPT_NAME, CachedProxy, at_least, on_sigterm, run_context, scratch_postgres
 from read_speed import combine, make_calls, measure, pick, settle
 
 STATUSES = ["rev", "apr", "ip", "wtg", "fin"]
@@ -110,11 +110,11 @@ def explain(url: str, choices: Any, at: dt.datetime) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", type=int, default=20)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--changes-per-day", type=int, default=5000)
-    parser.add_argument("--requests", type=int, default=300, help="timed calls per call and URL")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--scale", type=at_least(), default=20)
+    parser.add_argument("--days", type=at_least(), default=30)
+    parser.add_argument("--changes-per-day", type=at_least(), default=5000)
+    parser.add_argument("--requests", type=at_least(), default=300, help="timed calls per call and URL")
+    parser.add_argument("--warmup", type=at_least(0), default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--explain", action="store_true", help="print PostgreSQL's plan of find_one as of the past")

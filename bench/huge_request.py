@@ -27,7 +27,7 @@ import requests
 import shotgun_api3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import API_KEY, SCRIPT_NAME, CachedProxy, percentile  # noqa: E402
+from benchlib import API_KEY, SCRIPT_NAME, CachedProxy, at_least, percentile  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -54,9 +54,9 @@ def post(url: str, body: dict) -> tuple[float, int, str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--links", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--links", type=at_least(), default=20_000)
+    parser.add_argument("--repeats", type=at_least(), default=20)
+    parser.add_argument("--scale", type=at_least(), default=1)
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
 

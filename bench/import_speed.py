@@ -27,7 +27,9 @@ from benchlib import (
     ROOT,
     SCRIPT_NAME,
     Child,
+    at_least,
     child_env,
+    duration,
     free_port,
     rpc,
     run_context,
@@ -76,8 +78,8 @@ def import_once(site_url: str, database: str, workdir: Path, concurrency: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=int, default=5)
-    parser.add_argument("--latency-ms", type=float, default=150.0)
+    parser.add_argument("--scale", type=at_least(), default=5)
+    parser.add_argument("--latency-ms", type=duration(zero=True), default=150.0)
     parser.add_argument("--concurrency", default="1,4", help="comma-separated (the first is the baseline)")
     parser.add_argument("--database", default="sqlite", help="sqlite, postgresql (a new database on the local "
                         "server) or a URL (its tables are replaced)")

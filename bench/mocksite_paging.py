@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import shotgun_api3
+from benchlib import at_least
 
 from sgcache.mocksite.server import MockServer
 from sgcache.mocksite.site import MockSite
@@ -37,7 +38,7 @@ def page_by_id(sg: shotgun_api3.Shotgun, entity_type: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=int, default=20)
+    parser.add_argument("--scale", type=at_least(), default=20)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 

@@ -50,9 +50,11 @@ from benchlib import (
     ROOT,
     SCRIPT_NAME,
     Child,
+    at_least,
     child_env,
     connect,
     connections_per_worker,
+    duration,
     free_port,
     on_sigterm,
     parse_clients,
@@ -220,20 +222,20 @@ def scratch_dir(keep: bool) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--info-requests", type=int, default=2000, help="info calls per run")
-    parser.add_argument("--read-requests", type=int, default=1000, help="read (find) calls per run")
+    parser.add_argument("--info-requests", type=at_least(), default=2000, help="info calls per run")
+    parser.add_argument("--read-requests", type=at_least(), default=1000, help="read (find) calls per run")
     parser.add_argument("--clients", type=parse_clients, default=[1, 8], metavar="N,N",
                         help="numbers of concurrent client threads")
     parser.add_argument("--calls", default="info,read", help="which calls to measure (info, read)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of sgcache web")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker of sgcache web")
-    parser.add_argument("--latency-ms", type=float, default=0.0,
+    parser.add_argument("--workers", type=at_least(), default=2, help="gunicorn workers of sgcache web")
+    parser.add_argument("--threads", type=at_least(), default=8, help="threads per worker of sgcache web")
+    parser.add_argument("--latency-ms", type=duration(zero=True), default=0.0,
                         help="delay the stand-in adds to every request (mock-site --latency-ms)")
-    parser.add_argument("--scale", type=int, default=1, help="stand-in studio size (mock-site --scale)")
+    parser.add_argument("--scale", type=at_least(), default=1, help="stand-in studio size (mock-site --scale)")
     parser.add_argument("--seed", type=int, default=0, help="stand-in data seed (mock-site --seed)")
     parser.add_argument("--proxy-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra --set for sgcache web, e.g. log.level=warning (repeatable)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="client timeout per call, seconds")
+    parser.add_argument("--timeout", type=duration(), default=60.0, help="client timeout per call, seconds")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory and its logs")
     args = parser.parse_args()

@@ -82,9 +82,11 @@ from benchlib import (
     ROOT,
     SCRIPT_NAME,
     Child,
+    at_least,
     child_env,
     connect,
     connections_per_worker,
+    duration,
     free_port,
     on_sigterm,
     parse_clients,
@@ -660,24 +662,26 @@ def scratch_dir(keep: bool) -> Iterator[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--scale", type=int, default=20, help="stand-in studio size (mock-site --scale)")
+    parser.add_argument("--scale", type=at_least(), default=20, help="stand-in studio size (mock-site --scale)")
     parser.add_argument("--seed", type=int, default=0, help="stand-in data seed (mock-site --seed), and ours")
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432",
                         help="PostgreSQL server for the scratch database (trust auth, may CREATE DATABASE)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of sgcache web and of the floor")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker of sgcache web and of the floor")
+    parser.add_argument("--workers", type=at_least(), default=2,
+                        help="gunicorn workers of sgcache web and of the floor")
+    parser.add_argument("--threads", type=at_least(), default=8,
+                        help="threads per worker of sgcache web and of the floor")
     parser.add_argument("--clients", type=parse_clients, default=[1, 8], metavar="N,N",
                         help="numbers of concurrent client threads")
-    parser.add_argument("--find-one-requests", type=int, default=1000, help="find_one calls per run")
-    parser.add_argument("--requests", type=int, default=300, help="deep50, page500 and summarize calls per run")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per client thread before each run")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--find-one-requests", type=at_least(), default=1000, help="find_one calls per run")
+    parser.add_argument("--requests", type=at_least(), default=300, help="deep50, page500 and summarize calls per run")
+    parser.add_argument("--warmup", type=at_least(0), default=5, help="untimed calls per client thread before each run")
+    parser.add_argument("--rounds", type=at_least(), default=5,
                         help="rounds each call's requests are split over, the targets taking turns in each")
-    parser.add_argument("--versions", type=int, default=0, metavar="N",
+    parser.add_argument("--versions", type=at_least(0), default=0, metavar="N",
                         help="then load N more Versions through the writer and measure again")
     parser.add_argument("--proxy-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="extra --set for sgcache web (repeatable)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="client timeout per call, seconds")
+    parser.add_argument("--timeout", type=duration(), default=60.0, help="client timeout per call, seconds")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory and database")
     args = parser.parse_args()

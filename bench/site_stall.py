@@ -30,7 +30,7 @@ import requests
 import shotgun_api3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import API_KEY, SCRIPT_NAME, CachedProxy, percentile  # noqa: E402
+from benchlib import API_KEY, SCRIPT_NAME, CachedProxy, at_least, duration, percentile  # noqa: E402
 
 
 def timed_find_ones(client: shotgun_api3.Shotgun, ids: list[int], count: int) -> list[float]:
@@ -44,12 +44,12 @@ def timed_find_ones(client: shotgun_api3.Shotgun, ids: list[int], count: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stalled", type=int, default=16)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--stall-seconds", type=float, default=60.0)
-    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--stalled", type=at_least(), default=16)
+    parser.add_argument("--requests", type=at_least(), default=400)
+    parser.add_argument("--workers", type=at_least(), default=2)
+    parser.add_argument("--threads", type=at_least(), default=8)
+    parser.add_argument("--stall-seconds", type=duration(), default=60.0)
+    parser.add_argument("--scale", type=at_least(), default=1)
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
 

@@ -34,6 +34,7 @@ import tracemalloc
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from benchlib import at_least
 from sqlalchemy.engine import make_url
 
 from sgcache.query import summarize
@@ -191,7 +192,7 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--rows", type=parse_counts, default=[10_000, 100_000], metavar="N,N",
                         help="numbers of rows to measure at, ascending (rows are added between measures)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs per measure (the best is shown)")
+    parser.add_argument("--repeat", type=at_least(), default=3, help="timed runs per measure (the best is shown)")
     parser.add_argument("--server", default=os.environ.get("SGCACHE_TEST_DATABASE_URL")
                         or "postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL server for the scratch database (skipped when it does not answer)")

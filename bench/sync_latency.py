@@ -23,7 +23,7 @@ from pathlib import Path
 
 import shotgun_api3
 import sqlalchemy as sa
-from benchlib import scratch_postgres
+from benchlib import at_least, scratch_postgres
 
 from sgcache.config import load_config
 from sgcache.mocksite.server import MockServer
@@ -71,8 +71,8 @@ class SiteProcess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=int, default=20)
-    parser.add_argument("--writes", type=int, default=200)
+    parser.add_argument("--scale", type=at_least(), default=20)
+    parser.add_argument("--writes", type=at_least(), default=200)
     parser.add_argument("--database", help="cache database URL (its tables are replaced)")
     parser.add_argument("--in-process", action="store_true",
                         help="serve the stand-in from a thread of this process (it then competes for the GIL)")

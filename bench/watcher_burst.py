@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import shotgun_api3
-from benchlib import API_KEY, SCRIPT_NAME, scratch_postgres
+from benchlib import API_KEY, SCRIPT_NAME, at_least, scratch_postgres
 from sync_latency import SiteProcess
 
 from sgcache.config import load_config
@@ -76,8 +76,8 @@ def burst(sg: shotgun_api3.Shotgun, writes: int, seed: int = 5) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=int, default=1)
-    parser.add_argument("--writes", type=int, default=800)
+    parser.add_argument("--scale", type=at_least(), default=1)
+    parser.add_argument("--writes", type=at_least(), default=800)
     parser.add_argument("--database", help="cache database URL (its tables are replaced); 'sqlite' for a scratch file")
     parser.add_argument("--profile", help="write a cProfile of the catch-up to this file")
     args = parser.parse_args()

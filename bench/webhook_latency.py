@@ -31,6 +31,7 @@ from benchlib import (
     ROOT,
     SCRIPT_NAME,
     Child,
+    at_least,
     child_env,
     free_port,
     on_sigterm,
@@ -54,7 +55,7 @@ def seen(sg, logger, event, args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--changes", type=at_least(), default=100)
     parser.add_argument("--batched", action="store_true", help="the site delivers in batches (data.deliveries)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")

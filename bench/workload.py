@@ -59,7 +59,17 @@ from pathlib import Path
 from typing import Any
 
 import shotgun_api3
-from benchlib import CachedProxy, connect, counter_delta, on_sigterm, percentile, read_counters, run_context
+from benchlib import (
+    CachedProxy,
+    at_least,
+    connect,
+    counter_delta,
+    duration,
+    on_sigterm,
+    percentile,
+    read_counters,
+    run_context,
+)
 
 # --- the studio's values -------------------------------------------------------------------------
 
@@ -507,15 +517,15 @@ def print_report(rows: list[dict], overall: dict) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--scale", type=int, default=5, help="stand-in studio size (mock-site --scale)")
-    parser.add_argument("--calls", type=int, default=1000, help="calls in all, drawn over the kinds by weight")
+    parser.add_argument("--scale", type=at_least(), default=5, help="stand-in studio size (mock-site --scale)")
+    parser.add_argument("--calls", type=at_least(), default=1000, help="calls in all, drawn over the kinds by weight")
     parser.add_argument("--seed", type=int, default=1, help="seed of the draw (the studio's data has its own)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="the stand-in's added answer time")
+    parser.add_argument("--latency-ms", type=duration(zero=True), default=0.0, help="the stand-in's added answer time")
     parser.add_argument("--db", default="sqlite", help="'sqlite' (a scratch file) or the URL of an empty "
                         "PostgreSQL database to fill")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="an sgcache setting for the import and the proxy (repeatable)")
-    parser.add_argument("--show", type=int, default=3, help="differences printed per kind")
+    parser.add_argument("--show", type=at_least(0), default=3, help="differences printed per kind")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (cache, logs)")
     args = parser.parse_args()

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import sqlalchemy as sa
-from benchlib import scratch_postgres
+from benchlib import at_least, scratch_postgres
 from sqlalchemy.engine import make_url
 
 from sgcache.schema import loads
@@ -127,8 +127,8 @@ def run(url: str, count: int, batch: int) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--count", type=at_least(), default=100_000)
+    parser.add_argument("--batch", type=at_least(), default=1000)
     parser.add_argument("--database", help="run only against this database URL (its tables are replaced)")
     args = parser.parse_args()
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "readme_table.py"
@@ -82,3 +83,17 @@ def test_benchmark_scripts_call_each_other_s_helpers_as_they_are_now():
     done = subprocess.run([sys.executable, "-c", _SIGNATURES, str(ROOT / "bench")], capture_output=True, text=True,
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("backfill_speed.py", ["--changes", "-5"], "--changes: must be at least 1, got -5"),
+    ("writer_bulk.py", ["--batch", "0"], "--batch: must be at least 1, got 0"),
+    ("read_speed.py", ["--timeout", "nan"], "--timeout: must be above 0, got nan"),
+    ("import_speed.py", ["--latency-ms", "-1"], "--latency-ms: must be at least 0, got -1"),
+    ("chaos.py", ["--minutes", "0"], "--minutes: must be above 0, got 0"),
+    ("read_speed.py", ["--requests", "ten"], "--requests: expected a whole number, got 'ten'"),
+])
+def test_a_benchmark_refuses_a_number_that_would_measure_nothing(script, args, message):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-1000:]
