@@ -19,7 +19,9 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
+import socket
 import types
 import uuid
 import weakref
@@ -65,11 +67,58 @@ def _probe_server() -> str | None:
         engine.dispose()
 
 
+#: This machine, in the name of every database a test process makes, with the process's id: a
+#: run killed outright leaves its databases behind, and a later run on this machine drops those
+#: whose process is gone (see sweep_leftovers). Another machine's, on a shared server, it leaves.
+HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=2).hexdigest()
+_LEFTOVER = re.compile(r"^sgcache_(?:test|tpl|t|p)_([0-9a-f]{4})x(\d+)_")
+#: what this run's start dropped
+_swept: list[str] = []
+
+
+def run_tag() -> str:
+    """This process, in the names of the databases it makes."""
+    return f"{HOST_TAG}x{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def sweep_leftovers(admin: sa.Engine) -> list[str]:
+    """Drop the test databases of this machine whose test process is gone; return their names."""
+    dropped = []
+    with admin.connect() as conn:
+        names = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE 'sgcache%'")).scalars()
+        for name in list(names):
+            found = _LEFTOVER.match(name)
+            if found is None or found.group(1) != HOST_TAG or _alive(int(found.group(2))):
+                continue
+            # WITH (FORCE): a server the killed run started may still hold connections to it.
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            dropped.append(name)
+    return dropped
+
+
 def pytest_sessionstart(session):
     global _pg_problem
     _pg_problem = _probe_server()
     if _pg_problem and os.environ.get("CI", "").lower() == "true":
         pytest.exit(f"{_pg_problem} (CI=true: PostgreSQL is required)", returncode=1)
+    if _pg_problem is None and not hasattr(session.config, "workerinput"):  # once a run, not per process
+        admin = sa.create_engine(_server_url(), isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+        try:
+            _swept.extend(sweep_leftovers(admin))
+        except sa.exc.DBAPIError:
+            pass  # no right to list or drop databases: nothing this run can clean
+        finally:
+            admin.dispose()
 
 
 #: The test files that take longest, longest first: their summed test time in a full four-process
@@ -95,7 +144,10 @@ def pytest_collection_modifyitems(session, config, items):
 def pytest_report_header(config):
     if _pg_problem:
         return [f"WARNING: {_pg_problem}; PostgreSQL tests will be SKIPPED"]
-    return [f"PostgreSQL: {_server_url().render_as_string(hide_password=True)}"]
+    lines = [f"PostgreSQL: {_server_url().render_as_string(hide_password=True)}"]
+    if _swept:
+        lines.append(f"dropped {len(_swept)} test database(s) left by killed runs on this machine")
+    return lines
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +158,7 @@ def pg_database():
         return
     server = _server_url()
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"sgcache_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"sgcache_test_{run_tag()}_{uuid.uuid4().hex[:6]}"
     created = False
     try:
         with admin.connect() as conn:
@@ -285,7 +337,7 @@ class MigratedCopies:
     def _template(self, tables: Tables, fp: str) -> _Template:
         template = self._templates.get(fp)
         if template is None:
-            name = f"sgcache_tpl_{os.getpid()}_{fp}_{uuid.uuid4().hex[:6]}"
+            name = f"sgcache_tpl_{run_tag()}_{fp}_{uuid.uuid4().hex[:6]}"
             with self._admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             try:
@@ -318,7 +370,7 @@ class MigratedCopies:
         fp = _fingerprint(tables)
         template = self._template(tables, fp)
         # A new name each time: a process a test left behind cannot reach the next test's database.
-        name = f"sgcache_t_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+        name = f"sgcache_t_{run_tag()}_{uuid.uuid4().hex[:10]}"
         with self._admin.connect() as conn:
             if template.parked:
                 conn.execute(sa.text(f'ALTER DATABASE "{template.parked.pop()}" RENAME TO "{name}"'))
@@ -344,7 +396,7 @@ class MigratedCopies:
         """Rename the copy out of the test's reach and reset it: (its name now, whether it is
         parked for the next test). Not when it refuses connections, is still in use (the rename
         fails) or its reset fails in any way (psycopg2's own errors from COPY too)."""
-        parked = f"sgcache_p_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+        parked = f"sgcache_p_{run_tag()}_{uuid.uuid4().hex[:10]}"
         try:
             with self._admin.connect() as conn:
                 if not conn.execute(sa.text("SELECT datallowconn FROM pg_database WHERE datname = :n"),

@@ -115,3 +115,39 @@ def databases_left(server: sa.URL) -> set[str]:
         names = set(conn.execute(sa.text("SELECT datname FROM pg_database")).scalars())
     engine.dispose()
     return names
+
+
+def test_a_killed_run_s_databases_on_this_machine_are_dropped_and_no_others(pg_database):
+    import subprocess
+    import uuid
+
+    from conftest import HOST_TAG, _server_url, run_tag, sweep_leftovers
+
+    if pg_database is None:
+        pytest.skip("PostgreSQL is not reachable (see the warning at the end of the run)")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a test process that has ended (killed runs end the same way, without their finally)
+    other_host = format((int(HOST_TAG, 16) + 1) % 0x10000, "04x")
+    mark = uuid.uuid4().hex[:6]
+    dead = f"{HOST_TAG}x{gone.pid}"
+    names = {"killed": f"sgcache_t_{dead}_{mark}", "template": f"sgcache_tpl_{dead}_{mark}",
+             "running": f"sgcache_p_{run_tag()}_{mark}", "other machine": f"sgcache_t_{other_host}x{gone.pid}_{mark}",
+             "not a test's": f"sgcache_{dead}_{mark}"}
+    admin = sa.create_engine(_server_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        held = engine_of(str(_server_url().set(database=names["killed"])))
+        with held.connect():  # a server the killed run started, still connected
+            dropped = sweep_leftovers(admin)
+        held.dispose()
+        assert sorted(dropped) == sorted([names["killed"], names["template"]])
+        with admin.connect() as conn:
+            left = set(conn.execute(sa.text("SELECT datname FROM pg_database")).scalars())
+        assert {k for k, n in names.items() if n in left} == {"running", "other machine", "not a test's"}
+    finally:
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
