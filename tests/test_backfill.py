@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from typing import Any
 
 import pytest
 import shotgun_api3
@@ -244,10 +245,11 @@ def test_a_write_no_entry_shows_proves_nothing_about_the_type_before_it(shot):
 # --- many entities at once: one statement per kind of date, not one per row --------------------
 
 
-def _many_shots_backfilled(pg_database, small_schema) -> tuple[int, dict, int]:
+def _many_shots_backfilled(pg_database, small_schema, *, unheld: bool = False) -> tuple[Any, dict, int]:
     """80 Shots imported at 900, 40 of them with a logged code change at 500 and 10 with a list
-    change at 700, back-filled to 0; the report's versions, every date the back-fill set, and
-    how many UPDATE statements it ran once per row (executemany)."""
+    change at 700, back-filled to 0; the report, every date the back-fill set, and how many
+    UPDATE statements it ran once per row (executemany). ``unheld``: the log also names Shots
+    the cache never held (between held ids and past the last), changed at 600 and 650."""
     import sqlalchemy as sa
     from conftest import ensure_migrated, pg_schema
 
@@ -269,6 +271,12 @@ def _many_shots_backfilled(pg_database, small_schema) -> tuple[int, dict, int]:
             for i in range(41, 61, 2):  # [4] -> [4, 5]
                 entries[i] = [Entry(100 + i, at(700), Parsed("Change", "Shot", i, "assets"),
                                     {"added": [link(5)], "removed": []})]
+            if unheld:
+                with engine.begin() as conn:  # a gap in the ids the cache holds: 61 to 63
+                    conn.execute(sa.delete(tables["Shot"].table).where(tables["Shot"].table.c.id.between(61, 63)))
+                for i, seconds in ((62, 600), (500, 650)):
+                    entries[i] = [Entry(300 + i, at(seconds), Parsed("Change", "Shot", i, "code"),
+                                        {"old_value": "a", "new_value": "b"})]
             per_row = []
             sa.event.listen(engine, "before_cursor_execute",
                             lambda conn, cursor, statement, params, context, many:
@@ -281,7 +289,7 @@ def _many_shots_backfilled(pg_database, small_schema) -> tuple[int, dict, int]:
                     clock = ("_version", "_cache_created_at", "_cache_updated_at")  # differ from run to run
                     columns = [c for c in table.c if c.name not in clock]
                     return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(*order))]
-                return report.versions, {
+                return report, {
                     "rows": dump(et.table, et.table.c.id),
                     "history": dump(et.history, et.history.c.id, et.history.c._valid_from),
                     "lists": dump(et.associations["assets"], *et.associations["assets"].c),
@@ -301,8 +309,28 @@ def test_many_entities_are_dated_in_bulk_as_they_would_be_one_by_one(pg_database
     for part in in_bulk[1]:
         for a, b in zip(in_bulk[1][part], one_by_one[1][part], strict=True):
             assert a == b, (part, [(x, y) for x, y in zip(a, b, strict=True) if x != y])
-    assert in_bulk[0] == one_by_one[0]
+    assert in_bulk[0].versions == one_by_one[0].versions
     assert in_bulk[2] == 0 and one_by_one[2] >= 3  # the rows' and the lists' dates: set in bulk, or row by row
-    versions, dates, _ = in_bulk
-    assert versions == 40 + 10  # the 40 old codes and the 10 old lists
+    report, dates, _ = in_bulk
+    assert report.versions == 40 + 10  # the 40 old codes and the 10 old lists
     assert {r[0] for r in dates["history"] if r[0] <= 40} == set(range(1, 41))
+
+
+@pytest.mark.postgresql
+def test_a_type_is_back_filled_a_range_of_ids_at_a_time_as_it_would_be_whole(pg_database, small_schema,
+                                                                             monkeypatch):
+    """Memory holds a range of entities at a time: ranges of 7 rows (12 of them, the log naming
+    ids the cache does not hold in a gap and past the end) write what one range writes."""
+    from sgcache.sync import backfill
+
+    whole = _many_shots_backfilled(pg_database, small_schema, unheld=True)
+    ranges = []
+    real = backfill._backfill_range
+    monkeypatch.setattr(backfill, "_backfill_range", lambda *a: ranges.append(a[5:7]) or real(*a))
+    monkeypatch.setattr(backfill, "ENTITIES_AT_ONCE", 7)
+    in_ranges = _many_shots_backfilled(pg_database, small_schema, unheld=True)
+    assert len(ranges) == 12 and ranges[0] == (None, 7) and ranges[-1] == (ranges[-2][1], None)
+    assert in_ranges[1] == whole[1]
+    assert in_ranges[0].as_dict() == whole[0].as_dict()
+    assert whole[0].unproven["id"] == at(650)  # never held, named before the history began
+    assert whole[0].entities == 50 and whole[0].versions == 50

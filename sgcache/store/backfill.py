@@ -9,7 +9,7 @@ dates it earlier and keeps the versions before it, so the history of the type ca
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -68,16 +68,38 @@ def _earlier(a: dt.datetime | None, b: dt.datetime | None) -> bool:
     return b is not None and (a is None or a < b)
 
 
-def oldest_versions(conn: sa.Connection, et: EntityTable, begins: dt.datetime) -> dict[int, Oldest]:
+def id_ranges(conn: sa.Connection, et: EntityTable, size: int) -> Iterator[tuple[int | None, int | None]]:
+    """A type's ids in ranges of ``size`` of its rows: ``(after, upto)``, from ``(None, x)`` to
+    ``(y, None)``, each beginning where the last ended, so that every id falls in one of them,
+    held or not (the versions of an entity the cache no longer holds fall between its rows)."""
+    t = et.table
+    after: int | None = None
+    while True:
+        query = sa.select(t.c.id).order_by(t.c.id).offset(size - 1).limit(1)
+        upto = conn.execute(query.where(t.c.id > after) if after is not None else query).scalar()
+        yield after, upto
+        if upto is None:
+            return
+        after = upto
+
+
+def oldest_versions(conn: sa.Connection, et: EntityTable, begins: dt.datetime, *, after: int | None = None,
+                    upto: int | None = None) -> dict[int, Oldest]:
     """The oldest version of each entity whose history began by ``begins`` (entities made later
-    have all their versions already)."""
+    have all their versions already); only ids above ``after`` and up to ``upto`` when given."""
     t, h = et.table, et.history
+
+    def within(ids: sa.ColumnElement) -> list[sa.ColumnElement]:
+        return [c for c in ((ids > after) if after is not None else None, (ids <= upto) if upto is not None else None)
+                if c is not None]
+
     extra = [c for c in ("created_at", "updated_at") if c in t.c]
     found: dict[int, Oldest] = {}
-    for row in conn.execute(sa.select(t.c.id, t.c[history.VALID_FROM], *[t.c[c] for c in extra])).mappings():
+    query = sa.select(t.c.id, t.c[history.VALID_FROM], *[t.c[c] for c in extra]).where(*within(t.c.id))
+    for row in conn.execute(query).mappings():
         found[row["id"]] = Oldest(row[history.VALID_FROM], None, None, row.get("created_at"), row.get("updated_at"))
     query = sa.select(h.c.id, h.c[history.VERSION], h.c[history.VALID_FROM], h.c[history.VALID_TO],
-                      *[h.c[c] for c in extra])
+                      *[h.c[c] for c in extra]).where(*within(h.c.id))
     for row in conn.execute(query).mappings():
         held = found.get(row["id"])
         start = row[history.VALID_FROM]
@@ -192,8 +214,14 @@ def write(conn: sa.Connection, tables: Tables, et: EntityTable, oldest: Mapping[
             for f, p, kept_links, start, end, event in plan.list_versions for n, (ct, ci) in enumerate(kept_links)]
     if rows:
         conn.execute(sa.insert(links), rows)
+    start_history(conn, tables, et, plan.history_from)
+
+
+def start_history(conn: sa.Connection, tables: Tables, et: EntityTable,
+                  history_from: Mapping[str, dt.datetime]) -> None:
+    """Move the start of each field's history (``"id"``: the type's) back to the time given."""
     fields = tables.state.fields
-    for name, start in plan.history_from.items():
+    for name, start in history_from.items():
         conn.execute(sa.update(fields).where(fields.c.entity_type == et.name, fields.c.field_name == name,
                                              fields.c.history_from > start).values(history_from=start))
 

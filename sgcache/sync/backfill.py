@@ -30,6 +30,7 @@ The log never shows the writes of scripts that generate no events: unless told t
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
@@ -68,7 +69,12 @@ PAGE = 500
 EXISTENCE = "id"
 
 
-@dataclass
+#: What :class:`Undo` reads of an entry's ``meta``: the rest (the field's data type, the entity's
+#: name, ...) is not kept, since a long span holds every entry in memory at once.
+META_KEYS = ("in_create", "old_value", "new_value", "actual_attribute_changed", "added", "removed")
+
+
+@dataclass(slots=True)
 class Entry:
     """One lifecycle entry of the log, read."""
 
@@ -134,7 +140,8 @@ def read_entries(remote: Remote, tables: Tables, since: dt.datetime, before: dt.
                 continue
             if parsed.entity_type not in tables:
                 continue
-            meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
+            raw = event.get("meta") if isinstance(event.get("meta"), dict) else {}
+            meta = {k: raw[k] for k in META_KEYS if k in raw}
             out.setdefault((parsed.entity_type, parsed.entity_id), []).append(Entry(event["id"], at, parsed, meta))
         progress(len(page))
         if len(page) < PAGE:
@@ -343,10 +350,16 @@ def retired_since(entries: dict[tuple[str, int], list[Entry]]) -> dict[str, dt.d
     return out
 
 
+#: Entities a back-fill holds in memory at once (their oldest versions, rows, lists and the
+#: versions rebuilt before them): a type of a million is done a range of ids at a time.
+ENTITIES_AT_ONCE = 1_000
+
+
 def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.datetime, began: dt.datetime,
                   entries: dict[int, list[Entry]], retired: dict[str, dt.datetime] | None = None) -> TypeReport:
     """Rebuild one type's versions between ``since`` and ``began`` (its history's start), in one
-    transaction that holds off other writers of the type. ``retired``: see :func:`retired_since`."""
+    transaction that holds off other writers of the type, :data:`ENTITIES_AT_ONCE` entities at a
+    time. ``retired``: see :func:`retired_since`."""
     report = TypeReport(et.name, began, entries=sum(len(e) for e in entries.values()))
     undo = Undo(Writer(engine, tables), et, since, began)
     for name, handler in et.fields.items():
@@ -355,36 +368,48 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
             for target in targets:
                 if target in (retired or {}) and retired[target] < began:
                     undo.doubt(name, retired[target])
+    named = sorted(entries)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             names = [et.table.name, et.history.name, *[a.name for a in et.associations.values()], history.LINKS]
             conn.execute(sa.text("LOCK TABLE " + ", ".join(f'"{n}"' for n in names) + " IN EXCLUSIVE MODE"))
-        oldest = store.oldest_versions(conn, et, began)
-        touched = sorted(i for i in entries if i in oldest)
-        for entity_id in entries:
-            if entity_id not in oldest:
-                # Named in the log but never held (or made after the history began): what it
-                # was is not known.
-                first = min(e.at for e in entries[entity_id])
-                if first < began:
-                    undo.doubt(EXISTENCE, max(e.at for e in entries[entity_id]))
-        rows = store.oldest_rows(conn, et, oldest, touched) if touched else {}
-        lists = {name: store.oldest_lists(conn, tables, et, name, oldest, touched) for name in undo.lists}
-        for entity_id in touched:
-            undo.entity(entity_id, entries[entity_id], oldest[entity_id], rows[entity_id],
-                        {name: lists[name][entity_id] for name in undo.lists})
-        for entity_id, found in oldest.items():
-            if entity_id not in entries:
-                undo.untouched(entity_id, found)
+        for after, upto in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
+            lo = 0 if after is None else bisect.bisect_right(named, after)
+            hi = len(named) if upto is None else bisect.bisect_right(named, upto)
+            report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
+                                               {i: entries[i] for i in named[lo:hi]})
+            report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
+            undo.plan = store.Plan()  # written: the next range's
         held = {f: at for (t, f), at in history_starts(conn, tables.state).items() if t == et.name}
-        undo.plan.history_from = undo.starts(held)
-        store.write(conn, tables, et, oldest, undo.plan)
-    report.entities = len(touched)
-    report.versions = len(undo.plan.row_versions) + len(undo.plan.list_versions)
-    report.proven_from = dict(undo.plan.history_from)
+        history_from = undo.starts(held)
+        store.start_history(conn, tables, et, history_from)
+    report.proven_from = dict(history_from)
     report.unproven = dict(undo.unproven)
     report.unmoved = sorted(f for f, at in held.items() if at == began and f not in report.proven_from)
     return report
+
+
+def _backfill_range(conn: sa.Connection, tables: Tables, et: EntityTable, undo: Undo, began: dt.datetime,
+                    after: int | None, upto: int | None, entries: dict[int, list[Entry]]) -> int:
+    """Undo the entries of the entities with ids above ``after`` and up to ``upto`` (all of the
+    span's entries about them: ``entries``) and write what that rebuilt; returns how many entities
+    the entries touched."""
+    oldest = store.oldest_versions(conn, et, began, after=after, upto=upto)
+    touched = sorted(i for i in entries if i in oldest)
+    for entity_id, found in entries.items():
+        if entity_id not in oldest and min(e.at for e in found) < began:
+            # Named in the log but never held (or made after the history began): what it was is not known.
+            undo.doubt(EXISTENCE, max(e.at for e in found))
+    rows = store.oldest_rows(conn, et, oldest, touched) if touched else {}
+    lists = {name: store.oldest_lists(conn, tables, et, name, oldest, touched) for name in undo.lists}
+    for entity_id in touched:
+        undo.entity(entity_id, entries[entity_id], oldest[entity_id], rows[entity_id],
+                    {name: lists[name][entity_id] for name in undo.lists})
+    for entity_id, found in oldest.items():
+        if entity_id not in entries:
+            undo.untouched(entity_id, found)
+    store.write(conn, tables, et, oldest, undo.plan)
+    return len(touched)
 
 
 def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.datetime, *,

@@ -29,7 +29,7 @@ def aware(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-@dataclass
+@dataclass(slots=True)
 class Parsed:
     """What an event is about, once read."""
 
