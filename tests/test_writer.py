@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+
 import pytest
 import sqlalchemy as sa
+from conftest import SMALL_SCHEMA
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sgcache.errors import ConversionError, UnknownEntityType
+from sgcache.schema import loads
 from sgcache.store.reader import read_entities
+from sgcache.store.tables import Tables
+from sgcache.store.writer import Writer
 
 
 def shots(engine, tables, *fields, meta=False):
@@ -120,6 +129,7 @@ def test_a_bad_value_rolls_back_the_whole_batch(writer, engine, tables):
     ("sg_sequence", {"type": "Sequence", "id": True}), ("sg_sequence", {"type": "Sequence", "id": "3"}),
     ("sg_sequence", {"id": 3}), ("sg_sequence", {"type": 7, "id": 3}), ("sg_sequence", [{"type": "Sequence", "id": 3}]),
     ("sg_start", "2026-02-30"), ("sg_start", "2026-02-03T12:00:00Z"), ("sg_start", "20260203"),
+    ("sg_start", "2026-W10-1"), ("sg_start", "２０２６-02-03"),
     ("created_at", "2026-02-03"), ("created_at", "2026-02-03 12:00:00Z"), ("created_at", "2024-W10-1T12:00:00Z"),
     ("created_at", "2026-02-03T25:00:00Z"), ("created_at", "2026-02-03T12:00:00+01:00"),
 ])
@@ -278,3 +288,54 @@ def test_bulk_upsert_of_several_thousand_entities(writer, engine, tables):
     assert shots(engine, tables, "code", "assets")[2999] == {
         "type": "Shot", "id": 3000, "code": "SH03000",
         "assets": [{"type": "Asset", "id": 3000 % 7}, {"type": "Asset", "id": 3000 % 11}]}
+
+
+# --- the shortcuts against put(), on values hypothesis makes ------------------------------------
+
+_DATEISH = st.text(alphabet="0123456789-T:Z+ W.", min_size=0, max_size=26)
+_WIRE_TIMES = st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
+    lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d.year >= 1000 else f"{d.year:04d}" + d.strftime("-%m-%dT%H:%M:%SZ"))
+_WIRE_DATES = st.dates().map(lambda d: f"{d.year:04d}-{d.month:02d}-{d.day:02d}")
+_IDS = st.one_of(st.integers(-2**40, 2**40), st.booleans(), st.text(max_size=3), st.none(), st.floats())
+_LINKS = st.one_of(
+    st.fixed_dictionaries({"type": st.one_of(st.sampled_from(["Sequence", ""]), st.integers(), st.none()),
+                           "id": _IDS}, optional={"name": st.text(max_size=5), "extra": st.integers()}),
+    st.fixed_dictionaries({}, optional={"type": st.just("Sequence"), "id": st.integers(0, 9)}),
+    st.lists(st.integers(), max_size=2), st.integers(), st.text(max_size=4), st.none())
+#: Texts an ISO parser takes that the wire's shape does not: week dates, wide digits, offsets.
+_LOOKALIKES = st.sampled_from(["2026-W10-1", "2026-W10-1T12:00:00Z", "２０２６-02-03", "2026-02-03T12:00:00+00:00",
+                               "2026-02-03T12:00Z", "2026-02-03 12:00:00Z", "+2026-02-03", "2026-02-03T12:00:00.5Z"])
+_VALUES = {"sg_sequence": _LINKS,
+           "sg_start": st.one_of(_WIRE_DATES, _DATEISH, _LOOKALIKES, st.integers(), st.none()),
+           "created_at": st.one_of(_WIRE_TIMES, _DATEISH, _LOOKALIKES, st.dates(), st.integers(), st.none())}
+
+
+@functools.cache
+def _plain_writer() -> tuple[Tables, Writer]:
+    tables = Tables(loads(SMALL_SCHEMA))
+    return tables, Writer(sa.create_engine("sqlite://"), tables)
+
+
+def _outcome(call):
+    try:
+        row = call()
+    except ConversionError as e:
+        return "refused", str(e)
+    return {k: (v, type(v)) for k, v in row.items()}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(field=st.sampled_from(sorted(_VALUES)), data=st.data())
+def test_the_writers_shortcuts_agree_with_put_on_any_value(field, data):
+    """Whatever the value, _convert stores what put() stores, or refuses it with the same error."""
+    value = data.draw(_VALUES[field])
+    tables, writer = _plain_writer()
+    handler = tables["Shot"].fields[field]
+
+    def by_put():
+        row = {"id": 1}
+        handler.put(row, value)
+        return row
+
+    assert _outcome(lambda: writer._convert(tables["Shot"], {"type": "Shot", "id": 1, field: value})[0]) == \
+        _outcome(by_put)
