@@ -91,8 +91,9 @@ def test_a_cache_made_later_answers_for_the_weeks_before_it_where_the_log_proves
     run = functools.partial(sgcache, config, "--set", f"site.api_key={SCRIPT_AUTH['api_key']}", "history", "import")
     done = run("--since", stamp(t0))
     assert done.returncode == 1 and "quiet-script" in done.stderr and "Traceback" not in done.stderr  # not in the log
-    done = run("--since", stamp(t0), "--trust-log", "--json")
+    done = run("--since", stamp(t0), "--trust-log", "--json", "--progress")
     assert done.returncode == 0, done.stderr
+    assert "event-log entries read" in done.stderr and "Shot: rows rebuilt" in done.stderr  # a bar each
     reports = {r["entity_type"]: r for r in json.loads(done.stdout)["types"]}
 
     from test_sync_crash import assert_versions_chain

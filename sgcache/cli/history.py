@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -132,11 +133,21 @@ def history_import(state: State, since_text: str, types: str | None, trust_log: 
         if pruned is not None and since < pruned:
             raise SgcacheError(f"{_time(since)} is before the history's pruning horizon {_time(pruned)}")
         bar = Progress("event-log entries read", None, bar=progress)
+        rebuilding: list[Progress] = []
+
+        def rebuild(type_name: str, rows: int) -> Callable[[int], None]:
+            """A bar of its own for each type's rebuild (after the log's)."""
+            (rebuilding[-1] if rebuilding else bar).close()  # the log's bar stays as it ended
+            rebuilding.append(Progress(f"{type_name}: rows rebuilt", rows, bar=progress))
+            return rebuilding[-1].advance
+
         try:
             reports = backfill(engine, tables, remote, since, types=split_csv(types), trust_log=trust_log,
-                               progress=bar.advance)
+                               progress=bar.advance, rebuilding=rebuild)
         finally:
             seconds = bar.close()
+            for other in rebuilding[-1:]:
+                other.close()
     finally:
         engine.dispose()
     if as_json:

@@ -356,10 +356,11 @@ ENTITIES_AT_ONCE = 1_000
 
 
 def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.datetime, began: dt.datetime,
-                  entries: dict[int, list[Entry]], retired: dict[str, dt.datetime] | None = None) -> TypeReport:
+                  entries: dict[int, list[Entry]], retired: dict[str, dt.datetime] | None = None,
+                  rebuilt: Callable[[int], None] = lambda n: None) -> TypeReport:
     """Rebuild one type's versions between ``since`` and ``began`` (its history's start), in one
     transaction that holds off other writers of the type, :data:`ENTITIES_AT_ONCE` entities at a
-    time. ``retired``: see :func:`retired_since`."""
+    time (``rebuilt`` is told how many rows each range held). ``retired``: see :func:`retired_since`."""
     report = TypeReport(et.name, began, entries=sum(len(e) for e in entries.values()))
     undo = Undo(Writer(engine, tables), et, since, began)
     for name, handler in et.fields.items():
@@ -379,6 +380,7 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
             report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
                                                {i: entries[i] for i in named[lo:hi]})
             report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
+            rebuilt(len(undo.plan.row_starts))
             undo.plan = store.Plan()  # written: the next range's
         held = {f: at for (t, f), at in history_starts(conn, tables.state).items() if t == et.name}
         history_from = undo.starts(held)
@@ -414,8 +416,11 @@ def _backfill_range(conn: sa.Connection, tables: Tables, et: EntityTable, undo: 
 
 def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.datetime, *,
              types: list[str] | None = None, trust_log: bool = False,
-             progress: Callable[[int], None] = lambda n: None) -> list[TypeReport]:
-    """Back-fill the history of every cached type (or ``types``) to ``since``."""
+             progress: Callable[[int], None] = lambda n: None,
+             rebuilding: Callable[[str, int], Callable[[int], None]] | None = None) -> list[TypeReport]:
+    """Back-fill the history of every cached type (or ``types``) to ``since``. ``progress`` is
+    told of the log's entries as they are read; ``rebuilding(type, rows)``, called as each type's
+    rebuild starts with the rows it holds, returns what is told of the rows as they are done."""
     with engine.connect() as conn:
         starts = history_starts(conn, tables.state)
     chosen = types or [et.name for et in tables]
@@ -441,10 +446,16 @@ def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.dateti
     reports = []
     for type_name, type_began in sorted(todo.items()):
         mine = {i: [e for e in found if e.at < type_began] for (t, i), found in entries.items() if t == type_name}
+        rebuilt = rebuilding(type_name, _rows(engine, tables[type_name])) if rebuilding else lambda n: None
         report = backfill_type(engine, tables, tables[type_name], since, type_began,
-                               {i: e for i, e in mine.items() if e}, retired)
+                               {i: e for i, e in mine.items() if e}, retired, rebuilt)
         log.info("event=history_backfilled type=%s entries=%d entities=%d versions=%d", type_name, report.entries,
                  report.entities, report.versions)
         reports.append(report)
     return reports
 
+
+
+def _rows(engine: sa.Engine, et: EntityTable) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(et.table)).scalar_one()

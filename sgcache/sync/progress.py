@@ -21,6 +21,7 @@ class Progress:
         self.started = time.monotonic()
         self.every = every
         self.last_log = self.started
+        self.ended: float | None = None
         use_bar = sys.stderr.isatty() if bar is None else bar
         self.bar = tqdm(total=total, desc=label, unit=" entities", leave=True, dynamic_ncols=True) if use_bar else None
 
@@ -51,7 +52,9 @@ class Progress:
             self.bar.set_description(label)
 
     def close(self) -> float:
-        seconds = time.monotonic() - self.started
-        if self.bar is not None:
-            self.bar.close()
-        return seconds
+        """Seconds from the start to the first close (closing again changes nothing)."""
+        if self.ended is None:
+            self.ended = time.monotonic()
+            if self.bar is not None:
+                self.bar.close()
+        return self.ended - self.started
