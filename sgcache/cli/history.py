@@ -136,7 +136,9 @@ def history_import(state: State, since_text: str, types: str | None, trust_log: 
         rebuilding: list[Progress] = []
 
         def rebuild(type_name: str, rows: int) -> Callable[[int], None]:
-            """A bar of its own for each type's rebuild (after the log's)."""
+            """A bar of its own for each type's rebuild (after the log's); none for an empty type."""
+            if not rows:
+                return lambda n: None
             (rebuilding[-1] if rebuilding else bar).close()  # the log's bar stays as it ended
             rebuilding.append(Progress(f"{type_name}: rows rebuilt", rows, bar=progress))
             return rebuilding[-1].advance
