@@ -333,5 +333,13 @@ def test_a_type_is_back_filled_a_range_of_ids_at_a_time_as_it_would_be_whole(pg_
     assert len(ranges) == 12 and ranges[0] == (None, 7) and ranges[-1] == (ranges[-2][1], None)
     assert in_ranges[1] == whole[1]
     assert in_ranges[0].as_dict() == whole[0].as_dict()
+    # Ranges of 50 rows, cut again every 4 entries: by entries, where the log names the entities.
+    ranges.clear()
+    monkeypatch.setattr(backfill, "ENTITIES_AT_ONCE", 50)
+    monkeypatch.setattr(backfill, "ENTRIES_AT_ONCE", 4)
+    by_entries = _many_shots_backfilled(pg_database, small_schema, unheld=True)
+    assert ranges[:2] == [(None, 4), (4, 8)] and len(ranges) > 12 and ranges[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous
+    assert by_entries[1] == whole[1] and by_entries[0].as_dict() == whole[0].as_dict()
     assert whole[0].unproven["id"] == at(650)  # never held, named before the history began
     assert whole[0].entities == 50 and whole[0].versions == 50

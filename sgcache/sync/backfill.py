@@ -33,7 +33,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -351,8 +351,11 @@ def retired_since(entries: dict[tuple[str, int], list[Entry]]) -> dict[str, dt.d
 
 
 #: Entities a back-fill holds in memory at once (their oldest versions, rows, lists and the
-#: versions rebuilt before them): a type of a million is done a range of ids at a time.
+#: versions rebuilt before them): a type of a million is done a range of ids at a time ...
 ENTITIES_AT_ONCE = 1_000
+#: ... and entries: a range whose entities the log names more often is cut smaller (each entry
+#: can make a version, and an often-changed entity has many).
+ENTRIES_AT_ONCE = 5_000
 
 
 def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.datetime, began: dt.datetime,
@@ -374,14 +377,15 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
         if conn.dialect.name == "postgresql":
             names = [et.table.name, et.history.name, *[a.name for a in et.associations.values()], history.LINKS]
             conn.execute(sa.text("LOCK TABLE " + ", ".join(f'"{n}"' for n in names) + " IN EXCLUSIVE MODE"))
-        for after, upto in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
-            lo = 0 if after is None else bisect.bisect_right(named, after)
-            hi = len(named) if upto is None else bisect.bisect_right(named, upto)
-            report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
-                                               {i: entries[i] for i in named[lo:hi]})
-            report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
-            rebuilt(len(undo.plan.row_starts))
-            undo.plan = store.Plan()  # written: the next range's
+        for rows_after, rows_upto in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
+            for after, upto in _by_entries(rows_after, rows_upto, named, entries):
+                lo = 0 if after is None else bisect.bisect_right(named, after)
+                hi = len(named) if upto is None else bisect.bisect_right(named, upto)
+                report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
+                                                   {i: entries[i] for i in named[lo:hi]})
+                report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
+                rebuilt(len(undo.plan.row_starts))
+                undo.plan = store.Plan()  # written: the next range's
         held = {f: at for (t, f), at in history_starts(conn, tables.state).items() if t == et.name}
         history_from = undo.starts(held)
         store.start_history(conn, tables, et, history_from)
@@ -389,6 +393,21 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
     report.unproven = dict(undo.unproven)
     report.unmoved = sorted(f for f, at in held.items() if at == began and f not in report.proven_from)
     return report
+
+
+def _by_entries(after: int | None, upto: int | None, named: list[int],
+                entries: dict[int, list[Entry]]) -> Iterator[tuple[int | None, int | None]]:
+    """The range ``(after, upto]`` cut where the entries about its entities (``named``: their
+    ids, sorted) reach :data:`ENTRIES_AT_ONCE`, the pieces beginning where the last ended."""
+    lo = 0 if after is None else bisect.bisect_right(named, after)
+    hi = len(named) if upto is None else bisect.bisect_right(named, upto)
+    held = 0
+    for entity_id in named[lo:hi]:
+        held += len(entries[entity_id])
+        if held >= ENTRIES_AT_ONCE and entity_id != upto:
+            yield after, entity_id
+            after, held = entity_id, 0
+    yield after, upto
 
 
 def _backfill_range(conn: sa.Connection, tables: Tables, et: EntityTable, undo: Undo, began: dt.datetime,
