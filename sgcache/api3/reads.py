@@ -51,6 +51,15 @@ Compiler = Callable[[Context, Any], Any]
 COMPILERS: dict[str, Compiler] = {"read": compile_read, "summarize": compile_summarize}
 
 
+def site_failed(question: str, error: SiteUnavailable) -> Answer:
+    """The answer to a cached read whose ``question`` to the site first (the caller's credentials,
+    who it is, what it may see) failed: the busy site's 503 when no turn came in time (nothing of
+    the request was sent, as for a passthrough past the limit), else a fault naming the problem."""
+    if isinstance(error, SiteBusy):
+        return busy_answer(f"{question}: {error.message}")
+    return fault_answer(Fault(f"sgcache: {question}: {error.message}"), "site unavailable")
+
+
 @dataclass(eq=False)
 class CacheReads:
     """The cache's answers to reads; one per process, shared by its threads."""
@@ -130,10 +139,8 @@ class CacheReads:
                 return None
         except Fault as fault:
             return fault_answer(fault, "credentials rejected")
-        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
-            return busy_answer(f"cannot check your credentials: {e.message}")
         except SiteUnavailable as e:
-            return fault_answer(Fault(f"sgcache: cannot check your credentials: {e.message}"), "site unavailable")
+            return site_failed("cannot check your credentials", e)
         return PassReason("credentials_not_verified")
 
     def _decided(self, req: RpcRequest, state: ReadState, entity_type: str) -> Decision | PassReason | Answer:
@@ -143,11 +150,8 @@ class CacheReads:
             return refused
         try:
             decision = self.policy.decide(req.auth, state.tripped)
-        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
-            return busy_answer(f"cannot learn who you are from the site: {e.message}")
         except SiteUnavailable as e:
-            return fault_answer(Fault(f"sgcache: cannot learn who you are from the site: {e.message}"),
-                                "site unavailable")
+            return site_failed("cannot learn who you are from the site", e)
         return PassReason(decision.reason) if decision.mode == "passthrough" else decision
 
     # --- schema ----------------------------------------------------------------------------------------
@@ -242,11 +246,8 @@ class CacheReads:
             return plan
         except Uncertain as u:
             return PassReason(u.reason, u.detail)
-        except SiteBusy as e:  # nothing of the request was sent: as a passthrough past the limit
-            return busy_answer(f"cannot learn what you may see from the site: {e.message}")
         except SiteUnavailable as e:
-            return fault_answer(Fault(f"sgcache: cannot learn what you may see from the site: {e.message}"),
-                                "site unavailable")
+            return site_failed("cannot learn what you may see from the site", e)
         except sa.exc.SQLAlchemyError as e:
             return self._database_failed(e)
         except (OverflowError, RecursionError, ValueError) as e:

@@ -133,23 +133,22 @@ def history_import(state: State, since_text: str, types: str | None, trust_log: 
         if pruned is not None and since < pruned:
             raise SgcacheError(f"{_time(since)} is before the history's pruning horizon {_time(pruned)}")
         bar = Progress("event-log entries read", None, bar=progress)
-        rebuilding: list[Progress] = []
+        shown = [bar]  # the bar under way: the log's, then each type's rebuild
 
         def rebuild(type_name: str, rows: int) -> Callable[[int], None]:
-            """A bar of its own for each type's rebuild (after the log's); none for an empty type."""
+            """A bar of its own for each type's rebuild; none for an empty type."""
             if not rows:
                 return lambda n: None
-            (rebuilding[-1] if rebuilding else bar).close()  # the log's bar stays as it ended
-            rebuilding.append(Progress(f"{type_name}: rows rebuilt", rows, bar=progress))
-            return rebuilding[-1].advance
+            shown[0].close()  # a closed bar stays as it ended
+            shown[0] = Progress(f"{type_name}: rows rebuilt", rows, bar=progress)
+            return shown[0].advance
 
         try:
             reports = backfill(engine, tables, remote, since, types=split_csv(types), trust_log=trust_log,
                                progress=bar.advance, rebuilding=rebuild)
         finally:
             seconds = bar.close()
-            for other in rebuilding[-1:]:
-                other.close()
+            shown[0].close()
     finally:
         engine.dispose()
     if as_json:

@@ -378,11 +378,9 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
             names = [et.table.name, et.history.name, *[a.name for a in et.associations.values()], history.LINKS]
             conn.execute(sa.text("LOCK TABLE " + ", ".join(f'"{n}"' for n in names) + " IN EXCLUSIVE MODE"))
         for rows_after, rows_upto in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
-            for after, upto in _by_entries(rows_after, rows_upto, named, entries):
-                lo = 0 if after is None else bisect.bisect_right(named, after)
-                hi = len(named) if upto is None else bisect.bisect_right(named, upto)
+            for after, upto, ids in _by_entries(rows_after, rows_upto, named, entries):
                 report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
-                                                   {i: entries[i] for i in named[lo:hi]})
+                                                   {i: entries[i] for i in ids})
                 report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
                 rebuilt(len(undo.plan.row_starts))
                 undo.plan = store.Plan()  # written: the next range's
@@ -396,18 +394,21 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
 
 
 def _by_entries(after: int | None, upto: int | None, named: list[int],
-                entries: dict[int, list[Entry]]) -> Iterator[tuple[int | None, int | None]]:
+                entries: dict[int, list[Entry]]) -> Iterator[tuple[int | None, int | None, list[int]]]:
     """The range ``(after, upto]`` cut where the entries about its entities (``named``: their
-    ids, sorted) reach :data:`ENTRIES_AT_ONCE`, the pieces beginning where the last ended."""
+    ids, sorted) reach :data:`ENTRIES_AT_ONCE`, the pieces beginning where the last ended: each
+    with the ids in it that the entries name."""
     lo = 0 if after is None else bisect.bisect_right(named, after)
     hi = len(named) if upto is None else bisect.bisect_right(named, upto)
+    piece: list[int] = []
     held = 0
     for entity_id in named[lo:hi]:
+        piece.append(entity_id)
         held += len(entries[entity_id])
         if held >= ENTRIES_AT_ONCE and entity_id != upto:
-            yield after, entity_id
-            after, held = entity_id, 0
-    yield after, upto
+            yield after, entity_id, piece
+            after, piece, held = entity_id, [], 0
+    yield after, upto, piece
 
 
 def _backfill_range(conn: sa.Connection, tables: Tables, et: EntityTable, undo: Undo, began: dt.datetime,
@@ -472,7 +473,6 @@ def backfill(engine: sa.Engine, tables: Tables, remote: Remote, since: dt.dateti
                  report.entities, report.versions)
         reports.append(report)
     return reports
-
 
 
 def _rows(engine: sa.Engine, et: EntityTable) -> int:
