@@ -343,3 +343,15 @@ def test_a_type_is_back_filled_a_range_of_ids_at_a_time_as_it_would_be_whole(pg_
     assert by_entries[1] == whole[1] and by_entries[0].as_dict() == whole[0].as_dict()
     assert whole[0].unproven["id"] == at(650)  # never held, named before the history began
     assert whole[0].entities == 50 and whole[0].versions == 50
+
+
+def test_the_rebuild_counts_every_row_of_the_type_once(engine, tables, writer, shot):
+    """The history command's bar of a type's rebuild: its total is the type's rows, and each is
+    counted as its range is done, whether its history began before the back-fill's start or not."""
+    from sgcache.sync import backfill
+
+    writer.upsert("Shot", [{"type": "Shot", "id": i, "code": f"later {i}", "updated_at": at(1500),
+                            "created_at": at(1400)} for i in (2, 3, 4)], changed_at=at(1500))  # after BEGAN
+    done: list[int] = []
+    backfill.backfill_type(engine, tables, tables["Shot"], at(0), BEGAN, {}, rebuilt=done.append)
+    assert sum(done) == backfill._rows(engine, tables["Shot"]) == 4

@@ -68,18 +68,20 @@ def _earlier(a: dt.datetime | None, b: dt.datetime | None) -> bool:
     return b is not None and (a is None or a < b)
 
 
-def id_ranges(conn: sa.Connection, et: EntityTable, size: int) -> Iterator[tuple[int | None, int | None]]:
-    """A type's ids in ranges of ``size`` of its rows: ``(after, upto)``, from ``(None, x)`` to
-    ``(y, None)``, each beginning where the last ended, so that every id falls in one of them,
-    held or not (the versions of an entity the cache no longer holds fall between its rows)."""
+def id_ranges(conn: sa.Connection, et: EntityTable, size: int) -> Iterator[tuple[int | None, int | None, int]]:
+    """A type's ids in ranges of ``size`` of its rows: ``(after, upto, rows in it)``, from
+    ``(None, x, size)`` to ``(y, None, the rest)``, each beginning where the last ended, so that
+    every id falls in one of them, held or not (the versions of an entity the cache no longer
+    holds fall between its rows)."""
     t = et.table
     after: int | None = None
     while True:
-        query = sa.select(t.c.id).order_by(t.c.id).offset(size - 1).limit(1)
-        upto = conn.execute(query.where(t.c.id > after) if after is not None else query).scalar()
-        yield after, upto
+        above = [t.c.id > after] if after is not None else []
+        upto = conn.execute(sa.select(t.c.id).where(*above).order_by(t.c.id).offset(size - 1).limit(1)).scalar()
         if upto is None:
+            yield after, None, conn.execute(sa.select(sa.func.count()).select_from(t).where(*above)).scalar_one()
             return
+        yield after, upto, size
         after = upto
 
 

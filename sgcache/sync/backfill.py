@@ -363,7 +363,7 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
                   rebuilt: Callable[[int], None] = lambda n: None) -> TypeReport:
     """Rebuild one type's versions between ``since`` and ``began`` (its history's start), in one
     transaction that holds off other writers of the type, :data:`ENTITIES_AT_ONCE` entities at a
-    time (``rebuilt`` is told how many rows each range held). ``retired``: see :func:`retired_since`."""
+    time (``rebuilt`` is told of the rows of each range done). ``retired``: see :func:`retired_since`."""
     report = TypeReport(et.name, began, entries=sum(len(e) for e in entries.values()))
     undo = Undo(Writer(engine, tables), et, since, began)
     for name, handler in et.fields.items():
@@ -377,13 +377,13 @@ def backfill_type(engine: sa.Engine, tables: Tables, et: EntityTable, since: dt.
         if conn.dialect.name == "postgresql":
             names = [et.table.name, et.history.name, *[a.name for a in et.associations.values()], history.LINKS]
             conn.execute(sa.text("LOCK TABLE " + ", ".join(f'"{n}"' for n in names) + " IN EXCLUSIVE MODE"))
-        for rows_after, rows_upto in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
+        for rows_after, rows_upto, rows in store.id_ranges(conn, et, ENTITIES_AT_ONCE):
             for after, upto, ids in _by_entries(rows_after, rows_upto, named, entries):
                 report.entities += _backfill_range(conn, tables, et, undo, began, after, upto,
                                                    {i: entries[i] for i in ids})
                 report.versions += len(undo.plan.row_versions) + len(undo.plan.list_versions)
-                rebuilt(len(undo.plan.row_starts))
                 undo.plan = store.Plan()  # written: the next range's
+            rebuilt(rows)
         held = {f: at for (t, f), at in history_starts(conn, tables.state).items() if t == et.name}
         history_from = undo.starts(held)
         store.start_history(conn, tables, et, history_from)
